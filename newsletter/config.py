@@ -96,6 +96,7 @@ class Settings(_Strict):
     store: Path = Path("var/newsletter.sqlite3")
     pages: PagesSettings = PagesSettings()
     subscribers: Path = Path("subscribers")
+    templates: Path | None = None  # None: the templates shipped with newsletter
     sender: SenderSettings = SenderSettings()
     base_url: str = "http://localhost:8000"
     list_id: str = "digest.newsletter.localhost"

@@ -1,0 +1,156 @@
+"""Scores candidate papers against a subscriber's profile (topics + liked papers) with TF-IDF.
+
+A Ranker is fitted once per run on the papers in play, then ranks every
+subscriber against it, so the per-subscriber cost is a sparse matrix product.
+Each chosen paper carries a Reason: the topics and liked papers it is close
+to, and the terms that carried its score.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
+from sklearn.preprocessing import normalize
+
+from .models import Paper, Reason, ScoredPaper, Subscriber
+
+TOKEN = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
+# Weight of the best single profile entry vs the profile as a whole: a paper that
+# nails one topic should beat one that brushes against all of them.
+BEST_ENTRY_WEIGHT = 0.7
+# An entry (topic or liked paper) is named in the reason when it is this close to the paper.
+REASON_MIN_SIMILARITY = 0.05
+REASON_TERMS = 3
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case word tokens with a light plural fold ("networks" -> "network")."""
+    return [fold_plural(token) for token in TOKEN.findall(text.lower())]
+
+
+def fold_plural(token: str) -> str:
+    if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
+        return token[:-1]
+    return token
+
+
+def paper_text(paper: Paper) -> str:
+    # The title twice: it is the densest statement of what a paper is about.
+    return f"{paper.title}. {paper.title}. {paper.abstract}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    chosen: tuple[ScoredPaper, ...]
+    candidate_count: int  # papers considered, after removing excluded and liked ones
+    excluded: int  # papers pushed out by an `exclude` phrase
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A subscriber's profile as text: topic phrases and liked papers (resolved or as bare titles)."""
+
+    topics: tuple[str, ...]
+    liked_titles: tuple[str, ...]
+    liked_texts: tuple[str, ...]
+    liked_ids: frozenset[int]
+    exclude: tuple[str, ...]
+
+
+def build_profile(subscriber: Subscriber, liked: Sequence[Paper | None]) -> Profile:
+    """`liked[i]` is the stored paper subscriber.liked[i] names, or None when none matched."""
+    texts = tuple(paper_text(p) if p is not None else title for p, title in zip(liked, subscriber.liked, strict=True))
+    return Profile(
+        topics=subscriber.topics,
+        liked_titles=tuple(p.title if p is not None else t for p, t in zip(liked, subscriber.liked, strict=True)),
+        liked_texts=texts,
+        liked_ids=frozenset(p.id for p in liked if p is not None),
+        exclude=subscriber.exclude,
+    )
+
+
+class Ranker:
+    """TF-IDF over title and abstract.
+
+    The IDF is fitted on a reference set of papers that does not depend on who is
+    in the run (the pipeline uses the most recent ones), so a preview of one
+    subscriber scores exactly like the full run. Papers outside the reference set
+    are vectorised on first use and cached.
+    """
+
+    def __init__(self, reference: Sequence[Paper]) -> None:
+        self.vectorizer = TfidfVectorizer(
+            tokenizer=tokenize, token_pattern=None, lowercase=False, ngram_range=(1, 2),
+            stop_words=sorted(fold_plural(w) for w in ENGLISH_STOP_WORDS), sublinear_tf=True,
+        )
+        try:
+            self.vectorizer.fit([paper_text(p) for p in reference])
+        except ValueError:  # an empty vocabulary: no papers yet, or papers without words
+            self.vectorizer.fit(["placeholder"])
+        self.terms = self.vectorizer.get_feature_names_out()
+        self._vectors: dict[int, sparse.csr_matrix] = {}
+        self._tokens: dict[int, str] = {}
+
+    def vectors(self, papers: Sequence[Paper]) -> sparse.csr_matrix:
+        """One L2-normalised TF-IDF row per paper, in order."""
+        missing = [p for p in papers if p.id not in self._vectors]
+        if missing:
+            matrix = self.vectorizer.transform([paper_text(p) for p in missing]).tocsr()
+            for row, paper in enumerate(missing):
+                self._vectors[paper.id] = matrix[row]
+        return sparse.vstack([self._vectors[p.id] for p in papers], format="csr")
+
+    def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float) -> Ranking:
+        """Top `max_papers` candidates scoring at least `min_score`, best first, ties by paper id."""
+        entries = profile.topics + profile.liked_texts
+        pool = [p for p in candidates if p.id not in profile.liked_ids]
+        kept = [p for p in pool if not self._excluded(p, profile.exclude)]
+        if not kept or not entries:
+            return Ranking((), len(kept), len(pool) - len(kept))
+        docs = self.vectors(kept)
+        entry_vectors = normalize(self.vectorizer.transform(entries))
+        centroid = normalize(sparse.csr_matrix(entry_vectors.mean(axis=0)))
+        per_entry = (docs @ entry_vectors.T).toarray()  # candidates x entries cosine
+        overall = (docs @ centroid.T).toarray().ravel()
+        scores = BEST_ENTRY_WEIGHT * per_entry.max(axis=1) + (1 - BEST_ENTRY_WEIGHT) * overall
+        order = sorted(range(len(kept)), key=lambda i: (-scores[i], kept[i].id))
+        chosen = tuple(
+            ScoredPaper(kept[i], round(float(scores[i]), 6), self._reason(profile, per_entry[i], docs[i], centroid))
+            for i in order[:max_papers]
+            if scores[i] >= min_score and scores[i] > 0
+        )
+        return Ranking(chosen, len(kept), len(pool) - len(kept))
+
+    def _excluded(self, paper: Paper, phrases: Sequence[str]) -> bool:
+        if not phrases:
+            return False
+        if paper.id not in self._tokens:
+            self._tokens[paper.id] = f" {' '.join(tokenize(paper.title + ' ' + paper.abstract))} "
+        text = self._tokens[paper.id]
+        return any(f" {' '.join(tokenize(phrase))} " in text for phrase in phrases if tokenize(phrase))
+
+    def _reason(self, profile: Profile, similarities: np.ndarray, doc: sparse.csr_matrix,
+                centroid: sparse.csr_matrix) -> Reason:
+        topic_count = len(profile.topics)
+        topics = tuple(t for t, s in zip(profile.topics, similarities[:topic_count]) if s >= REASON_MIN_SIMILARITY)
+        liked = tuple(t for t, s in zip(profile.liked_titles, similarities[topic_count:]) if s >= REASON_MIN_SIMILARITY)
+        return Reason(topics=topics, liked=liked, terms=self._carrying_terms(doc, centroid))
+
+    def _carrying_terms(self, doc: sparse.csr_matrix, centroid: sparse.csr_matrix) -> tuple[str, ...]:
+        contribution = doc.multiply(centroid).tocsr()
+        order = sorted(zip(contribution.data, contribution.indices), key=lambda pair: (-pair[0], pair[1]))
+        picked: list[str] = []
+        for _, index in order:
+            term = str(self.terms[index])
+            # "neural network" already says "network"; skip a word inside a chosen phrase.
+            if any(term in chosen.split() or chosen in term.split() for chosen in picked):
+                continue
+            picked.append(term)
+            if len(picked) == REASON_TERMS:
+                break
+        return tuple(picked)
