@@ -8,6 +8,7 @@ environment variables named here.
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,8 +213,10 @@ def _explain(err: Any, model: type[BaseModel]) -> str:
     got = err.get("input")
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model, err["loc"][:-1])
+        close = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
         hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
-        return f"unknown key{hint}. Remove it or fix its spelling"
+        return f"unknown key{guess}{hint}. Remove it or fix its spelling"
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         return f"must be one of {expected}, got {got!r}"
