@@ -1,0 +1,359 @@
+"""Tests for newsletter.deliver: message structure, the outbox folder and SMTP against a real aiosmtpd server."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from smtp_sink import SmtpSink, free_port
+
+from newsletter.config import SmtpSettings, config_from_mapping
+from newsletter.deliver import (
+    DeliveryResult,
+    Mailer,
+    MemoryMailer,
+    OutboxMailer,
+    SmtpMailer,
+    build_message,
+    header_text,
+    mailer_from_config,
+    new_message_id,
+    serialise,
+)
+from newsletter.errors import ConfigError, DeliveryError
+from newsletter.models import RenderedEmail, Subscriber, SubscriberLinks
+
+NOW = datetime(2024, 3, 5, 7, 30, 15, tzinfo=UTC)
+SENDER_NAME = "Zoë’s Paper Digest, weekly"
+SENDER = "digest@example.org"
+LIST_ID = "digest.example.org"
+TOKEN = "ImFsaWNlIg." + "x" * 90  # long enough that a URL does not fit on a 78-character line
+LINKS = SubscriberLinks(
+    manage=f"https://digest.example.org/preferences/{TOKEN}",
+    unsubscribe=f"https://digest.example.org/unsubscribe/{TOKEN}",
+    one_click=f"https://digest.example.org/unsubscribe/{TOKEN}",
+    unsubscribe_mailto=f"mailto:{SENDER}?subject=unsubscribe%20{TOKEN}",
+)
+TEXT = "Your papers for this week — “Attention” and more.\n\n" + "word " * 400 + "\n"
+HTML = "<html><body><p>Your papers — “Attention”.</p>" + "<td>cell</td>" * 300 + "</body></html>\n"
+EVIL = "\r\nBcc: evil@x"
+
+
+def subscriber(sub_id: str = "alice", name: str = "Alice Ünïcode") -> Subscriber:
+    return Subscriber(id=sub_id, email=f"{sub_id}@example.org", name=name)
+
+
+def message_for(sub: Subscriber | None = None, *, subject: str = "5 papers for you — Tuesday") -> EmailMessage:
+    sub = sub or subscriber()
+    rendered = RenderedEmail(subject=subject, preheader="Top pick: attention", html=HTML, text=TEXT)
+    return build_message(
+        rendered,
+        sub,
+        sender_name=SENDER_NAME,
+        sender_address=SENDER,
+        list_id=LIST_ID,
+        links=LINKS,
+        now=NOW,
+        message_id=new_message_id(SENDER),
+    )
+
+
+def parse(raw: bytes) -> EmailMessage:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def assert_wire_format(raw: bytes) -> None:
+    without_crlf = raw.replace(b"\r\n", b"")
+    assert b"\n" not in without_crlf and b"\r" not in without_crlf, "bare LF or CR on the wire"
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    assert raw.isascii(), "the message must be 7-bit clean"
+
+
+class Sleeps(list[float]):
+    """An injected `sleep` that records the backoff instead of waiting."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+# --- contract: the same checks for every mailer ------------------------------------------
+
+
+@dataclass
+class Delivery:
+    mailer: Mailer
+    received: Callable[[], list[bytes]]
+
+
+@pytest.fixture(params=["outbox", "smtp", "memory"])
+def delivery(request: pytest.FixtureRequest, tmp_path: Path, smtp_sink: Callable[..., SmtpSink]) -> Delivery:
+    if request.param == "outbox":
+        folder = tmp_path / "outbox"
+        return Delivery(OutboxMailer(folder), lambda: [p.read_bytes() for p in sorted(folder.glob("*.eml"))])
+    if request.param == "smtp":
+        sink = smtp_sink()
+        return Delivery(SmtpMailer(sink.settings(), password=None), lambda: [m.raw for m in sink.messages])
+    memory = MemoryMailer()
+    return Delivery(memory, lambda: [serialise(m) for m in memory.sent])
+
+
+def test_contract_message_structure(delivery: Delivery) -> None:
+    message = message_for()
+    with delivery.mailer as mailer:
+        result = mailer.send(message)
+    assert (result.status, result.attempts) == ("sent", 1)
+    [raw] = delivery.received()
+    got = parse(raw)
+
+    assert got.get_content_type() == "multipart/alternative"
+    text, html = got.iter_parts()
+    assert (text.get_content_type(), text.get_content_charset()) == ("text/plain", "utf-8")
+    assert (html.get_content_type(), html.get_content_charset()) == ("text/html", "utf-8")
+    # Line breaks inside a MIME text part are CRLF on the wire (RFC 2045 canonical form).
+    assert text.get_content().replace("\r\n", "\n") == TEXT
+    assert html.get_content().replace("\r\n", "\n") == HTML
+
+    [sender] = got["From"].addresses  # a comma in a non-ASCII name must not split it in two
+    assert (sender.display_name, sender.addr_spec) == (SENDER_NAME, SENDER)
+    [recipient] = got["To"].addresses
+    assert (recipient.display_name, recipient.addr_spec) == ("Alice Ünïcode", "alice@example.org")
+    assert got["Subject"] == "5 papers for you — Tuesday"
+    assert got["Date"].datetime == NOW
+    assert got["Message-ID"] == message["Message-ID"]
+    assert got["List-Id"] == f"Zoë’s Paper Digest weekly <{LIST_ID}>"  # specials dropped from the label
+    assert got["List-Unsubscribe"] == f"<{LINKS.one_click}>, <{LINKS.unsubscribe_mailto}>"
+    assert got["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+
+def test_contract_wire_format_is_crlf_short_lines_and_literal_urls(delivery: Delivery) -> None:
+    with delivery.mailer as mailer:
+        mailer.send(message_for())
+    [raw] = delivery.received()
+    assert_wire_format(raw)
+    # Mail clients read List-Unsubscribe raw: the URLs must not be hidden in RFC 2047 encoded words.
+    assert f"List-Unsubscribe: <{LINKS.one_click}>,\r\n <{LINKS.unsubscribe_mailto}>\r\n".encode() in raw
+
+
+def test_contract_untrusted_text_cannot_add_headers(delivery: Delivery) -> None:
+    sub = subscriber(name="Mallory" + EVIL)
+    with delivery.mailer as mailer:
+        mailer.send(message_for(sub, subject="Hello" + EVIL))
+    [raw] = delivery.received()
+    got = parse(raw)
+    assert "Bcc" not in got
+    assert not re.search(rb"(?im)^bcc:", raw)
+    assert got["Subject"] == "Hello Bcc: evil@x"
+    assert [a.addr_spec for a in got["To"].addresses] == ["alice@example.org"]
+
+
+def test_contract_a_batch_delivers_every_message(delivery: Delivery) -> None:
+    with delivery.mailer as mailer:
+        results = [mailer.send(message_for(subscriber(name))) for name in ("ann", "bob", "cyd")]
+    assert [r.status for r in results] == ["sent"] * 3
+    recipients = [parse(raw)["To"].addresses[0].username for raw in delivery.received()]
+    assert sorted(recipients) == ["ann", "bob", "cyd"]
+
+
+# --- build_message ----------------------------------------------------------------------
+
+
+def test_message_ids_are_unique_and_in_the_sender_domain() -> None:
+    first, second = new_message_id(SENDER), new_message_id(SENDER)
+    assert first != second
+    assert re.fullmatch(r"<[^<>@\s]+@example\.org>", first)
+
+
+def test_header_text_removes_every_kind_of_line_break() -> None:
+    assert header_text("a\r\nb\nc\rd\u2028e\x85f\x00g\t h") == "a b c d e f g h"
+
+
+def test_an_address_with_a_line_break_is_refused() -> None:
+    bad = Subscriber(id="mallory", email="mallory@example.org" + EVIL, name="Mallory")
+    with pytest.raises(DeliveryError, match="subscriber mallory: .* is not a plain ASCII email address"):
+        message_for(bad)
+
+
+# --- outbox -----------------------------------------------------------------------------
+
+
+def test_outbox_names_files_by_date_recipient_and_id(tmp_path: Path) -> None:
+    with OutboxMailer(tmp_path / "out") as mailer:
+        first = mailer.send(message_for())
+        second = mailer.send(message_for())
+    files = sorted((tmp_path / "out").iterdir())
+    assert [str(f) for f in files] == sorted([first.reply, second.reply])
+    for path in files:
+        assert re.fullmatch(r"20240305T073015-alice@example\.org-[0-9a-f]{8}\.eml", path.name)
+
+
+def test_outbox_that_cannot_be_written_raises(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the outbox should be")
+    with pytest.raises(DeliveryError, match="cannot write .*delivery.outbox"):
+        OutboxMailer(blocker).send(message_for())
+
+
+# --- SMTP -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+def smtp_mailer(sink: SmtpSink, sleeps: Sleeps, password: str | None = None, **overrides: object) -> SmtpMailer:
+    return SmtpMailer(sink.settings(**overrides), password=password, sleep=sleeps)
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_tls_with_auth_delivers(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps, security: str) -> None:
+    sink = smtp_sink(security=security, username="digest", password="s3cret")
+    with smtp_mailer(sink, sleeps, password="s3cret") as mailer:
+        result = mailer.send(message_for())
+    assert result == DeliveryResult("sent", "250 2.0.0 OK: queued as 1", 1)
+    [received] = sink.messages
+    assert received.mail_from == SENDER
+    assert received.rcpt_tos == ("alice@example.org",)
+    assert (received.login, received.tls) == ("digest", True)
+    assert_wire_format(received.raw)
+
+
+def test_starttls_not_offered_never_falls_back_to_plain_text(
+    smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps
+) -> None:
+    sink = smtp_sink()  # plain server, no STARTTLS
+    expected = rf"127\.0\.0\.1:{sink.port} does not offer STARTTLS"
+    with smtp_mailer(sink, sleeps, security="starttls") as mailer, pytest.raises(DeliveryError, match=expected):
+        mailer.send(message_for())
+    assert sink.messages == []
+    assert sleeps == []  # not a transient failure: no retries
+
+
+def test_untrusted_certificate_is_refused(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
+    sink = smtp_sink(security="ssl")
+    expected = "TLS with .* failed .*smtp.ca_file"
+    with smtp_mailer(sink, sleeps, ca_file=None) as mailer, pytest.raises(DeliveryError, match=expected):
+        mailer.send(message_for())
+    assert sink.messages == []
+
+
+def test_wrong_password_raises(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
+    sink = smtp_sink(security="starttls", username="digest", password="s3cret")
+    expected = "rejected the login for 'digest' \\(535 .*NEWSLETTER_SMTP_PASSWORD"
+    with smtp_mailer(sink, sleeps, password="wrong") as mailer, pytest.raises(DeliveryError, match=expected):
+        mailer.send(message_for())
+    assert sink.messages == []
+
+
+def test_username_without_password_raises(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
+    sink = smtp_sink(security="starttls", username="digest", password="s3cret")
+    with pytest.raises(DeliveryError, match="no password"):
+        smtp_mailer(sink, sleeps, password=None).send(message_for())
+
+
+def test_connection_refused_raises_after_retries(sleeps: Sleeps) -> None:
+    port = free_port()  # nothing listens there
+    settings = SmtpSettings(host="127.0.0.1", port=port, security="none", retries=2, timeout=5)
+    expected = rf"cannot connect to SMTP server 127\.0\.0\.1:{port}.*smtp.host"
+    with SmtpMailer(settings, password=None, sleep=sleeps) as mailer, pytest.raises(DeliveryError, match=expected):
+        mailer.send(message_for())
+    assert sleeps == [1.0, 2.0]
+
+
+def test_untrusted_name_does_not_reach_the_envelope(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
+    sink = smtp_sink()
+    with smtp_mailer(sink, sleeps) as mailer:
+        mailer.send(message_for(subscriber(name="Mallory" + EVIL + ", evil2@x")))
+    assert [m.rcpt_tos for m in sink.messages] == [("alice@example.org",)]
+
+
+def test_rejected_recipient_fails_and_the_batch_goes_on(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
+    sink = smtp_sink(reject=("bob@example.org",))
+    with smtp_mailer(sink, sleeps) as mailer:
+        bob = mailer.send(message_for(subscriber("bob")))
+        cyd = mailer.send(message_for(subscriber("cyd")))
+    assert bob.status == "failed" and bob.attempts == 1
+    assert bob.reply.startswith("550 5.1.1 <bob@example.org>: recipient address rejected")
+    assert cyd.status == "sent"
+    assert [m.rcpt_tos for m in sink.messages] == [("cyd@example.org",)]
+    assert sink.connections == 1
+    assert sleeps == []
+
+
+def test_transient_reply_is_retried_then_delivered(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
+    sink = smtp_sink(defer_data=1)
+    with smtp_mailer(sink, sleeps, retries=2) as mailer:
+        result = mailer.send(message_for())
+    assert (result.status, result.attempts) == ("sent", 2)
+    assert len(sink.messages) == 1
+    assert sleeps == [1.0]
+    assert sink.connections == 2  # the retry starts on a fresh session
+
+
+def test_dropped_connection_is_retried_on_a_new_one(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
+    sink = smtp_sink(drop_data=1)
+    with smtp_mailer(sink, sleeps, retries=1) as mailer:
+        result = mailer.send(message_for())
+    assert (result.status, result.attempts) == ("sent", 2)
+    assert len(sink.messages) == 1
+    assert sink.connections == 2
+
+
+def test_retries_exhausted_is_failed_with_the_last_reply(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
+    sink = smtp_sink(defer_data=10)
+    with smtp_mailer(sink, sleeps, retries=2) as mailer:
+        result = mailer.send(message_for())
+    assert result == DeliveryResult("failed", "451 4.3.0 temporary failure, try again later", 3)
+    assert sink.messages == []
+    assert sleeps == [1.0, 2.0]
+
+
+def test_a_batch_uses_one_connection(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
+    sink = smtp_sink(security="starttls", username="digest", password="s3cret")
+    mailer = smtp_mailer(sink, sleeps, password="s3cret")
+    with mailer:
+        for name in ("ann", "bob", "cyd"):
+            assert mailer.send(message_for(subscriber(name))).status == "sent"
+    assert (len(sink.messages), sink.connections) == (3, 1)
+    with mailer:  # the first batch closed its session; the next opens its own
+        mailer.send(message_for())
+    assert sink.connections == 2
+
+
+# --- mailer_from_config -----------------------------------------------------------------
+
+
+def test_config_outbox_writes_to_the_resolved_folder(tmp_path: Path) -> None:
+    config = config_from_mapping({"delivery": {"method": "outbox", "outbox": "var/out"}}, tmp_path)
+    with mailer_from_config(config) as mailer:
+        result = mailer.send(message_for())
+    assert Path(result.reply).parent == tmp_path / "var" / "out"
+
+
+def test_config_smtp_uses_env_password_and_relative_ca_file(
+    smtp_sink: Callable[..., SmtpSink], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = smtp_sink(security="ssl", username="digest", password="s3cret")
+    assert sink.ca_file == tmp_path / "smtp-ca.pem"
+    smtp = {"host": sink.host, "port": sink.port, "security": "ssl", "username": "digest", "ca_file": "smtp-ca.pem"}
+    config = config_from_mapping({"delivery": {"method": "smtp"}, "smtp": smtp}, tmp_path)
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "s3cret")
+    with mailer_from_config(config) as mailer:
+        assert mailer.send(message_for()).status == "sent"
+    assert len(sink.messages) == 1
+
+
+def test_config_smtp_without_password_env_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NEWSLETTER_SMTP_PASSWORD", raising=False)
+    config = config_from_mapping({"delivery": {"method": "smtp"}, "smtp": {"username": "digest"}}, tmp_path)
+    with pytest.raises(ConfigError, match="NEWSLETTER_SMTP_PASSWORD"):
+        mailer_from_config(config)
