@@ -1,0 +1,36 @@
+# One entry point for people and CI. `make demo` runs the whole flow on the
+# shipped samples; `make test` installs everything the tests need and runs them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.installed
+	mkdir -p var/inbox
+	cp samples/pages/*.txt var/inbox/
+	$(BIN)/newsletter ingest
+	$(BIN)/newsletter subscribers
+	$(BIN)/newsletter preview alice --out var/preview
+	$(BIN)/newsletter digest
+	@echo "Emails written to var/outbox/:"; ls var/outbox
+
+test: $(VENV)/.installed
+	bash scripts/ensure-chromium
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/bench_pipeline.py
+
+lint: $(VENV)/.installed
+	$(BIN)/pip install --quiet ruff
+	$(BIN)/ruff check newsletter tests bench
+
+clean:
+	rm -rf var preview .pytest_cache

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Throughput of the pipeline on the real pages: ingest, then rank + render for many subscribers.
+
+    python bench/bench_pipeline.py [--pages ../shared/pages] [--subscribers 1000] [--repeat 5]
+
+Prints papers ingested per second (fresh SQLite file per repeat), then for N
+generated subscribers (topics drawn from the pages' own vocabulary, seeded) the
+time to plan (rank) all digests and to render them, and emails written per
+second to an outbox. Numbers only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from newsletter.config import config_from_mapping  # noqa: E402
+from newsletter.deliver import OutboxMailer  # noqa: E402
+from newsletter.ingest import Folders, ingest  # noqa: E402
+from newsletter.pipeline import compose, make_renderer, plan_digests, run_digests, signing_key  # noqa: E402
+from newsletter.rank import tokenize  # noqa: E402
+from newsletter.store import Store  # noqa: E402
+
+NOW = datetime(2026, 3, 20, 8, tzinfo=UTC)
+
+
+def bench_ingest(pages: list[Path], repeat: int) -> tuple[float, int]:
+    rates = []
+    entries = 0
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            folders = Folders(Path(tmp, "in"), Path(tmp, "done"), Path(tmp, "bad"))
+            with Store(Path(tmp, "db.sqlite3")) as store:
+                started = time.perf_counter()
+                report = ingest(store, folders, NOW, pages)
+                elapsed = time.perf_counter() - started
+            entries = report.new_papers + report.duplicates
+            rates.append(entries / elapsed)
+    return statistics.median(rates), entries
+
+
+def write_subscribers(folder: Path, count: int, vocabulary: list[str], seed: int) -> None:
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(count):
+        topics = [" ".join(rng.sample(vocabulary, 2)) for _ in range(rng.randint(2, 5))]
+        exclude = [rng.choice(vocabulary)] if rng.random() < 0.3 else []
+        lines = [f"email: user{n}@example.org", f"name: User {n}", "topics:"]
+        lines += [f"  - {t}" for t in topics]
+        lines += [f"exclude: [{', '.join(exclude)}]", f"max_papers: {rng.choice([5, 10, 20])}"]
+        (folder / f"user{n:05d}.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=Path, default=REPO.parent / "shared" / "pages")
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    pages = sorted(args.pages.glob("*.txt"))
+    if not pages:
+        sys.exit(f"no pages in {args.pages}")
+
+    rate, entries = bench_ingest(pages, args.repeat)
+    print(f"ingest: {len(pages)} pages, {entries} entries: {rate:,.0f} papers/s (median of {args.repeat})")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        config = config_from_mapping({"delivery": {"method": "outbox"}, "digest": {"lookback_days": 30}}, base)
+        with Store(config.store_path) as store:
+            ingest(store, Folders(config.inbox, config.processed, config.quarantine), NOW - timedelta(hours=1), pages)
+            vocabulary = sorted({t for p in store.papers() for t in tokenize(p.title) if len(t) > 4})
+        write_subscribers(config.subscribers_dir, args.subscribers, vocabulary, args.seed)
+
+        with Store(config.store_path) as store:
+            started = time.perf_counter()
+            plan = plan_digests(config, store, NOW)
+            ranked = time.perf_counter() - started
+            renderer = make_renderer(config)
+            key = signing_key(store)
+            started = time.perf_counter()
+            emails = [compose(config, renderer, key, digest) for digest in plan.digests]
+            rendered = time.perf_counter() - started
+        n = len(plan.digests)
+        papers = statistics.mean(len(d.papers) for d in plan.digests)
+        html_kb = statistics.mean(len(e.rendered.html.encode()) for e in emails) / 1024
+        print(f"rank:   {n} subscribers: "
+              f"{ranked:.2f}s, {n / ranked:,.0f} digests/s")
+        print(f"render: {n} digests (mean {papers:.1f} papers, {html_kb:.1f} KB HTML): "
+              f"{rendered:.2f}s, {n / rendered:,.0f} emails/s")
+        print(f"rank + render: {n / (ranked + rendered):,.0f} digests/s")
+
+        started = time.perf_counter()
+        report = run_digests(config, NOW, mailer=OutboxMailer(config.outbox))
+        elapsed = time.perf_counter() - started
+        print(f"full run to outbox (load, rank, render, record, write .eml): {report.count('sent')} sent in "
+              f"{elapsed:.2f}s, {report.count('sent') / elapsed:,.0f} digests/s")
+
+
+if __name__ == "__main__":
+    main()
