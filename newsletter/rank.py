@@ -20,9 +20,6 @@ from sklearn.preprocessing import normalize
 from .models import Paper, Reason, ScoredPaper, Subscriber
 
 TOKEN = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
-# Weight of the best single profile entry vs the profile as a whole: a paper that
-# nails one topic should beat one that brushes against all of them.
-BEST_ENTRY_WEIGHT = 0.7
 # An entry (topic or liked paper) is named in the reason when it is this close to the paper.
 REASON_MIN_SIMILARITY = 0.05
 REASON_TERMS = 3
@@ -49,6 +46,14 @@ class Ranking:
     chosen: tuple[ScoredPaper, ...]
     candidate_count: int  # papers considered, after removing excluded and liked ones
     excluded: int  # papers pushed out by an `exclude` phrase
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    total: np.ndarray  # one score per paper
+    per_entry: np.ndarray  # papers x profile entries (topics, then liked papers)
+    docs: sparse.csr_matrix
+    centroid: sparse.csr_matrix
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,7 @@ class Ranker:
         except ValueError:  # an empty vocabulary: no papers yet, or papers without words
             self.vectorizer.fit(["placeholder"])
         self.terms = self.vectorizer.get_feature_names_out()
+        self._stop_words = frozenset(self.vectorizer.get_stop_words() or ())
         self._vectors: dict[int, sparse.csr_matrix] = {}
         self._tokens: dict[int, str] = {}
 
@@ -107,24 +113,58 @@ class Ranker:
 
     def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float) -> Ranking:
         """Top `max_papers` candidates scoring at least `min_score`, best first, ties by paper id."""
-        entries = profile.topics + profile.liked_texts
         pool = [p for p in candidates if p.id not in profile.liked_ids]
         kept = [p for p in pool if not self._excluded(p, profile.exclude)]
-        if not kept or not entries:
+        if not kept or not (profile.topics or profile.liked_texts):
             return Ranking((), len(kept), len(pool) - len(kept))
-        docs = self.vectors(kept)
-        entry_vectors = normalize(self.vectorizer.transform(entries))
-        centroid = normalize(sparse.csr_matrix(entry_vectors.mean(axis=0)))
-        per_entry = (docs @ entry_vectors.T).toarray()  # candidates x entries cosine
-        overall = (docs @ centroid.T).toarray().ravel()
-        scores = BEST_ENTRY_WEIGHT * per_entry.max(axis=1) + (1 - BEST_ENTRY_WEIGHT) * overall
-        order = sorted(range(len(kept)), key=lambda i: (-scores[i], kept[i].id))
+        scored = self.score(profile, kept)
+        order = sorted(range(len(kept)), key=lambda i: (-scored.total[i], kept[i].id))
         chosen = tuple(
-            ScoredPaper(kept[i], round(float(scores[i]), 6), self._reason(profile, per_entry[i], docs[i], centroid))
+            ScoredPaper(kept[i], round(float(scored.total[i]), 6), self._reason(profile, scored, i))
             for i in order[:max_papers]
-            if scores[i] >= min_score and scores[i] > 0
+            if scored.total[i] >= min_score and scored.total[i] > 0
         )
         return Ranking(chosen, len(kept), len(pool) - len(kept))
+
+    def score(self, profile: Profile, papers: Sequence[Paper]) -> Scores:
+        """Similarity of every paper to each profile entry and to the profile as a whole."""
+        docs = self.vectors(papers)
+        entries = profile.topics + profile.liked_texts
+        if not entries:  # nothing to compare with: every paper scores zero
+            zeros = sparse.csr_matrix((1, docs.shape[1]))
+            return Scores(np.zeros(len(papers)), np.zeros((len(papers), 0)), docs, zeros)
+        entry_vectors = normalize(self.vectorizer.transform(entries))
+        mean = sparse.csr_matrix(entry_vectors.mean(axis=0))
+        per_entry = (docs @ entry_vectors.T).toarray()  # papers x entries, cosine
+        if profile.topics:
+            per_entry[:, : len(profile.topics)] *= self._coverage(docs, profile.topics)
+        # Cosine to the profile centroid is the mean entry cosine over the centroid's
+        # norm; taking the mean of the coverage-adjusted cosines keeps that score
+        # (the best of the variants on ../shared/bench, see README) with phrase coverage.
+        norm = float(np.sqrt(mean.multiply(mean).sum())) or 1.0
+        total = per_entry.mean(axis=1) / norm
+        return Scores(total=total, per_entry=per_entry, docs=docs, centroid=normalize(mean))
+
+    def _coverage(self, docs: sparse.csr_matrix, topics: Sequence[str]) -> np.ndarray:
+        """Share of each topic's content words present in each paper (papers x topics).
+
+        A topic is a phrase: "molecule generation" half-present (only "generation")
+        is a much weaker signal than TF-IDF alone suggests, so it gets half credit.
+        """
+        vocabulary = self.vectorizer.vocabulary_
+        rows: list[int] = []
+        columns: list[int] = []
+        sizes = np.ones(len(topics))
+        for column, topic in enumerate(topics):
+            words = {w for w in tokenize(topic) if w not in self._stop_words}
+            sizes[column] = max(len(words), 1)
+            ids = [vocabulary[w] for w in words if w in vocabulary]
+            rows += ids
+            columns += [column] * len(ids)
+        indicator = sparse.csr_matrix((np.ones(len(rows)), (rows, columns)), shape=(docs.shape[1], len(topics)))
+        present = docs.copy()
+        present.data = np.ones_like(present.data)
+        return (present @ indicator).toarray() / sizes
 
     def _excluded(self, paper: Paper, phrases: Sequence[str]) -> bool:
         if not phrases:
@@ -134,12 +174,12 @@ class Ranker:
         text = self._tokens[paper.id]
         return any(f" {' '.join(tokenize(phrase))} " in text for phrase in phrases if tokenize(phrase))
 
-    def _reason(self, profile: Profile, similarities: np.ndarray, doc: sparse.csr_matrix,
-                centroid: sparse.csr_matrix) -> Reason:
+    def _reason(self, profile: Profile, scored: Scores, row: int) -> Reason:
+        similarities = scored.per_entry[row]
         topic_count = len(profile.topics)
         topics = tuple(t for t, s in zip(profile.topics, similarities[:topic_count]) if s >= REASON_MIN_SIMILARITY)
         liked = tuple(t for t, s in zip(profile.liked_titles, similarities[topic_count:]) if s >= REASON_MIN_SIMILARITY)
-        return Reason(topics=topics, liked=liked, terms=self._carrying_terms(doc, centroid))
+        return Reason(topics=topics, liked=liked, terms=self._carrying_terms(scored.docs[row], scored.centroid))
 
     def _carrying_terms(self, doc: sparse.csr_matrix, centroid: sparse.csr_matrix) -> tuple[str, ...]:
         contribution = doc.multiply(centroid).tocsr()
