@@ -20,8 +20,10 @@ from sklearn.preprocessing import normalize
 from .models import Paper, Reason, ScoredPaper, Subscriber
 
 TOKEN = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
-# An entry (topic or liked paper) is named in the reason when it is this close to the paper.
+# An entry (topic or liked paper) is named in the reason when it is this close to the paper...
 REASON_MIN_SIMILARITY = 0.05
+# ...and, for a topic, when the paper holds most of its words (2 of 3, but not 1 of 2).
+REASON_MIN_COVERAGE = 0.66
 REASON_TERMS = 3
 
 
@@ -52,6 +54,7 @@ class Ranking:
 class Scores:
     total: np.ndarray  # one score per paper
     per_entry: np.ndarray  # papers x profile entries (topics, then liked papers)
+    coverage: np.ndarray  # papers x topics: share of each topic's words in the paper
     docs: sparse.csr_matrix
     centroid: sparse.csr_matrix
 
@@ -131,19 +134,19 @@ class Ranker:
         docs = self.vectors(papers)
         entries = profile.topics + profile.liked_texts
         if not entries:  # nothing to compare with: every paper scores zero
-            zeros = sparse.csr_matrix((1, docs.shape[1]))
-            return Scores(np.zeros(len(papers)), np.zeros((len(papers), 0)), docs, zeros)
+            nothing = np.zeros((len(papers), 0))
+            return Scores(np.zeros(len(papers)), nothing, nothing, docs, sparse.csr_matrix((1, docs.shape[1])))
         entry_vectors = normalize(self.vectorizer.transform(entries))
         mean = sparse.csr_matrix(entry_vectors.mean(axis=0))
         per_entry = (docs @ entry_vectors.T).toarray()  # papers x entries, cosine
-        if profile.topics:
-            per_entry[:, : len(profile.topics)] *= self._coverage(docs, profile.topics)
+        coverage = self._coverage(docs, profile.topics)
+        per_entry[:, : len(profile.topics)] *= coverage
         # Cosine to the profile centroid is the mean entry cosine over the centroid's
         # norm; taking the mean of the coverage-adjusted cosines keeps that score
         # (the best of the variants on ../shared/bench, see README) with phrase coverage.
         norm = float(np.sqrt(mean.multiply(mean).sum())) or 1.0
         total = per_entry.mean(axis=1) / norm
-        return Scores(total=total, per_entry=per_entry, docs=docs, centroid=normalize(mean))
+        return Scores(total=total, per_entry=per_entry, coverage=coverage, docs=docs, centroid=normalize(mean))
 
     def _coverage(self, docs: sparse.csr_matrix, topics: Sequence[str]) -> np.ndarray:
         """Share of each topic's content words present in each paper (papers x topics).
@@ -177,7 +180,11 @@ class Ranker:
     def _reason(self, profile: Profile, scored: Scores, row: int) -> Reason:
         similarities = scored.per_entry[row]
         topic_count = len(profile.topics)
-        topics = tuple(t for t, s in zip(profile.topics, similarities[:topic_count]) if s >= REASON_MIN_SIMILARITY)
+        topics = tuple(
+            topic
+            for topic, similarity, share in zip(profile.topics, similarities[:topic_count], scored.coverage[row])
+            if similarity >= REASON_MIN_SIMILARITY and share >= REASON_MIN_COVERAGE
+        )
         liked = tuple(t for t, s in zip(profile.liked_titles, similarities[topic_count:]) if s >= REASON_MIN_SIMILARITY)
         return Reason(topics=topics, liked=liked, terms=self._carrying_terms(scored.docs[row], scored.centroid))
 

@@ -113,3 +113,17 @@ def test_an_empty_corpus_ranks_nothing():
 @pytest.mark.parametrize(("text", "tokens"), [("Graph Networks", ["graph", "network"]), ("class bus", ["class", "bus"])])
 def test_tokenizer_folds_plurals(text, tokens):
     assert tokenize(text) == tokens
+
+
+def test_a_topic_half_present_gets_half_credit_and_is_not_claimed():
+    papers = [
+        paper(1, "Diffusion for molecule generation", "We generate molecules atom by atom; molecule generation works."),
+        paper(2, "Retrieval for code generation", "Retrieval helps code generation at scale; generation improves."),
+    ]
+    ranker = Ranker(papers)
+    profile = build_profile(subscriber(topics=("molecule generation",)), [])
+    scores = ranker.score(profile, papers).total
+    assert scores[1] < scores[0] / 2
+    chosen = ranker.rank(profile, papers, max_papers=2, min_score=0.0).chosen
+    reasons = {c.paper.id: c.reason.topics for c in chosen}
+    assert reasons[1] == ("molecule generation",) and reasons.get(2, ()) == ()

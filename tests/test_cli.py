@@ -1,0 +1,110 @@
+"""CLI: every command has help, prints what it did, and exits non-zero when something needs attention."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from helpers import FIXTURE_PAGES, REPO, SAMPLE_PAGES
+from newsletter.cli import main
+
+COMMANDS = ["ingest", "digest", "preview", "papers", "subscribers"]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the shipped config and subscribers with the sample pages in the inbox."""
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    shutil.copytree(REPO / "subscribers", tmp_path / "subscribers")
+    (tmp_path / "var" / "inbox").mkdir(parents=True)
+    for page in SAMPLE_PAGES.glob("*.txt"):
+        shutil.copy(page, tmp_path / "var" / "inbox")
+    return tmp_path
+
+
+def run(project: Path, *args: str):
+    return CliRunner().invoke(main, ["--config", str(project / "config.yaml"), *args])
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_every_command_has_help(command):
+    result = CliRunner().invoke(main, [command, "--help"] if command else ["--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+    if command is None:
+        assert all(name in result.output for name in COMMANDS)
+    else:
+        assert len(result.output.splitlines()) > 3  # a description, not just the usage line
+
+
+def test_the_whole_flow_from_the_command_line(project):
+    ingested = run(project, "ingest")
+    assert ingested.exit_code == 0, ingested.output
+    assert "3 pages: 3 ingested, 0 already ingested, 0 quarantined; 21 new papers, 3 duplicates" in ingested.output
+    assert len(list((project / "var" / "processed").iterdir())) == 3
+
+    listing = json.loads(run(project, "subscribers", "--json").output)
+    assert [s["id"] for s in listing["subscribers"]] == ["alice", "bob", "carol"]
+    assert all(s["next_digest"] > 0 for s in listing["subscribers"])
+
+    preview = run(project, "preview", "alice", "--out", str(project / "pv"))
+    assert preview.exit_code == 0
+    assert {Path(line).name for line in preview.stdout.splitlines()} == {"alice.html", "alice.txt", "alice.eml"}
+
+    dry = run(project, "digest", "--dry-run")
+    assert dry.exit_code == 0 and "dry run: 3 would send" in dry.output
+    assert not (project / "var" / "outbox").exists()
+
+    sent = run(project, "digest", "--subscriber", "bob")
+    assert sent.exit_code == 0 and "1 sent" in sent.output
+    assert len(list((project / "var" / "outbox").glob("*bob@example.org*.eml"))) == 1
+    everyone = run(project, "digest")
+    assert "2 sent, 1 nothing new" in everyone.output
+
+    papers = json.loads(run(project, "papers", "--json").output)
+    assert len(papers) == 21
+    seen_twice = [p for p in papers if len(p["seen_on"]) == 2]
+    assert len(seen_twice) == 3 and all(p["seen_on"][0]["date"].endswith(("-18", "-19")) for p in seen_twice)
+    assert "21 papers" in run(project, "papers").output
+
+
+def test_a_quarantined_page_makes_ingest_exit_non_zero(project):
+    shutil.copy(FIXTURE_PAGES / "bad-missing-abstract.txt", project / "var" / "inbox")
+    result = run(project, "ingest")
+    assert result.exit_code == 1
+    assert "quarantined: " in result.output and "bad-missing-abstract.txt:13" in result.output
+    assert "1 quarantined" in result.output
+
+
+def test_errors_are_one_line_not_a_traceback(project):
+    (project / "config.yaml").write_text("smtp: {prot: 25}\n")
+    result = run(project, "papers")
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ") and "smtp.prot: unknown key" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_subscriber_is_an_error(project):
+    result = run(project, "preview", "zed")
+    assert result.exit_code == 1 and "error: no subscriber 'zed'" in result.output
+
+
+def test_a_bad_subscriber_file_fails_the_run_but_not_the_others(project):
+    run(project, "ingest")
+    (project / "subscribers" / "eve.yaml").write_text("email: eve@example.org\ntopics: [x]\nmax_paper: 3\n")
+    result = run(project, "digest")
+    assert result.exit_code == 1
+    assert "eve.yaml: max_paper: unknown key (did you mean 'max_papers'?)" in result.output
+    assert "3 sent" in result.output
+
+
+def test_installed_entry_point_runs():
+    exe = Path(sys.executable).with_name("newsletter")
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and "ingest" in result.stdout
