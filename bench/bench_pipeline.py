@@ -48,12 +48,22 @@ def bench_ingest(pages: list[Path], repeat: int) -> tuple[float, int]:
     return statistics.median(rates), entries
 
 
-def write_subscribers(folder: Path, count: int, vocabulary: list[str], seed: int) -> None:
+def title_phrases(titles: list[str]) -> list[str]:
+    """Two- and three-word runs of title words, the way people phrase topics ("graph neural networks")."""
+    phrases = set()
+    for title in titles:
+        words = [w for w in title.lower().replace(":", " ").split() if w.isalpha() and len(w) > 3]
+        for size in (2, 3):
+            phrases.update(" ".join(words[i : i + size]) for i in range(len(words) - size + 1))
+    return sorted(phrases)
+
+
+def write_subscribers(folder: Path, count: int, phrases: list[str], words: list[str], seed: int) -> None:
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for n in range(count):
-        topics = [" ".join(rng.sample(vocabulary, 2)) for _ in range(rng.randint(2, 5))]
-        exclude = [rng.choice(vocabulary)] if rng.random() < 0.3 else []
+        topics = rng.sample(phrases, rng.randint(2, 5))
+        exclude = [rng.choice(words)] if rng.random() < 0.3 else []
         lines = [f"email: user{n}@example.org", f"name: User {n}", "topics:"]
         lines += [f"  - {t}" for t in topics]
         lines += [f"exclude: [{', '.join(exclude)}]", f"max_papers: {rng.choice([5, 10, 20])}"]
@@ -79,8 +89,9 @@ def main() -> None:
         config = config_from_mapping({"delivery": {"method": "outbox"}, "digest": {"lookback_days": 30}}, base)
         with Store(config.store_path) as store:
             ingest(store, Folders(config.inbox, config.processed, config.quarantine), NOW - timedelta(hours=1), pages)
-            vocabulary = sorted({t for p in store.papers() for t in tokenize(p.title) if len(t) > 4})
-        write_subscribers(config.subscribers_dir, args.subscribers, vocabulary, args.seed)
+            titles = [p.title for p in store.papers()]
+        words = sorted({t for title in titles for t in tokenize(title) if len(t) > 4})
+        write_subscribers(config.subscribers_dir, args.subscribers, title_phrases(titles), words, args.seed)
 
         with Store(config.store_path) as store:
             started = time.perf_counter()

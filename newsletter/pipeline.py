@@ -25,7 +25,7 @@ from .errors import DeliveryError, NewsletterError, ProfileError
 from .ingest import Folders, IngestReport, ingest
 from .links import subscriber_links
 from .models import Digest, Paper, RenderedEmail, Subscriber, SubscriberLinks
-from .rank import Ranker, build_profile
+from .rank import Profile, Ranker, build_profile
 from .render import Renderer
 from .store import DeliveryRecord, Store
 from .subscribers import load_one, load_subscribers
@@ -73,7 +73,11 @@ def plan_digests(config: Config, store: Store, now: datetime, only: Sequence[str
     windows = {s.id: window_start(config, store, s, now) for s in active}
     corpus = store.papers_first_seen(min(windows.values()), now) if windows else []
     ranker = make_ranker(store, now)
-    digests = tuple(build_digest(config, store, ranker, corpus, s, windows[s.id], now) for s in active)
+    profiles = {s.id: profile_of(store, s) for s in active}
+    ranker.prepare(list(profiles.values()), corpus)
+    digests = tuple(
+        build_digest(config, store, ranker, corpus, s, profiles[s.id], windows[s.id], now) for s in active
+    )
     inactive = tuple(s for s in subscribers if s.status != "active")
     return Plan(digests, inactive, errors)
 
@@ -97,11 +101,14 @@ def make_ranker(store: Store, now: datetime) -> Ranker:
     return Ranker(store.recent_papers(until=now, limit=IDF_REFERENCE_PAPERS))
 
 
+def profile_of(store: Store, subscriber: Subscriber) -> Profile:
+    return build_profile(subscriber, [store.find_paper(title) for title in subscriber.liked])
+
+
 def build_digest(config: Config, store: Store, ranker: Ranker, corpus: Sequence[Paper], subscriber: Subscriber,
-                 start: datetime, now: datetime) -> Digest:
+                 profile: Profile, start: datetime, now: datetime) -> Digest:
     already_sent = store.delivered_paper_ids(subscriber.id)
     candidates = [p for p in corpus if p.first_seen > start and p.id not in already_sent]
-    profile = build_profile(subscriber, [store.find_paper(title) for title in subscriber.liked])
     settings = config.settings.digest
     ranking = ranker.rank(profile, candidates, max_papers=subscriber.max_papers or settings.max_papers,
                           min_score=settings.min_score)
@@ -272,7 +279,8 @@ def preview(config: Config, subscriber_id: str, out_dir: Path, now: datetime) ->
         subscriber = load_one(config.subscribers_dir, subscriber_id)
         start = window_start(config, store, subscriber, now)
         corpus = store.papers_first_seen(start, now)
-        digest = build_digest(config, store, make_ranker(store, now), corpus, subscriber, start, now)
+        digest = build_digest(config, store, make_ranker(store, now), corpus, subscriber,
+                              profile_of(store, subscriber), start, now)
         composed = compose(config, make_renderer(config), signing_key(store), digest)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = PreviewFiles(out_dir / f"{subscriber_id}.html", out_dir / f"{subscriber_id}.txt",

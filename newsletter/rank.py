@@ -43,6 +43,24 @@ def paper_text(paper: Paper) -> str:
     return f"{paper.title}. {paper.title}. {paper.abstract}"
 
 
+class _RowCache:
+    """TF-IDF rows by key, vectorised in batches on first use; rows are sliced from one matrix."""
+
+    def __init__(self, vectorizer: TfidfVectorizer, width: int) -> None:
+        self._vectorizer = vectorizer
+        self._row_of: dict[object, int] = {}
+        self._matrix = sparse.csr_matrix((0, width))
+
+    def rows(self, keys: Sequence[object], texts: Sequence[str]) -> sparse.csr_matrix:
+        missing = {k: t for k, t in zip(keys, texts) if k not in self._row_of}
+        if missing:
+            added = self._vectorizer.transform(list(missing.values()))
+            for key in missing:
+                self._row_of[key] = len(self._row_of)
+            self._matrix = sparse.vstack([self._matrix, added], format="csr")
+        return self._matrix[[self._row_of[k] for k in keys]]
+
+
 @dataclass(frozen=True, slots=True)
 class Ranking:
     chosen: tuple[ScoredPaper, ...]
@@ -102,22 +120,28 @@ class Ranker:
             self.vectorizer.fit(["placeholder"])
         self.terms = self.vectorizer.get_feature_names_out()
         self._stop_words = frozenset(self.vectorizer.get_stop_words() or ())
-        self._vectors: dict[int, sparse.csr_matrix] = {}
+        self._papers = _RowCache(self.vectorizer, len(self.terms))
+        self._entries = _RowCache(self.vectorizer, len(self.terms))  # topic phrases and liked texts
         self._tokens: dict[int, str] = {}
 
     def vectors(self, papers: Sequence[Paper]) -> sparse.csr_matrix:
         """One L2-normalised TF-IDF row per paper, in order."""
-        missing = [p for p in papers if p.id not in self._vectors]
-        if missing:
-            matrix = self.vectorizer.transform([paper_text(p) for p in missing]).tocsr()
-            for row, paper in enumerate(missing):
-                self._vectors[paper.id] = matrix[row]
-        return sparse.vstack([self._vectors[p.id] for p in papers], format="csr")
+        return self._papers.rows([p.id for p in papers], [paper_text(p) for p in papers])
+
+    def prepare(self, profiles: Sequence[Profile], papers: Sequence[Paper]) -> None:
+        """Vectorise every profile entry and paper of a run in two batches (one call beats thousands)."""
+        entries = list(dict.fromkeys(text for p in profiles for text in p.topics + p.liked_texts))
+        if entries:
+            self._entries.rows(entries, entries)
+        if papers:
+            self.vectors(papers)
 
     def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float) -> Ranking:
         """Top `max_papers` candidates scoring at least `min_score`, best first, ties by paper id."""
         pool = [p for p in candidates if p.id not in profile.liked_ids]
-        kept = [p for p in pool if not self._excluded(p, profile.exclude)]
+        # " word word " so a phrase only matches whole words, after the same plural folding
+        patterns = [f" {' '.join(words)} " for words in map(tokenize, profile.exclude) if words]
+        kept = [p for p in pool if not self._excluded(p, patterns)]
         if not kept or not (profile.topics or profile.liked_texts):
             return Ranking((), len(kept), len(pool) - len(kept))
         scored = self.score(profile, kept)
@@ -136,7 +160,7 @@ class Ranker:
         if not entries:  # nothing to compare with: every paper scores zero
             nothing = np.zeros((len(papers), 0))
             return Scores(np.zeros(len(papers)), nothing, nothing, docs, sparse.csr_matrix((1, docs.shape[1])))
-        entry_vectors = normalize(self.vectorizer.transform(entries))
+        entry_vectors = normalize(self._entries.rows(entries, entries))
         mean = sparse.csr_matrix(entry_vectors.mean(axis=0))
         per_entry = (docs @ entry_vectors.T).toarray()  # papers x entries, cosine
         coverage = self._coverage(docs, profile.topics)
@@ -169,13 +193,12 @@ class Ranker:
         present.data = np.ones_like(present.data)
         return (present @ indicator).toarray() / sizes
 
-    def _excluded(self, paper: Paper, phrases: Sequence[str]) -> bool:
-        if not phrases:
+    def _excluded(self, paper: Paper, patterns: Sequence[str]) -> bool:
+        if not patterns:
             return False
         if paper.id not in self._tokens:
             self._tokens[paper.id] = f" {' '.join(tokenize(paper.title + ' ' + paper.abstract))} "
-        text = self._tokens[paper.id]
-        return any(f" {' '.join(tokenize(phrase))} " in text for phrase in phrases if tokenize(phrase))
+        return any(pattern in self._tokens[paper.id] for pattern in patterns)
 
     def _reason(self, profile: Profile, scored: Scores, row: int) -> Reason:
         similarities = scored.per_entry[row]
