@@ -95,7 +95,8 @@ def digest(ctx: click.Context, subscribers: tuple[str, ...], dry_run: bool) -> N
     for error in report.profile_errors:
         click.echo(f"error: {error}", err=True)
     for result in report.results:
-        papers = f"{result.papers} papers of {result.candidates} new" if result.outcome not in ("paused", "unsubscribed") else ""
+        active = result.outcome not in ("paused", "unsubscribed")
+        papers = f"{result.papers} papers of {result.candidates} new" if active else ""
         click.echo(f"{result.subscriber_id:<20} {result.outcome:<12} {papers:<24} {result.detail}".rstrip())
     summary = ", ".join(f"{report.count(o)} {o}" for o in ("sent", "would send", "nothing new", "failed", "not sent",
                                                              "error") if report.count(o))

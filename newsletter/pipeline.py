@@ -12,10 +12,10 @@ import fcntl
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from email.message import EmailMessage
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Literal
 

@@ -52,7 +52,7 @@ class _RowCache:
         self._matrix = sparse.csr_matrix((0, width))
 
     def rows(self, keys: Sequence[object], texts: Sequence[str]) -> sparse.csr_matrix:
-        missing = {k: t for k, t in zip(keys, texts) if k not in self._row_of}
+        missing = {k: t for k, t in zip(keys, texts, strict=True) if k not in self._row_of}
         if missing:
             added = self._vectorizer.transform(list(missing.values()))
             for key in missing:
@@ -203,17 +203,22 @@ class Ranker:
     def _reason(self, profile: Profile, scored: Scores, row: int) -> Reason:
         similarities = scored.per_entry[row]
         topic_count = len(profile.topics)
+        topic_rows = zip(profile.topics, similarities[:topic_count], scored.coverage[row], strict=True)
         topics = tuple(
             topic
-            for topic, similarity, share in zip(profile.topics, similarities[:topic_count], scored.coverage[row])
+            for topic, similarity, share in topic_rows
             if similarity >= REASON_MIN_SIMILARITY and share >= REASON_MIN_COVERAGE
         )
-        liked = tuple(t for t, s in zip(profile.liked_titles, similarities[topic_count:]) if s >= REASON_MIN_SIMILARITY)
+        liked = tuple(
+            title
+            for title, similarity in zip(profile.liked_titles, similarities[topic_count:], strict=True)
+            if similarity >= REASON_MIN_SIMILARITY
+        )
         return Reason(topics=topics, liked=liked, terms=self._carrying_terms(scored.docs[row], scored.centroid))
 
     def _carrying_terms(self, doc: sparse.csr_matrix, centroid: sparse.csr_matrix) -> tuple[str, ...]:
         contribution = doc.multiply(centroid).tocsr()
-        order = sorted(zip(contribution.data, contribution.indices), key=lambda pair: (-pair[0], pair[1]))
+        order = sorted(zip(contribution.data, contribution.indices, strict=True), key=lambda pair: (-pair[0], pair[1]))
         picked: list[str] = []
         for _, index in order:
             term = str(self.terms[index])

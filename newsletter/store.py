@@ -17,8 +17,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import (
-    Column, Date, DateTime, Float, ForeignKey, Integer, MetaData, String, Table, Text, UniqueConstraint,
-    create_engine, event, func, insert, select, update,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError
@@ -226,7 +241,7 @@ class Store:
                 page_id = conn.execute(
                     insert(pages).values(sha256=page.sha256, name=page.name, page_date=page.date,
                                          ingested_at=to_db(now), paper_count=len(page.papers))
-                ).inserted_primary_key[0]
+                ).inserted_primary_key[0]  # type: ignore[index]
                 new = 0
                 for parsed in page.papers:
                     paper_id = index.find(parsed.title)
@@ -237,7 +252,7 @@ class Store:
                                 links=json.dumps([[link.url, link.kind] for link in parsed.links]),
                                 first_seen=to_db(now),
                             )
-                        ).inserted_primary_key[0]
+                        ).inserted_primary_key[0]  # type: ignore[index]
                         index.add(parsed.title, paper_id)
                         added = True
                         new += 1
@@ -349,7 +364,7 @@ class Store:
                     window_start=to_db(digest.window_start), window_end=to_db(digest.window_end),
                     candidate_count=digest.candidate_count, paper_count=len(digest.papers),
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key[0]  # type: ignore[index]
             if digest.papers:
                 conn.execute(
                     insert(digest_papers),

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trustme
+
 from smtp_sink import SmtpSink
 
 # --- SMTP: a real aiosmtpd server (tests/smtp_sink.py) ----------------------------------

@@ -12,7 +12,6 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from smtp_sink import SmtpSink, free_port
 
 from newsletter.config import SmtpSettings, config_from_mapping
 from newsletter.deliver import (
@@ -29,6 +28,7 @@ from newsletter.deliver import (
 )
 from newsletter.errors import ConfigError, DeliveryError
 from newsletter.models import RenderedEmail, Subscriber, SubscriberLinks
+from smtp_sink import SmtpSink, free_port
 
 NOW = datetime(2024, 3, 5, 7, 30, 15, tzinfo=UTC)
 SENDER_NAME = "Zoë’s Paper Digest, weekly"

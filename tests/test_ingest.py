@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from helpers import FIXTURE_PAGES, at, shared_pages
 from newsletter.errors import PageFormatError
 from newsletter.ingest import Folders, ingest
 from newsletter.ingest.listing import parse_date_line, parse_page
 from newsletter.ingest.urls import extract_links
 from newsletter.store import Store
-
-from helpers import FIXTURE_PAGES, at, shared_pages
 
 TODAY = date(2026, 3, 20)
 
@@ -221,7 +220,7 @@ def test_link_extraction_trims_latex_and_punctuation():
         "Code: https://github.com/a/b. Project https://x.github.io/{https://x.github.io/}. "
         "OIE\\url{https://github.com/c/d}. See www.github.com/e/f, and https://arxiv.org/abs/2401.00001)."
     )
-    assert [(l.url, l.kind) for l in links] == [
+    assert [(link.url, link.kind) for link in links] == [
         ("https://github.com/a/b", "code"),
         ("https://x.github.io/", "project"),
         ("https://github.com/c/d", "code"),

@@ -24,15 +24,19 @@ T_INGEST = at("2026-11-20", 6)
 T_DIGEST = at("2026-11-20", 8)
 SECRET = "test-signing-key"
 
-MALICIOUS_PAGE = """crawled
-Nov 21
-
-<script>alert(1)</script> Graph neural networks for "><img src=x onerror=alert(1)> molecules
-We predict molecular properties with graph neural networks. The model passes messages over atoms and bonds. It beats strong baselines on molecule benchmarks. Code: https://github.com/example/gnn-mol.
-
-Retrieval-augmented generation with a quantized reader
-We quantize the reader of a retrieval-augmented generation system to four bits. Speculative decoding recovers the speed lost to retrieval. Long-context benchmarks show no loss in accuracy at half the memory.
-"""
+HOSTILE_TITLE = '<script>alert(1)</script> Graph neural networks for "><img src=x onerror=alert(1)> molecules'
+MALICIOUS_PAGE = "\n".join([
+    "crawled",
+    "Nov 21",
+    "",
+    HOSTILE_TITLE,
+    "We predict molecular properties with graph neural networks. The model passes messages over atoms and "
+    "bonds. It beats strong baselines on molecule benchmarks. Code: https://github.com/example/gnn-mol.",
+    "",
+    "Retrieval-augmented generation with a quantized reader",
+    "We quantize the reader of a retrieval-augmented generation system to four bits. Speculative decoding "
+    "recovers the speed lost to retrieval. Long-context benchmarks show no loss in accuracy at half the memory.",
+])
 
 
 @pytest.fixture(autouse=True)

@@ -96,7 +96,7 @@ def pair_titles_and_abstracts(path: Path, lines: list[str], start: int) -> tuple
     content = [(number, line) for number, line in enumerate(lines[start:], start=start + 1) if line]
     if not content:
         raise PageFormatError(path, start, "no papers after the date line")
-    papers = []
+    papers: list[ParsedPaper] = []
     for i in range(0, len(content), 2):
         title_line, title = content[i]
         if looks_like_abstract(title):
@@ -107,9 +107,8 @@ def pair_titles_and_abstracts(path: Path, lines: list[str], start: int) -> tuple
             raise PageFormatError(path, title_line, f"title {shorten(title)!r} has no abstract after it")
         abstract_line, abstract = content[i + 1]
         if not looks_like_abstract(abstract) and i + 2 < len(content) and looks_like_abstract(content[i + 2][1]):
-            raise PageFormatError(
-                path, title_line, f"title {shorten(title)!r} has no abstract (line {abstract_line} looks like the next title)"
-            )
+            problem = f"title {shorten(title)!r} has no abstract (line {abstract_line} looks like the next title)"
+            raise PageFormatError(path, title_line, problem)
         papers.append(
             ParsedPaper(title=" ".join(title.split()), abstract=" ".join(abstract.split()), line=title_line,
                         position=len(papers) + 1, links=extract_links(abstract))
