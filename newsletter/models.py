@@ -123,8 +123,9 @@ class Digest:
     subscriber: Subscriber
     papers: tuple[ScoredPaper, ...]
     issued_at: datetime
-    window_start: datetime  # candidates were first seen after this...
-    window_end: datetime  # ...and not after this
+    window_start: datetime  # shown as "new since": the previous digest, or the lookback for a first one
+    window_end: datetime  # when this digest was planned
+    through_paper_id: int  # the highest paper id in play; the next digest starts after it
     candidate_count: int  # how many papers were considered before the cut
 
 

@@ -70,13 +70,14 @@ class Plan:
 def plan_digests(config: Config, store: Store, now: datetime, only: Sequence[str] = ()) -> Plan:
     subscribers, errors = select_subscribers(config, only)
     active = [s for s in subscribers if s.status == "active"]
-    windows = {s.id: window_start(config, store, s, now) for s in active}
-    corpus = store.papers_first_seen(min(windows.values()), now) if windows else []
+    through = store.max_paper_id()  # papers committed after this wait for the next run
+    windows = {s.id: window_for(config, store, s, now) for s in active}
+    corpus = papers_in_play(store, list(windows.values()), through)
     ranker = make_ranker(store, now)
     profiles = {s.id: profile_of(store, s) for s in active}
     ranker.prepare(list(profiles.values()), corpus)
     digests = tuple(
-        build_digest(config, store, ranker, corpus, s, profiles[s.id], windows[s.id], now) for s in active
+        build_digest(config, store, ranker, corpus, s, profiles[s.id], windows[s.id], through, now) for s in active
     )
     inactive = tuple(s for s in subscribers if s.status != "active")
     return Plan(digests, inactive, errors)
@@ -90,9 +91,32 @@ def select_subscribers(config: Config, only: Sequence[str]) -> tuple[list[Subscr
     return list(loaded.subscribers), loaded.errors
 
 
-def window_start(config: Config, store: Store, subscriber: Subscriber, now: datetime) -> datetime:
-    last = store.last_window_end(subscriber.id)
-    return last if last is not None else now - timedelta(days=config.settings.digest.lookback_days)
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Which papers are new to a subscriber: those after their last digest, or within the lookback."""
+
+    since: datetime  # the last digest, or now minus lookback_days; shown as "new since"
+    after_paper_id: int | None  # None for a subscriber who never had a digest
+
+    def holds(self, paper: Paper) -> bool:
+        if self.after_paper_id is not None:
+            return paper.id > self.after_paper_id
+        return paper.first_seen > self.since
+
+
+def window_for(config: Config, store: Store, subscriber: Subscriber, now: datetime) -> Window:
+    last = store.last_closed_window(subscriber.id)
+    if last is not None:
+        return Window(last.ended_at, last.through_paper_id)
+    return Window(now - timedelta(days=config.settings.digest.lookback_days), None)
+
+
+def papers_in_play(store: Store, windows: Sequence[Window], through: int) -> list[Paper]:
+    """Every paper some window holds, loaded in one query."""
+    after_ids = [w.after_paper_id for w in windows if w.after_paper_id is not None]
+    since = [w.since for w in windows if w.after_paper_id is None]
+    return store.papers_in_play(through, after_id=min(after_ids, default=None),
+                                since=min(since, default=None))
 
 
 def make_ranker(store: Store, now: datetime) -> Ranker:
@@ -106,14 +130,14 @@ def profile_of(store: Store, subscriber: Subscriber) -> Profile:
 
 
 def build_digest(config: Config, store: Store, ranker: Ranker, corpus: Sequence[Paper], subscriber: Subscriber,
-                 profile: Profile, start: datetime, now: datetime) -> Digest:
+                 profile: Profile, window: Window, through: int, now: datetime) -> Digest:
     already_sent = store.delivered_paper_ids(subscriber.id)
-    candidates = [p for p in corpus if p.first_seen > start and p.id not in already_sent]
+    candidates = [p for p in corpus if window.holds(p) and p.id not in already_sent]
     settings = config.settings.digest
     ranking = ranker.rank(profile, candidates, max_papers=subscriber.max_papers or settings.max_papers,
                           min_score=settings.min_score)
-    return Digest(subscriber=subscriber, papers=ranking.chosen, issued_at=now, window_start=start, window_end=now,
-                  candidate_count=ranking.candidate_count)
+    return Digest(subscriber=subscriber, papers=ranking.chosen, issued_at=now, window_start=window.since,
+                  window_end=now, through_paper_id=through, candidate_count=ranking.candidate_count)
 
 
 # -- rendering ------------------------------------------------------------------------------------------
@@ -277,10 +301,11 @@ def preview(config: Config, subscriber_id: str, out_dir: Path, now: datetime) ->
     """Write ID.html, ID.txt and ID.eml of the digest `subscriber_id` would get now; records nothing."""
     with open_store(config) as store:
         subscriber = load_one(config.subscribers_dir, subscriber_id)
-        start = window_start(config, store, subscriber, now)
-        corpus = store.papers_first_seen(start, now)
+        through = store.max_paper_id()
+        window = window_for(config, store, subscriber, now)
+        corpus = papers_in_play(store, [window], through)
         digest = build_digest(config, store, make_ranker(store, now), corpus, subscriber,
-                              profile_of(store, subscriber), start, now)
+                              profile_of(store, subscriber), window, through, now)
         composed = compose(config, make_renderer(config), signing_key(store), digest)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = PreviewFiles(out_dir / f"{subscriber_id}.html", out_dir / f"{subscriber_id}.txt",

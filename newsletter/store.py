@@ -32,6 +32,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -83,6 +84,9 @@ digests = Table(
     Column("issued_at", DateTime, nullable=False),
     Column("window_start", DateTime, nullable=False),
     Column("window_end", DateTime, nullable=False),
+    # Paper ids grow in commit order (SQLite has one writer), so "after this id" never
+    # misses a paper committed while a digest was being planned, whatever the clocks say.
+    Column("through_paper_id", Integer, nullable=False),
     Column("candidate_count", Integer, nullable=False),
     Column("paper_count", Integer, nullable=False),
 )
@@ -141,6 +145,14 @@ class PageOutcome:
     already_ingested: bool
     new_papers: int
     duplicates: int  # entries that matched a paper stored before (or earlier on the same page)
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedWindow:
+    """The newest digest window of a subscriber that counts as served."""
+
+    ended_at: datetime
+    through_paper_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,13 +285,20 @@ class Store:
             query = query.where(papers.c.id.in_(list(ids)))
         return self._load_papers(query)
 
-    def papers_first_seen(self, after: datetime, until: datetime) -> list[Paper]:
-        """Papers first ingested in (after, until], oldest first."""
-        query = (
-            select(papers)
-            .where(papers.c.first_seen > to_db(after), papers.c.first_seen <= to_db(until))
-            .order_by(papers.c.id)
-        )
+    def max_paper_id(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(papers.c.id), 0))).scalar_one())
+
+    def papers_in_play(self, through_id: int, *, after_id: int | None, since: datetime | None) -> list[Paper]:
+        """Papers with id <= through_id that are newer than after_id or first seen after since."""
+        newer = []
+        if after_id is not None:
+            newer.append(papers.c.id > after_id)
+        if since is not None:
+            newer.append(papers.c.first_seen > to_db(since))
+        if not newer:
+            return []
+        query = select(papers).where(papers.c.id <= through_id, or_(*newer)).order_by(papers.c.id)
         return self._load_papers(query)
 
     def recent_papers(self, until: datetime, limit: int) -> list[Paper]:
@@ -330,19 +349,21 @@ class Store:
 
     # -- digests and deliveries --------------------------------------------------------------------
 
-    def last_window_end(self, subscriber_id: str) -> datetime | None:
-        """End of the newest digest window that is closed: delivered, possibly delivered, or empty.
+    def last_closed_window(self, subscriber_id: str) -> ClosedWindow | None:
+        """The newest digest window that is closed: delivered, possibly delivered, or empty.
 
         A failed delivery does not close its window, so its papers come round again.
         """
         with self.engine.connect() as conn:
-            value = conn.execute(
-                select(func.max(digests.c.window_end))
+            row = conn.execute(
+                select(digests.c.window_end, digests.c.through_paper_id)
                 .select_from(digests.outerjoin(deliveries, deliveries.c.digest_id == digests.c.id))
                 .where(digests.c.subscriber_id == subscriber_id)
                 .where(deliveries.c.id.is_(None) | deliveries.c.status.in_(DELIVERED_STATES))
-            ).scalar()
-        return from_db(value) if value is not None else None
+                .order_by(digests.c.id.desc())
+                .limit(1)
+            ).first()
+        return ClosedWindow(from_db(row[0]), int(row[1])) if row is not None else None
 
     def delivered_paper_ids(self, subscriber_id: str) -> set[int]:
         """Every paper this subscriber has (or may have, after a crash) been sent."""
@@ -362,6 +383,7 @@ class Store:
                 insert(digests).values(
                     subscriber_id=digest.subscriber.id, issued_at=to_db(digest.issued_at),
                     window_start=to_db(digest.window_start), window_end=to_db(digest.window_end),
+                    through_paper_id=digest.through_paper_id,
                     candidate_count=digest.candidate_count, paper_count=len(digest.papers),
                 )
             ).inserted_primary_key[0]  # type: ignore[index]

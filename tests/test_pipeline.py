@@ -146,7 +146,7 @@ def test_three_subscribers_get_three_different_digests_then_only_new_papers(tmp_
     third = pipeline.run_digests(config, T_DIGEST + timedelta(days=2))
     assert third.count("sent") >= 2
     with Store(config.store_path) as store:
-        new_ids = {p.id for p in store.papers_first_seen(T_DIGEST + timedelta(days=1), T_DIGEST + timedelta(days=2))}
+        new_ids = {p.id for p in store.papers() if p.first_seen > T_DIGEST + timedelta(days=1)}
         for who, messages in by_recipient(sink).items():
             seen = [titles_in(m, store) for m in messages]
             assert sum(len(s) for s in seen) == len(set().union(*seen)), f"{who} got a paper twice"
@@ -190,6 +190,19 @@ def test_message_structure_headers_links_and_escaping(tmp_path, sink):
     assert "<script>alert(1)</script> Graph neural networks" in "".join(page.text)
     assert "https://github.com/example/gnn-mol" in page.hrefs()
     assert "Why this paper" in html and "graph neural networks" in text
+
+
+def test_a_page_stamped_before_the_last_digest_is_still_delivered(tmp_path):
+    """An ingest whose clock reads earlier than the last digest (or that committed while it ran)."""
+    config = make_project(tmp_path)
+    pipeline.ingest_pages(config, T_INGEST)
+    assert pipeline.run_digests(config, T_DIGEST).count("sent") == 3
+    (config.inbox / "late.txt").write_text(MALICIOUS_PAGE, encoding="utf-8")
+    assert pipeline.ingest_pages(config, T_DIGEST - timedelta(hours=1)).new_papers == 2
+    report = pipeline.run_digests(config, T_DIGEST + timedelta(days=1))
+    assert {r.subscriber_id: r.outcome for r in report.results} == {"alice": "sent", "bob": "nothing new",
+                                                                    "carol": "sent"}
+    assert {r.subscriber_id: r.candidates for r in report.results}["bob"] == 2
 
 
 def test_a_rejected_recipient_is_recorded_and_retried_next_run(tmp_path, smtp_sink):

@@ -75,6 +75,7 @@ def make_digest(*papers: Paper, reasons: tuple[Reason, ...] = ()) -> Digest:
         issued_at=datetime(2026, 3, 13, 7, 30),
         window_start=datetime(2026, 3, 6, 7, 30),
         window_end=datetime(2026, 3, 13, 7, 30),
+        through_paper_id=0,
         candidate_count=42,
     )
 

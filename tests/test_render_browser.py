@@ -70,8 +70,9 @@ def _digest() -> Digest:
     )
     subscriber = Subscriber(id="alice", email="alice@example.org", name="Alice",
                             topics=("long context", "pretraining"))
-    return Digest(subscriber, papers, datetime(2026, 3, 13, 7, 30), datetime(2026, 3, 6),
-                  datetime(2026, 3, 13), 143)
+    return Digest(subscriber=subscriber, papers=papers, issued_at=datetime(2026, 3, 13, 7, 30),
+                  window_start=datetime(2026, 3, 6), window_end=datetime(2026, 3, 13), through_paper_id=0,
+                  candidate_count=143)
 
 
 @pytest.fixture(scope="module")

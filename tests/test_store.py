@@ -11,7 +11,7 @@ from helpers import FIXTURE_PAGES, at
 from newsletter.errors import StoreError
 from newsletter.ingest.listing import parse_page
 from newsletter.models import Digest, ScoredPaper, Subscriber
-from newsletter.store import SCHEMA_VERSION, Store
+from newsletter.store import SCHEMA_VERSION, ClosedWindow, Store
 
 ALICE = Subscriber(id="alice", email="alice@example.org", name="Alice", topics=("graphs",))
 
@@ -27,7 +27,8 @@ def store(tmp_path):
 def digest_of(store: Store, paper_ids: list[int], start: str, end: str) -> Digest:
     papers = store.papers(paper_ids)
     return Digest(subscriber=ALICE, papers=tuple(ScoredPaper(p, 0.5) for p in papers), issued_at=at(end),
-                  window_start=at(start), window_end=at(end), candidate_count=len(papers))
+                  window_start=at(start), window_end=at(end), through_paper_id=store.max_paper_id(),
+                  candidate_count=len(papers))
 
 
 def test_new_file_gets_the_current_schema_version(tmp_path):
@@ -69,8 +70,8 @@ def test_sent_papers_are_remembered_and_close_the_window(store):
     assert store.delivered_paper_ids("alice") == set(ids[:2])
     store.finish_delivery(digest_id, status="sent", attempts=1, reply="250 OK", now=at("2026-11-23"))
     assert store.delivered_paper_ids("alice") == set(ids[:2])
-    assert store.last_window_end("alice") == at("2026-11-23")
-    assert store.delivered_paper_ids("bob") == set() and store.last_window_end("bob") is None
+    assert store.last_closed_window("alice") == ClosedWindow(at("2026-11-23"), 3)
+    assert store.delivered_paper_ids("bob") == set() and store.last_closed_window("bob") is None
 
 
 def test_a_failed_delivery_leaves_its_papers_and_window_open(store):
@@ -79,14 +80,14 @@ def test_a_failed_delivery_leaves_its_papers_and_window_open(store):
                                     message_id="<1@x>", recipient="alice@example.org", now=at("2026-11-23"))
     store.finish_delivery(digest_id, status="failed", attempts=3, reply="451 try later", now=at("2026-11-23"))
     assert store.delivered_paper_ids("alice") == set()
-    assert store.last_window_end("alice") is None
+    assert store.last_closed_window("alice") is None
     assert store.deliveries_for("alice")[0].reply == "451 try later"
 
 
 def test_an_empty_digest_closes_the_window_without_a_delivery(store):
     store.record_digest(digest_of(store, [], "2026-11-21", "2026-11-23"), message_id=None,
                         recipient="alice@example.org", now=at("2026-11-23"))
-    assert store.last_window_end("alice") == at("2026-11-23")
+    assert store.last_closed_window("alice") == ClosedWindow(at("2026-11-23"), 3)
     assert store.deliveries_for("alice") == []
 
 
@@ -101,12 +102,16 @@ def test_pending_deliveries_of_a_crashed_run_become_unknown(store):
     assert store.mark_interrupted(at("2026-11-24")) == []
 
 
-def test_first_seen_window_is_half_open(store):
+def test_papers_in_play_by_id_or_by_first_seen(store):
+    ids = [p.id for p in store.papers()]
     first_seen = store.papers()[0].first_seen
-    assert len(store.papers_first_seen(first_seen - timedelta(seconds=1), first_seen)) == 3
-    assert store.papers_first_seen(first_seen, first_seen + timedelta(days=1)) == []
+    assert [p.id for p in store.papers_in_play(ids[-1], after_id=ids[0], since=None)] == ids[1:]
+    assert [p.id for p in store.papers_in_play(ids[1], after_id=ids[0], since=None)] == [ids[1]]
+    assert len(store.papers_in_play(ids[-1], after_id=None, since=first_seen - timedelta(seconds=1))) == 3
+    assert store.papers_in_play(ids[-1], after_id=None, since=first_seen) == []  # the bound is exclusive
+    assert store.papers_in_play(ids[-1], after_id=None, since=None) == []
 
 
 def test_timestamps_must_be_timezone_aware(store):
     with pytest.raises(ValueError, match="timezone-aware"):
-        store.papers_first_seen(at("2026-11-21").replace(tzinfo=None), at("2026-11-23"))
+        store.papers_in_play(10, after_id=None, since=at("2026-11-21").replace(tzinfo=None))
