@@ -196,26 +196,6 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
-# --- in memory ------------------------------------------------------------------------
-
-
-class MemoryMailer:
-    """Keeps messages in `sent` (for tests of the stages that call a Mailer)."""
-
-    def __init__(self) -> None:
-        self.sent: list[EmailMessage] = []
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def send(self, message: EmailMessage) -> DeliveryResult:
-        self.sent.append(message)
-        return DeliveryResult("sent", f"kept in memory as message {len(self.sent)}", 1)
-
-
 # --- SMTP -----------------------------------------------------------------------------
 
 

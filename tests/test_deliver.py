@@ -17,14 +17,12 @@ from newsletter.config import SmtpSettings, config_from_mapping
 from newsletter.deliver import (
     DeliveryResult,
     Mailer,
-    MemoryMailer,
     OutboxMailer,
     SmtpMailer,
     build_message,
     header_text,
     mailer_from_config,
     new_message_id,
-    serialise,
 )
 from newsletter.errors import ConfigError, DeliveryError
 from newsletter.models import RenderedEmail, Subscriber, SubscriberLinks
@@ -94,16 +92,13 @@ class Delivery:
     received: Callable[[], list[bytes]]
 
 
-@pytest.fixture(params=["outbox", "smtp", "memory"])
+@pytest.fixture(params=["outbox", "smtp"])
 def delivery(request: pytest.FixtureRequest, tmp_path: Path, smtp_sink: Callable[..., SmtpSink]) -> Delivery:
     if request.param == "outbox":
         folder = tmp_path / "outbox"
         return Delivery(OutboxMailer(folder), lambda: [p.read_bytes() for p in sorted(folder.glob("*.eml"))])
-    if request.param == "smtp":
-        sink = smtp_sink()
-        return Delivery(SmtpMailer(sink.settings(), password=None), lambda: [m.raw for m in sink.messages])
-    memory = MemoryMailer()
-    return Delivery(memory, lambda: [serialise(m) for m in memory.sent])
+    sink = smtp_sink()
+    return Delivery(SmtpMailer(sink.settings(), password=None), lambda: [m.raw for m in sink.messages])
 
 
 def test_contract_message_structure(delivery: Delivery) -> None:
