@@ -222,10 +222,15 @@ def wants_email(config: Config, digest: Digest) -> bool:
     return bool(digest.papers) or config.settings.digest.send_empty
 
 
+def nothing_new(digest: Digest) -> SubscriberResult:
+    why = "no paper passed the minimum relevance" if digest.candidate_count else "no new papers since the last digest"
+    return SubscriberResult(digest.subscriber.id, "nothing new", 0, digest.candidate_count, why)
+
+
 def dry_run_result(config: Config, renderer: Renderer, key: str, digest: Digest) -> SubscriberResult:
     sid, count, candidates = digest.subscriber.id, len(digest.papers), digest.candidate_count
     if not wants_email(config, digest):
-        return SubscriberResult(sid, "nothing new", 0, candidates, "no paper passed the minimum relevance")
+        return nothing_new(digest)
     composed = compose(config, renderer, key, digest)
     return SubscriberResult(sid, "would send", count, candidates, composed.rendered.subject)
 
@@ -251,7 +256,7 @@ def deliver_one(config: Config, store: Store, renderer: Renderer, key: str, dige
     sid, count, candidates = digest.subscriber.id, len(digest.papers), digest.candidate_count
     if not wants_email(config, digest):
         store.record_digest(digest, message_id=None, recipient=digest.subscriber.email, now=now)
-        return SubscriberResult(sid, "nothing new", 0, candidates, "no paper passed the minimum relevance")
+        return nothing_new(digest)
     try:
         composed = compose(config, renderer, key, digest)
         message = to_message(config, digest, composed)

@@ -138,6 +138,7 @@ def test_three_subscribers_get_three_different_digests_then_only_new_papers(tmp_
     # Run again with nothing new: nobody gets an email.
     again = pipeline.run_digests(config, T_DIGEST + timedelta(days=1))
     assert again.count("nothing new") == 3 and again.count("sent") == 0
+    assert {r.detail for r in again.results} == {"no new papers since the last digest"}
     assert len(sink.messages) == 3
 
     # A new page: only its new papers go out, and never one already sent.
@@ -306,6 +307,7 @@ def test_nothing_relevant_means_no_email_unless_configured(tmp_path):
     report = pipeline.run_digests(config, T_DIGEST)
     dan = next(r for r in report.results if r.subscriber_id == "dan")
     assert dan.outcome == "nothing new" and dan.candidates > 0
+    assert dan.detail == "no paper passed the minimum relevance"
     assert not any("dan@" in p.name for p in config.outbox.iterdir())
 
     config = make_project(tmp_path / "again", send_empty=True)
