@@ -70,17 +70,22 @@ class Plan:
 def plan_digests(config: Config, store: Store, now: datetime, only: Sequence[str] = ()) -> Plan:
     subscribers, errors = select_subscribers(config, only)
     active = [s for s in subscribers if s.status == "active"]
+    inactive = tuple(s for s in subscribers if s.status != "active")
+    return Plan(digests_for(config, store, active, now), inactive, errors)
+
+
+def digests_for(config: Config, store: Store, subscribers: Sequence[Subscriber], now: datetime) -> tuple[Digest, ...]:
+    """The digest each subscriber would get now; `digest` and `preview` both come through here."""
     through = store.max_paper_id()  # papers committed after this wait for the next run
-    windows = {s.id: window_for(config, store, s, now) for s in active}
+    windows = {s.id: window_for(config, store, s, now) for s in subscribers}
     corpus = papers_in_play(store, list(windows.values()), through)
     ranker = make_ranker(store, now)
-    profiles = {s.id: profile_of(store, s) for s in active}
+    profiles = {s.id: profile_of(store, s) for s in subscribers}
     ranker.prepare(list(profiles.values()), corpus)
-    digests = tuple(
-        build_digest(config, store, ranker, corpus, s, profiles[s.id], windows[s.id], through, now) for s in active
+    return tuple(
+        build_digest(config, store, ranker, corpus, s, profiles[s.id], windows[s.id], through, now)
+        for s in subscribers
     )
-    inactive = tuple(s for s in subscribers if s.status != "active")
-    return Plan(digests, inactive, errors)
 
 
 def select_subscribers(config: Config, only: Sequence[str]) -> tuple[list[Subscriber], tuple[ProfileError, ...]]:
@@ -192,7 +197,6 @@ class RunReport:
     results: tuple[SubscriberResult, ...]
     profile_errors: tuple[str, ...] = ()
     interrupted: tuple[DeliveryRecord, ...] = ()  # deliveries a crashed earlier run left unsettled
-    dry_run: bool = False
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
@@ -215,7 +219,7 @@ def run_digests(config: Config, now: datetime, *, only: Sequence[str] = (), dry_
         else:
             results = deliver_all(config, store, renderer, key, plan.digests, mailer or mailer_from_config(config), now)
         results += [SubscriberResult(s.id, s.status) for s in plan.inactive]  # type: ignore[arg-type]
-        return RunReport(tuple(results), tuple(str(e) for e in plan.profile_errors), interrupted, dry_run)
+        return RunReport(tuple(results), tuple(str(e) for e in plan.profile_errors), interrupted)
 
 
 def wants_email(config: Config, digest: Digest) -> bool:
@@ -305,12 +309,8 @@ class PreviewFiles:
 def preview(config: Config, subscriber_id: str, out_dir: Path, now: datetime) -> PreviewFiles:
     """Write ID.html, ID.txt and ID.eml of the digest `subscriber_id` would get now; records nothing."""
     with open_store(config) as store:
-        subscriber = load_one(config.subscribers_dir, subscriber_id)
-        through = store.max_paper_id()
-        window = window_for(config, store, subscriber, now)
-        corpus = papers_in_play(store, [window], through)
-        digest = build_digest(config, store, make_ranker(store, now), corpus, subscriber,
-                              profile_of(store, subscriber), window, through, now)
+        # Any status: a paused subscriber may want to see what resuming would bring.
+        (digest,) = digests_for(config, store, [load_one(config.subscribers_dir, subscriber_id)], now)
         composed = compose(config, make_renderer(config), signing_key(store), digest)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = PreviewFiles(out_dir / f"{subscriber_id}.html", out_dir / f"{subscriber_id}.txt",

@@ -307,7 +307,9 @@ class Store:
             select(papers.c.id).where(papers.c.first_seen <= to_db(until))
             .order_by(papers.c.first_seen.desc(), papers.c.id.desc()).limit(limit)
         )
-        return self._load_papers(select(papers).where(papers.c.id.in_(newest)).order_by(papers.c.id))
+        # Only their text is needed (to fit the IDF), not where they were seen.
+        query = select(papers).where(papers.c.id.in_(newest)).order_by(papers.c.id)
+        return self._load_papers(query, with_sightings=False)
 
     def find_paper(self, title: str) -> Paper | None:
         """The stored paper a title typed by a person (maybe misspelt or reordered) names, if any."""
@@ -321,10 +323,10 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(papers)).scalar_one())
 
-    def _load_papers(self, query: object) -> list[Paper]:
+    def _load_papers(self, query: object, *, with_sightings: bool = True) -> list[Paper]:
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()  # type: ignore[call-overload]
-            seen = self._sightings(conn, [row["id"] for row in rows])
+            seen = self._sightings(conn, [row["id"] for row in rows]) if with_sightings else {}
         return [
             Paper(
                 id=row["id"], title=row["title"], abstract=row["abstract"], first_seen=from_db(row["first_seen"]),
