@@ -12,14 +12,10 @@ from urllib.parse import quote
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from .errors import NewsletterError
+from .errors import BadToken
 from .models import SubscriberLinks
 
 Purpose = Literal["manage", "unsubscribe"]
-
-
-class BadToken(NewsletterError):
-    """A link token was tampered with, truncated or signed with another key."""
 
 
 def _serializer(secret_key: str, purpose: Purpose) -> URLSafeSerializer:

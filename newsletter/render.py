@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 import jinja2
 import mrml
 
-from .errors import NewsletterError
+from .errors import TemplateError
 from .models import Digest, Link, RenderedEmail, ScoredPaper, SubscriberLinks
 
 HTML_TEMPLATE = "digest.mjml.j2"
@@ -35,10 +35,6 @@ _SAFE_SCHEMES = ("http", "https")
 # hidden text (SpamAssassin HTML_FONT_LOW_CONTRAST); it stays hidden in a neutral grey.
 _PREVIEW_DIV = re.compile(r'(<div style="display:none;[^"]*?color:)#ffffff')
 _URL_BREAKERS = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
-
-
-class TemplateError(NewsletterError):
-    """A digest template cannot be compiled or rendered (bad MJML, unknown variable)."""
 
 
 def sanitize_header(text: str, limit: int = 150) -> str:

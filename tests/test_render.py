@@ -24,7 +24,8 @@ from newsletter.models import (
     Subscriber,
     SubscriberLinks,
 )
-from newsletter.render import Renderer, TemplateError, sanitize_header, shorten, wrap
+from newsletter.errors import TemplateError
+from newsletter.render import Renderer, sanitize_header, shorten, wrap
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 SEARCH = "https://arxiv.org/search/?searchtype=title&query={query}"
