@@ -41,6 +41,15 @@ class Page:
 
 
 @dataclass(frozen=True, slots=True)
+class PageOutcome:
+    """What storing one page changed."""
+
+    already_ingested: bool
+    new_papers: int
+    duplicates: int  # entries that matched a paper stored before (or earlier on the same page)
+
+
+@dataclass(frozen=True, slots=True)
 class Sighting:
     """Where a paper was seen: which page, its date and the paper's position on it."""
 

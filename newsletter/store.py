@@ -40,7 +40,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError
 
 from .errors import StoreError
-from .models import Digest, Link, Page, Paper, Sighting
+from .models import Digest, Link, Page, PageOutcome, Paper, Sighting
 from .titles import TitleIndex, title_key
 
 metadata = MetaData()
@@ -136,15 +136,6 @@ def to_db(moment: datetime) -> datetime:
 
 def from_db(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class PageOutcome:
-    """What storing one page changed."""
-
-    already_ingested: bool
-    new_papers: int
-    duplicates: int  # entries that matched a paper stored before (or earlier on the same page)
 
 
 @dataclass(frozen=True, slots=True)
