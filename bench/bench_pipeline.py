@@ -39,9 +39,9 @@ def bench_ingest(pages: list[Path], repeat: int) -> tuple[float, int]:
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
             folders = Folders(Path(tmp, "in"), Path(tmp, "done"), Path(tmp, "bad"))
-            with Store(Path(tmp, "db.sqlite3")) as store:
+            with open_store(Path(tmp, "db.sqlite3")) as store:
                 started = time.perf_counter()
-                report = ingest(store, folders, NOW, pages)
+                report = ingest(store.papers, folders, NOW, pages)
                 elapsed = time.perf_counter() - started
             entries = report.new_papers + report.duplicates
             rates.append(entries / elapsed)
@@ -87,13 +87,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         config = config_from_mapping({"delivery": {"method": "outbox"}, "digest": {"lookback_days": 30}}, base)
-        with Store(config.store_path) as store:
-            ingest(store, Folders(config.inbox, config.processed, config.quarantine), NOW - timedelta(hours=1), pages)
-            titles = [p.title for p in store.papers()]
+        with open_store(config.store_path) as store:
+            ingest(store.papers, Folders(config.inbox, config.processed, config.quarantine), NOW - timedelta(hours=1), pages)
+            titles = [p.title for p in store.papers.get()]
         words = sorted({t for title in titles for t in tokenize(title) if len(t) > 4})
         write_subscribers(config.subscribers_dir, args.subscribers, title_phrases(titles), words, args.seed)
 
-        with Store(config.store_path) as store:
+        with open_store(config.store_path) as store:
             started = time.perf_counter()
             plan = plan_digests(config, store, NOW)
             ranked = time.perf_counter() - started

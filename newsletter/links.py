@@ -7,6 +7,7 @@ expiry on purpose: an unsubscribe link in an old email must keep working.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
 
@@ -37,14 +38,25 @@ def verify(secret_key: str, purpose: Purpose, token: str) -> str:
     return value
 
 
-def subscriber_links(base_url: str, sender_address: str, secret_key: str, subscriber_id: str) -> SubscriberLinks:
-    base = base_url.rstrip("/")
-    manage = sign(secret_key, "manage", subscriber_id)
-    unsubscribe = sign(secret_key, "unsubscribe", subscriber_id)
-    unsubscribe_url = f"{base}/unsubscribe/{unsubscribe}"
-    return SubscriberLinks(
-        manage=f"{base}/preferences/{manage}",
-        unsubscribe=unsubscribe_url,
-        one_click=unsubscribe_url,
-        unsubscribe_mailto=f"mailto:{sender_address}?subject={quote('unsubscribe ' + unsubscribe)}",
-    )
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """Makes and checks the signed links of one installation (its key, its public URL, its sender)."""
+
+    secret_key: str
+    base_url: str
+    sender_address: str
+
+    def links_for(self, subscriber_id: str) -> SubscriberLinks:
+        base = self.base_url.rstrip("/")
+        manage = sign(self.secret_key, "manage", subscriber_id)
+        unsubscribe = sign(self.secret_key, "unsubscribe", subscriber_id)
+        unsubscribe_url = f"{base}/unsubscribe/{unsubscribe}"
+        return SubscriberLinks(
+            manage=f"{base}/preferences/{manage}",
+            unsubscribe=unsubscribe_url,
+            one_click=unsubscribe_url,
+            unsubscribe_mailto=f"mailto:{self.sender_address}?subject={quote('unsubscribe ' + unsubscribe)}",
+        )
+
+    def verify(self, purpose: Purpose, token: str) -> str:
+        return verify(self.secret_key, purpose, token)

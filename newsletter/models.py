@@ -4,11 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
 LinkKind = Literal["paper", "code", "project", "model", "data"]
 SubscriberStatus = Literal["active", "paused", "unsubscribed"]
+# What a run did for one subscriber, as `newsletter digest` prints it.
+Outcome = Literal["sent", "failed", "not sent", "nothing new", "would send", "paused", "unsubscribed", "error"]
+
+
+class DeliveryStatus(StrEnum):
+    """Where a digest's delivery stands; store/ledger.py owns every transition."""
+
+    PENDING = "pending"  # recorded before the send; still pending after a crash means "maybe sent"
+    SENT = "sent"  # the server (or the outbox) accepted it
+    FAILED = "failed"  # refused for this recipient; its papers come round again
+    UNKNOWN = "unknown"  # a run died between send and record: never resent, reported once
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,61 +1,97 @@
 """Wires the stages together: ingest pages, plan and send digests, preview, list.
 
-Delivery is at-most-once per paper: a digest and a `pending` delivery are
-written before the send and settled after it. If the process dies in between,
-the next run marks the delivery `unknown`, treats its papers as sent (a repeat
-is worse than a gap) and reports it; every other subscriber is still served.
+The config is turned into a RunContext once (`open_context`); everything below
+takes the context, or the part of it it uses, never the config.
+
+Delivery is at most once per paper (see store/ledger.py): a digest and a
+`pending` delivery are written before the send and settled after it. If the
+process dies in between, the next run marks the delivery `unknown`, treats its
+papers as sent (a repeat is worse than a gap) and reports it; every other
+subscriber is still served.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Literal
 
 from .config import SECRET_KEY_ENV, Config
 from .deliver import Mailer, build_message, mailer_from_config, new_message_id, serialise
-from .errors import DeliveryError, NewsletterError, ProfileError
+from .errors import DeliveryError, ProfileError
+from .links import Signer
+from .models import DeliveryStatus, Digest, Outcome, Paper, RenderedEmail, Subscriber, SubscriberLinks
+from .planning import DigestPolicy, RankerFactory, plan_digests
+from .rank import Ranker
+from .render import Renderer, shipped_templates
 from .ingest import Folders, IngestReport, ingest
-from .links import subscriber_links
-from .models import Digest, Paper, RenderedEmail, Subscriber, SubscriberLinks
-from .rank import Profile, Ranker, build_profile
-from .render import Renderer
-from .store import DeliveryRecord, Store
+from .store import DeliveryRecord, Store, open_store
 from .subscribers import load_one, load_subscribers
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["sent", "failed", "not sent", "nothing new", "would send", "paused", "unsubscribed", "error"]
-IDF_REFERENCE_PAPERS = 2000
-DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+# -- the run context ---------------------------------------------------------------------------------
 
 
-def open_store(config: Config) -> Store:
-    return Store(config.store_path)
+@dataclass(frozen=True, slots=True)
+class Sender:
+    name: str
+    address: str
+    list_id: str
 
 
-def templates_dir(config: Config) -> Path:
-    configured = config.settings.templates
-    return config.resolve(configured) if configured is not None else DEFAULT_TEMPLATES
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """Everything a run needs, built once from the config."""
+
+    store: Store
+    subscribers_dir: Path
+    make_ranker: RankerFactory
+    renderer: Renderer
+    signer: Signer
+    sender: Sender
+    policy: DigestPolicy
+    make_mailer: Callable[[], Mailer]
+    folders: Folders
+
+
+@contextmanager
+def open_context(config: Config) -> Iterator[RunContext]:
+    settings = config.settings
+    with open_store(config.store_path) as store:
+        templates = config.resolve(settings.templates) if settings.templates is not None else shipped_templates()
+        yield RunContext(
+            store=store,
+            subscribers_dir=config.subscribers_dir,
+            make_ranker=Ranker,
+            renderer=Renderer(templates, sender_name=settings.sender.name, search_url=settings.digest.search_url),
+            signer=Signer(os.environ.get(SECRET_KEY_ENV) or store.keys.signing_key(), settings.base_url,
+                          settings.sender.address),
+            sender=Sender(settings.sender.name, settings.sender.address, settings.list_id),
+            policy=DigestPolicy(max_papers=settings.digest.max_papers, lookback_days=settings.digest.lookback_days,
+                                min_score=settings.digest.min_score, send_empty=settings.digest.send_empty),
+            make_mailer=lambda: mailer_from_config(config),
+            folders=Folders(config.inbox, config.processed, config.quarantine),
+        )
 
 
 # -- ingest ----------------------------------------------------------------------------------------
 
 
-def ingest_pages(config: Config, now: datetime, paths: Sequence[Path] = ()) -> IngestReport:
-    folders = Folders(config.inbox, config.processed, config.quarantine)
-    with open_store(config) as store:
-        return ingest(store, folders, now, paths)
+def ingest_pages(config: Config, now: datetime, paths: Sequence[Path] = (),
+                 on_wait: Callable[[str], None] | None = None) -> IngestReport:
+    """Ingest the given pages, or the inbox; a second ingest on the same store waits its turn."""
+    with open_store(config.store_path) as store, store.locks.hold("ingest", wait=True, on_wait=on_wait):
+        return ingest(store.papers, Folders(config.inbox, config.processed, config.quarantine), now, paths)
 
 
-# -- planning digests --------------------------------------------------------------------------------
+# -- planning ----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,98 +103,22 @@ class Plan:
     profile_errors: tuple[ProfileError, ...]
 
 
-def plan_digests(config: Config, store: Store, now: datetime, only: Sequence[str] = ()) -> Plan:
-    subscribers, errors = select_subscribers(config, only)
+def plan(ctx: RunContext, now: datetime, only: Sequence[str] = ()) -> Plan:
+    subscribers, errors = select_subscribers(ctx, only)
     active = [s for s in subscribers if s.status == "active"]
     inactive = tuple(s for s in subscribers if s.status != "active")
-    return Plan(digests_for(config, store, active, now), inactive, errors)
+    return Plan(plan_digests(ctx.store, ctx.make_ranker, ctx.policy, active, now), inactive, errors)
 
 
-def digests_for(config: Config, store: Store, subscribers: Sequence[Subscriber], now: datetime) -> tuple[Digest, ...]:
-    """The digest each subscriber would get now; `digest` and `preview` both come through here."""
-    through = store.max_paper_id()  # papers committed after this wait for the next run
-    windows = {s.id: window_for(config, store, s, now) for s in subscribers}
-    corpus = papers_in_play(store, list(windows.values()), through)
-    ranker = make_ranker(store, now)
-    profiles = {s.id: profile_of(store, s) for s in subscribers}
-    ranker.prepare(list(profiles.values()), corpus)
-    return tuple(
-        build_digest(config, store, ranker, corpus, s, profiles[s.id], windows[s.id], through, now)
-        for s in subscribers
-    )
-
-
-def select_subscribers(config: Config, only: Sequence[str]) -> tuple[list[Subscriber], tuple[ProfileError, ...]]:
+def select_subscribers(ctx: RunContext, only: Sequence[str]) -> tuple[list[Subscriber], tuple[ProfileError, ...]]:
     if only:
         # A named subscriber with a bad file is an error the user asked about: raise it.
-        return [load_one(config.subscribers_dir, sid) for sid in dict.fromkeys(only)], ()
-    loaded = load_subscribers(config.subscribers_dir)
+        return [load_one(ctx.subscribers_dir, sid) for sid in dict.fromkeys(only)], ()
+    loaded = load_subscribers(ctx.subscribers_dir)
     return list(loaded.subscribers), loaded.errors
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
-    """Which papers are new to a subscriber: those after their last digest, or within the lookback."""
-
-    since: datetime  # the last digest, or now minus lookback_days; shown as "new since"
-    after_paper_id: int | None  # None for a subscriber who never had a digest
-
-    def holds(self, paper: Paper) -> bool:
-        if self.after_paper_id is not None:
-            return paper.id > self.after_paper_id
-        return paper.first_seen > self.since
-
-
-def window_for(config: Config, store: Store, subscriber: Subscriber, now: datetime) -> Window:
-    last = store.last_closed_window(subscriber.id)
-    if last is not None:
-        return Window(last.ended_at, last.through_paper_id)
-    return Window(now - timedelta(days=config.settings.digest.lookback_days), None)
-
-
-def papers_in_play(store: Store, windows: Sequence[Window], through: int) -> list[Paper]:
-    """Every paper some window holds, loaded in one query."""
-    after_ids = [w.after_paper_id for w in windows if w.after_paper_id is not None]
-    since = [w.since for w in windows if w.after_paper_id is None]
-    return store.papers_in_play(through, after_id=min(after_ids, default=None),
-                                since=min(since, default=None))
-
-
-def make_ranker(store: Store, now: datetime) -> Ranker:
-    # Fitted on the newest papers whoever is in the run, so `preview alice` ranks
-    # exactly as `digest` will.
-    return Ranker(store.recent_papers(until=now, limit=IDF_REFERENCE_PAPERS))
-
-
-def profile_of(store: Store, subscriber: Subscriber) -> Profile:
-    return build_profile(subscriber, [store.find_paper(title) for title in subscriber.liked])
-
-
-def build_digest(config: Config, store: Store, ranker: Ranker, corpus: Sequence[Paper], subscriber: Subscriber,
-                 profile: Profile, window: Window, through: int, now: datetime) -> Digest:
-    already_sent = store.delivered_paper_ids(subscriber.id)
-    candidates = [p for p in corpus if window.holds(p) and p.id not in already_sent]
-    settings = config.settings.digest
-    ranking = ranker.rank(profile, candidates, max_papers=subscriber.max_papers or settings.max_papers,
-                          min_score=settings.min_score)
-    return Digest(subscriber=subscriber, papers=ranking.chosen, issued_at=now, window_start=window.since,
-                  window_end=now, through_paper_id=through, candidate_count=ranking.candidate_count)
-
-
-# -- rendering ------------------------------------------------------------------------------------------
-
-
-def signing_key(store: Store) -> str:
-    return os.environ.get(SECRET_KEY_ENV) or store.secret_key()
-
-
-def links_for(config: Config, key: str, subscriber: Subscriber) -> SubscriberLinks:
-    return subscriber_links(config.settings.base_url, config.settings.sender.address, key, subscriber.id)
-
-
-def make_renderer(config: Config) -> Renderer:
-    return Renderer(templates_dir(config), sender_name=config.settings.sender.name,
-                    search_url=config.settings.digest.search_url)
+# -- composing ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,16 +128,15 @@ class Composed:
     links: SubscriberLinks
 
 
-def compose(config: Config, renderer: Renderer, key: str, digest: Digest) -> Composed:
-    links = links_for(config, key, digest.subscriber)
-    return Composed(renderer.render(digest, links), new_message_id(config.settings.sender.address), links)
+def compose(ctx: RunContext, digest: Digest) -> Composed:
+    links = ctx.signer.links_for(digest.subscriber.id)
+    return Composed(ctx.renderer.render(digest, links), new_message_id(ctx.sender.address), links)
 
 
-def to_message(config: Config, digest: Digest, composed: Composed) -> EmailMessage:
-    sender = config.settings.sender
-    return build_message(composed.rendered, digest.subscriber, sender_name=sender.name, sender_address=sender.address,
-                         list_id=config.settings.list_id, links=composed.links, now=digest.issued_at,
-                         message_id=composed.message_id)
+def to_message(ctx: RunContext, digest: Digest, composed: Composed) -> EmailMessage:
+    return build_message(composed.rendered, digest.subscriber, sender_name=ctx.sender.name,
+                         sender_address=ctx.sender.address, list_id=ctx.sender.list_id, links=composed.links,
+                         now=digest.issued_at, message_id=composed.message_id)
 
 
 # -- running digests ------------------------------------------------------------------------------------------
@@ -209,21 +168,22 @@ class RunReport:
 def run_digests(config: Config, now: datetime, *, only: Sequence[str] = (), dry_run: bool = False,
                 mailer: Mailer | None = None) -> RunReport:
     """Build every active subscriber's digest and deliver it (or, with dry_run, only report)."""
-    with open_store(config) as store, run_lock(config.store_path):
-        interrupted = () if dry_run else tuple(store.mark_interrupted(now))
-        plan = plan_digests(config, store, now, only)
-        renderer = make_renderer(config)
-        key = signing_key(store)
+    with open_context(config) as ctx:
+        return send_digests(ctx, now, only=only, dry_run=dry_run, mailer=mailer)
+
+
+def send_digests(ctx: RunContext, now: datetime, *, only: Sequence[str] = (), dry_run: bool = False,
+                 mailer: Mailer | None = None) -> RunReport:
+    # One run at a time per database: two at once could both send the same papers.
+    with ctx.store.locks.hold("digest"):
+        interrupted = () if dry_run else tuple(ctx.store.ledger.mark_interrupted(now))
+        planned = plan(ctx, now, only)
         if dry_run:
-            results = [dry_run_result(config, renderer, key, d) for d in plan.digests]
+            results = [dry_run_result(ctx, d) for d in planned.digests]
         else:
-            results = deliver_all(config, store, renderer, key, plan.digests, mailer or mailer_from_config(config), now)
-        results += [SubscriberResult(s.id, s.status) for s in plan.inactive]  # type: ignore[arg-type]
-        return RunReport(tuple(results), tuple(str(e) for e in plan.profile_errors), interrupted)
-
-
-def wants_email(config: Config, digest: Digest) -> bool:
-    return bool(digest.papers) or config.settings.digest.send_empty
+            results = deliver_all(ctx, planned.digests, mailer or ctx.make_mailer(), now)
+        results += [SubscriberResult(s.id, s.status) for s in planned.inactive]  # type: ignore[arg-type]
+        return RunReport(tuple(results), tuple(str(e) for e in planned.profile_errors), interrupted)
 
 
 def nothing_new(digest: Digest) -> SubscriberResult:
@@ -231,21 +191,20 @@ def nothing_new(digest: Digest) -> SubscriberResult:
     return SubscriberResult(digest.subscriber.id, "nothing new", 0, digest.candidate_count, why)
 
 
-def dry_run_result(config: Config, renderer: Renderer, key: str, digest: Digest) -> SubscriberResult:
-    sid, count, candidates = digest.subscriber.id, len(digest.papers), digest.candidate_count
-    if not wants_email(config, digest):
+def dry_run_result(ctx: RunContext, digest: Digest) -> SubscriberResult:
+    if not ctx.policy.wants_email(digest):
         return nothing_new(digest)
-    composed = compose(config, renderer, key, digest)
-    return SubscriberResult(sid, "would send", count, candidates, composed.rendered.subject)
+    composed = compose(ctx, digest)
+    return SubscriberResult(digest.subscriber.id, "would send", len(digest.papers), digest.candidate_count,
+                            composed.rendered.subject)
 
 
-def deliver_all(config: Config, store: Store, renderer: Renderer, key: str, digests: Sequence[Digest],
-                mailer: Mailer, now: datetime) -> list[SubscriberResult]:
+def deliver_all(ctx: RunContext, digests: Sequence[Digest], mailer: Mailer, now: datetime) -> list[SubscriberResult]:
     results: list[SubscriberResult] = []
     try:
         with mailer:
             for digest in digests:
-                results.append(deliver_one(config, store, renderer, key, digest, mailer, now))
+                results.append(deliver_one(ctx, digest, mailer, now))
     except DeliveryError as exc:
         # The server is unusable for everyone. Nothing is recorded for the rest, so
         # the next run serves them with the same papers.
@@ -255,43 +214,26 @@ def deliver_all(config: Config, store: Store, renderer: Renderer, key: str, dige
     return results
 
 
-def deliver_one(config: Config, store: Store, renderer: Renderer, key: str, digest: Digest, mailer: Mailer,
-                now: datetime) -> SubscriberResult:
+def deliver_one(ctx: RunContext, digest: Digest, mailer: Mailer, now: datetime) -> SubscriberResult:
     sid, count, candidates = digest.subscriber.id, len(digest.papers), digest.candidate_count
-    if not wants_email(config, digest):
-        store.record_digest(digest, message_id=None, recipient=digest.subscriber.email, now=now)
+    ledger = ctx.store.ledger
+    if not ctx.policy.wants_email(digest):
+        ledger.record_digest(digest, message_id=None, now=now)
         return nothing_new(digest)
     try:
-        composed = compose(config, renderer, key, digest)
-        message = to_message(config, digest, composed)
+        composed = compose(ctx, digest)
+        message = to_message(ctx, digest, composed)
     except Exception as exc:  # one subscriber's broken digest must not stop the others
         log.exception("could not build the digest for %s", sid)
         return SubscriberResult(sid, "error", count, candidates, f"{type(exc).__name__}: {exc}")
-    digest_id = store.record_digest(digest, message_id=composed.message_id, recipient=digest.subscriber.email,
-                                    now=now)
+    digest_id = ledger.record_digest(digest, message_id=composed.message_id, now=now)
     try:
         result = mailer.send(message)
     except DeliveryError as exc:
-        store.finish_delivery(digest_id, status="failed", attempts=1, reply=str(exc), now=now)
+        ledger.settle(digest_id, DeliveryStatus.FAILED, attempts=1, reply=str(exc), now=now)
         raise
-    store.finish_delivery(digest_id, status=result.status, attempts=result.attempts, reply=result.reply, now=now)
+    ledger.settle(digest_id, DeliveryStatus(result.status), attempts=result.attempts, reply=result.reply, now=now)
     return SubscriberResult(sid, result.status, count, candidates, result.reply)
-
-
-@contextmanager
-def run_lock(store_path: Path) -> Iterator[None]:
-    """One digest run at a time per store: two at once could both send the same papers."""
-    lock_path = store_path.with_name(store_path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise NewsletterError(f"another digest run holds {lock_path}; wait for it to finish") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # -- preview and listings ---------------------------------------------------------------------------------
@@ -308,22 +250,32 @@ class PreviewFiles:
 
 def preview(config: Config, subscriber_id: str, out_dir: Path, now: datetime) -> PreviewFiles:
     """Write ID.html, ID.txt and ID.eml of the digest `subscriber_id` would get now; records nothing."""
-    with open_store(config) as store:
+    with open_context(config) as ctx:
+        subscriber = load_one(ctx.subscribers_dir, subscriber_id)
         # Any status: a paused subscriber may want to see what resuming would bring.
-        (digest,) = digests_for(config, store, [load_one(config.subscribers_dir, subscriber_id)], now)
-        composed = compose(config, make_renderer(config), signing_key(store), digest)
+        (digest,) = plan_digests(ctx.store, ctx.make_ranker, ctx.policy, [subscriber], now)
+        composed = compose(ctx, digest)
+        message = serialise(to_message(ctx, digest, composed))  # exactly as sent
+    files = PreviewFiles(out_dir / f"{subscriber.id}.html", out_dir / f"{subscriber.id}.txt",
+                         out_dir / f"{subscriber.id}.eml", len(digest.papers), digest.candidate_count)
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = PreviewFiles(out_dir / f"{subscriber_id}.html", out_dir / f"{subscriber_id}.txt",
-                         out_dir / f"{subscriber_id}.eml", len(digest.papers), digest.candidate_count)
-    files.html.write_text(composed.rendered.html, encoding="utf-8")
-    files.text.write_text(composed.rendered.text, encoding="utf-8")
-    files.eml.write_bytes(serialise(to_message(config, digest, composed)))  # exactly as sent
+    write_private(files.html, composed.rendered.html.encode())
+    write_private(files.text, composed.rendered.text.encode())
+    write_private(files.eml, message)
     return files
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner may read: previews hold a person's address and signed links."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    os.chmod(path, 0o600)  # an older preview may have been created with wider permissions
+
+
 def list_papers(config: Config) -> list[Paper]:
-    with open_store(config) as store:
-        return store.papers()
+    with open_store(config.store_path) as store:
+        return store.papers.get()
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,21 +291,23 @@ class SubscriberSummary:
 @dataclass(frozen=True, slots=True)
 class SubscriberOverview:
     subscribers: tuple[SubscriberSummary, ...]
+    folder: Path
     errors: tuple[str, ...] = field(default=())
 
 
 def subscriber_overview(config: Config, now: datetime) -> SubscriberOverview:
-    with open_store(config) as store:
-        plan = plan_digests(config, store, now)
+    with open_context(config) as ctx:
+        planned = plan(ctx, now)
         summaries = [
             SubscriberSummary(d.subscriber.id, d.subscriber.email, d.subscriber.status, len(d.papers),
-                              d.candidate_count, last_delivery(store, d.subscriber.id))
-            for d in plan.digests
-        ] + [SubscriberSummary(s.id, s.email, s.status, 0, 0, last_delivery(store, s.id)) for s in plan.inactive]
-    return SubscriberOverview(tuple(sorted(summaries, key=lambda s: s.id)), tuple(str(e) for e in plan.profile_errors))
+                              d.candidate_count, last_delivery(ctx.store, d.subscriber.id))
+            for d in planned.digests
+        ] + [SubscriberSummary(s.id, s.email, s.status, 0, 0, last_delivery(ctx.store, s.id))
+             for s in planned.inactive]
+    return SubscriberOverview(tuple(sorted(summaries, key=lambda s: s.id)), config.subscribers_dir,
+                              tuple(str(e) for e in planned.profile_errors))
 
 
 def last_delivery(store: Store, subscriber_id: str) -> str:
-    records = store.deliveries_for(subscriber_id)
-    return records[-1].status if records else ""
-
+    records = store.ledger.deliveries_for(subscriber_id)
+    return records[-1].status.value if records else ""

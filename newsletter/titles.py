@@ -81,6 +81,25 @@ class TitleIndex:
         for title, ident in entries:
             self.add(title, ident)
 
+    @classmethod
+    def from_keys(cls, pairs: Iterable[tuple[str, int]]) -> TitleIndex:
+        """An index of already-computed `title_key`s (as the store keeps them); no `find_loose`."""
+        index = cls()
+        for key, ident in pairs:
+            index.add_key(key, ident)
+        return index
+
+    def add_key(self, key: str, ident: int) -> None:
+        if key not in self._ids_by_key:
+            self._ids_by_key[key] = ident
+            self._keys.append(key)
+
+    def find_key(self, key: str) -> int | None:
+        if key in self._ids_by_key:
+            return self._ids_by_key[key]
+        index = best_match(key, self._keys)
+        return None if index is None else self._ids_by_key[self._keys[index]]
+
     def add(self, title: str, ident: int) -> None:
         key = title_key(title)
         if key not in self._ids_by_key:

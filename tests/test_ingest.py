@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 from pathlib import Path
 
 import pytest
 
 from helpers import FIXTURE_PAGES, at, shared_pages
-from newsletter.errors import PageFormatError
+from newsletter.errors import PageFormatError, StoreError
 from newsletter.ingest import Folders, ingest
 from newsletter.ingest.listing import parse_date_line, parse_page
 from newsletter.ingest.urls import extract_links
-from newsletter.store import Store
+from newsletter.store import open_store
 
 TODAY = date(2026, 3, 20)
 
@@ -28,7 +29,7 @@ def folders(tmp_path: Path) -> Folders:
 
 @pytest.fixture
 def store(tmp_path: Path):
-    with Store(tmp_path / "store.sqlite3") as opened:
+    with open_store(tmp_path / "store.sqlite3") as opened:
         yield opened
 
 
@@ -48,34 +49,34 @@ def test_real_pages_parse_into_title_abstract_pairs():
 
 
 def test_real_pages_hold_282_distinct_papers(store, folders):
-    report = ingest(store, folders, at("2026-03-20"), shared_pages())
+    report = ingest(store.papers, folders, at("2026-03-20"), shared_pages())
     assert report.new_papers == 282
     assert report.duplicates == 30
-    assert store.paper_count() == 282
-    titles = {p.title for p in store.papers()}
+    assert store.papers.count() == 282
+    titles = {p.title for p in store.papers.get()}
     # Titles that share words are still two papers.
     assert "Qwen2.5 Technical Report" in titles
     assert any(t.startswith("Qwen2.5-Math Technical Report") for t in titles)
 
 
 def test_paper_on_several_pages_keeps_every_sighting(store, folders):
-    ingest(store, folders, at("2026-03-20"), shared_pages())
-    multi = [p for p in store.papers() if len(p.sightings) == 3]
+    ingest(store.papers, folders, at("2026-03-20"), shared_pages())
+    multi = [p for p in store.papers.get() if len(p.sightings) == 3]
     assert multi, "some real papers appear on all three pages"
     dates = {s.page_date for s in multi[0].sightings}
     assert dates == {date(2026, 3, 11), date(2026, 3, 13), date(2026, 3, 14)}
 
 
 def test_same_pages_twice_add_nothing(store, folders):
-    ingest(store, folders, at("2026-03-20"), shared_pages())
-    again = ingest(store, folders, at("2026-03-21"), shared_pages())
+    ingest(store.papers, folders, at("2026-03-20"), shared_pages())
+    again = ingest(store.papers, folders, at("2026-03-21"), shared_pages())
     assert [p.status for p in again.pages] == ["already ingested"] * 3
-    assert again.new_papers == 0 and store.paper_count() == 282
+    assert again.new_papers == 0 and store.papers.count() == 282
 
 
 def test_code_links_are_extracted_from_real_abstracts(store, folders):
-    ingest(store, folders, at("2026-03-20"), shared_pages())
-    links = [link for p in store.papers() for link in p.links]
+    ingest(store.papers, folders, at("2026-03-20"), shared_pages())
+    links = [link for p in store.papers.get() for link in p.links]
     code = [link.url for link in links if link.kind == "code"]
     assert "https://github.com/griff4692/calibrating-summaries" in code
     assert all(not url.endswith((".", ",", ")", "}")) for url in code)
@@ -159,7 +160,7 @@ def copy_into_inbox(folders: Folders, *sources: Path) -> None:
 
 def test_inbox_pages_move_to_processed_and_bad_ones_to_quarantine(store, folders):
     copy_into_inbox(folders, FIXTURE_PAGES / "good-extra-chrome.txt", FIXTURE_PAGES / "bad-missing-abstract.txt")
-    report = ingest(store, folders, at("2026-11-22"))
+    report = ingest(store.papers, folders, at("2026-11-22"))
     assert [p.status for p in report.pages] == ["quarantined", "ingested"]
     assert not list(folders.inbox.iterdir())
     assert (folders.processed / "good-extra-chrome.txt").exists()
@@ -167,42 +168,35 @@ def test_inbox_pages_move_to_processed_and_bad_ones_to_quarantine(store, folders
     assert bad.read_bytes() == (FIXTURE_PAGES / "bad-missing-abstract.txt").read_bytes()
     error = (folders.quarantine / "bad-missing-abstract.txt.error").read_text()
     assert "bad-missing-abstract.txt:13" in error
-    assert store.paper_count() == 3  # only the good page's papers
+    assert store.papers.count() == 3  # only the good page's papers
 
 
 def test_a_bad_page_stores_nothing_from_it(store, folders):
-    report = ingest(store, folders, at("2026-11-22"), [FIXTURE_PAGES / "bad-odd-end.txt"])
+    report = ingest(store.papers, folders, at("2026-11-22"), [FIXTURE_PAGES / "bad-odd-end.txt"])
     assert report.count("quarantined") == 1
-    assert store.paper_count() == 0
+    assert store.papers.count() == 0
     # A page named explicitly is left where it was; a copy goes to quarantine.
     assert (FIXTURE_PAGES / "bad-odd-end.txt").exists()
     assert (folders.quarantine / "bad-odd-end.txt.error").exists()
 
 
-def test_a_page_failing_mid_transaction_leaves_no_trace(store, folders, monkeypatch):
+def test_a_page_failing_mid_transaction_leaves_no_trace(store, folders):
     page = parse(FIXTURE_PAGES / "good-extra-chrome.txt", date(2026, 11, 22))
-    calls = {"n": 0}
-    real_find = store.titles().find
-
-    def fail_on_third(title: str):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("disk full")
-        return real_find(title)
-
-    monkeypatch.setattr(store.titles(), "find", fail_on_third)
-    with pytest.raises(RuntimeError):
-        store.add_page(page, at("2026-11-22"))
-    monkeypatch.undo()
-    assert store.paper_count() == 0 and not store.page_ingested(page.sha256)
-    assert store.add_page(page, at("2026-11-22")).new_papers == 3  # and it can be ingested again
+    # Two entries claiming one position: the database refuses the second sighting after
+    # the page and its papers were inserted, so the whole transaction must roll back.
+    clash = dataclasses.replace(page, papers=(*page.papers, dataclasses.replace(page.papers[0], title="Another paper",
+                                                                                 position=page.papers[1].position)))
+    with pytest.raises(StoreError):
+        store.papers.add_page(clash, at("2026-11-22"))
+    assert store.papers.count() == 0 and not store.papers.page_ingested(page.sha256)
+    assert store.papers.add_page(page, at("2026-11-22")).new_papers == 3  # and it can be ingested again
 
 
 def test_partial_and_hidden_files_in_the_inbox_wait(store, folders):
     folders.inbox.mkdir(parents=True)
     (folders.inbox / "page.txt.part").write_text("still downloading")
     (folders.inbox / ".hidden.txt").write_text("editor swap")
-    report = ingest(store, folders, at("2026-11-22"))
+    report = ingest(store.papers, folders, at("2026-11-22"))
     assert report.pages == ()
     assert len(list(folders.inbox.iterdir())) == 2
 
@@ -210,7 +204,7 @@ def test_partial_and_hidden_files_in_the_inbox_wait(store, folders):
 def test_quarantine_never_overwrites_an_earlier_page(store, folders):
     for _ in range(2):
         copy_into_inbox(folders, FIXTURE_PAGES / "bad-no-date.txt")
-        ingest(store, folders, at("2026-11-22"))
+        ingest(store.papers, folders, at("2026-11-22"))
     names = sorted(p.name for p in folders.quarantine.iterdir())
     assert names == ["bad-no-date.1.txt", "bad-no-date.1.txt.error", "bad-no-date.txt", "bad-no-date.txt.error"]
 

@@ -25,7 +25,9 @@ from newsletter.models import (
     SubscriberLinks,
 )
 from newsletter.errors import TemplateError
-from newsletter.render import Renderer, sanitize_header, shorten, wrap
+from newsletter.render import Renderer
+from newsletter.render.views import ABSTRACT_LIMIT, wrap
+from newsletter.text import shorten
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 SEARCH = "https://arxiv.org/search/?searchtype=title&query={query}"
@@ -228,8 +230,8 @@ def test_each_paper_shows_rank_reason_abstract_and_sighting(renderer: Renderer) 
     assert "Chosen as the closest match to your profile." in text  # the default Reason
     assert "Listed 12 Mar 2026" in text
     assert long_abstract not in text
-    short = shorten(long_abstract, render.ABSTRACT_LIMIT)
-    assert short.endswith("…") and len(short) <= render.ABSTRACT_LIMIT
+    short = shorten(long_abstract, ABSTRACT_LIMIT)
+    assert short.endswith("…") and len(short) <= ABSTRACT_LIMIT
     assert short in text
     assert reason.summary() in " ".join(email.text.split())
     assert short in " ".join(email.text.split())
@@ -271,11 +273,10 @@ def test_subject_cannot_carry_injected_headers(renderer: Renderer) -> None:
     assert email.subject == "Paper Digest, 13 Mar 2026: Evil Bcc: x@y more"
 
 
-def test_long_subject_is_truncated() -> None:
-    subject = sanitize_header("word " * 100)
-    assert len(subject) <= 150 and subject.endswith("…")
-    assert sanitize_header("a\x00b\x1bc\u2028d\x85e  f") == "a b c d e f"
-    assert sanitize_header("x" * 200, limit=10) == "x" * 9 + "…"
+def test_long_subject_is_truncated(renderer: Renderer) -> None:
+    email = renderer.render(make_digest(make_paper(1, "word " * 100)), LINKS)
+    assert len(email.subject) <= render.SUBJECT_LIMIT and email.subject.endswith("…")
+    assert len(email.preheader) <= 200 and email.preheader.endswith("…")
 
 
 def test_empty_digest_says_nothing_matched(renderer: Renderer) -> None:
@@ -393,11 +394,6 @@ def test_template_keeps_jinja_out_of_mjml_attributes_and_angle_brackets() -> Non
     # ending tags such as <mj-text> the content is HTML and Jinja is safe there.
     outside = re.sub(r"<(mj-raw|mj-text|mj-title|mj-preview)\b.*?</\1>", "", source, flags=re.DOTALL)
     assert "{%" not in outside and "{{" not in outside, "bare Jinja between MJML components"
-
-
-def test_shorten_cuts_on_a_word_boundary() -> None:
-    assert shorten("one two three four", 12) == "one two…"
-    assert shorten("  spaced \n out  ", 50) == "spaced out"
 
 
 def test_wrap_keeps_long_words_and_indents_continuation_lines() -> None:

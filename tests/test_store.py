@@ -2,116 +2,344 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sqlite3
+import stat
+import threading
+import time
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from builders import abstract_for, generated_titles, listing_page, with_typo, write_page
 from helpers import FIXTURE_PAGES, at
-from newsletter.errors import StoreError
+from newsletter import pipeline
+from newsletter.config import config_from_mapping
+from newsletter.errors import RunLocked, StoreBusy, StoreError
 from newsletter.ingest.listing import parse_page
-from newsletter.models import Digest, ScoredPaper, Subscriber
-from newsletter.store import SCHEMA_VERSION, ClosedWindow, Store
+from newsletter.models import DeliveryStatus, Digest, Page, ScoredPaper, Subscriber
+from newsletter.store import SCHEMA_VERSION, ClosedWindow, Store, open_store
+from newsletter.store.schema import Database
+from newsletter.titles import title_key
 
 ALICE = Subscriber(id="alice", email="alice@example.org", name="Alice", topics=("graphs",))
 
 
 @pytest.fixture
 def store(tmp_path):
-    with Store(tmp_path / "store.sqlite3") as opened:
+    with open_store(tmp_path / "store.sqlite3") as opened:
         page = FIXTURE_PAGES / "good-extra-chrome.txt"
-        opened.add_page(parse_page(page, page.read_bytes(), at("2026-11-22").date()), at("2026-11-22"))
+        opened.papers.add_page(parse_page(page, page.read_bytes(), at("2026-11-22").date()), at("2026-11-22"))
         yield opened
 
 
-def digest_of(store: Store, paper_ids: list[int], start: str, end: str) -> Digest:
-    papers = store.papers(paper_ids)
+def digest_of(store, paper_ids: list[int], start: str, end: str) -> Digest:
+    papers = store.papers.get(paper_ids)
     return Digest(subscriber=ALICE, papers=tuple(ScoredPaper(p, 0.5) for p in papers), issued_at=at(end),
-                  window_start=at(start), window_end=at(end), through_paper_id=store.max_paper_id(),
+                  window_start=at(start), window_end=at(end), through_paper_id=store.papers.max_id(),
                   candidate_count=len(papers))
 
 
 def test_new_file_gets_the_current_schema_version(tmp_path):
-    with Store(tmp_path / "a.sqlite3") as store:
+    with open_store(tmp_path / "a.sqlite3") as store:
         assert store.schema_version() == SCHEMA_VERSION
     assert (tmp_path / "a.sqlite3").stat().st_size > 0
 
 
 def test_a_database_from_a_newer_release_is_refused(tmp_path):
     path = tmp_path / "a.sqlite3"
-    Store(path).close()
+    open_store(path).close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
     with pytest.raises(StoreError, match="newer than this release"):
-        Store(path)
+        open_store(path)
 
 
 def test_reopening_keeps_data_and_the_signing_key(tmp_path):
     path = tmp_path / "a.sqlite3"
-    with Store(path) as store:
-        key = store.secret_key()
+    with open_store(path) as store:
+        key = store.keys.signing_key()
         assert len(key) >= 32
-    with Store(path) as store:
-        assert store.secret_key() == key
+    with open_store(path) as store:
+        assert store.keys.signing_key() == key
 
 
 def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path):
     path = tmp_path / "junk.sqlite3"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="cannot open the database"):
-        Store(path)
+    with pytest.raises(StoreError, match="cannot use the database"):
+        open_store(path)
 
 
 def test_sent_papers_are_remembered_and_close_the_window(store):
-    ids = [p.id for p in store.papers()]
-    digest_id = store.record_digest(digest_of(store, ids[:2], "2026-11-21", "2026-11-23"),
-                                    message_id="<1@x>", recipient="alice@example.org", now=at("2026-11-23"))
+    ids = [p.id for p in store.papers.get()]
+    digest_id = store.ledger.record_digest(digest_of(store, ids[:2], "2026-11-21", "2026-11-23"),
+                                    message_id="<1@x>", now=at("2026-11-23"))
     # Pending counts as delivered: after a crash we would rather miss than repeat.
-    assert store.delivered_paper_ids("alice") == set(ids[:2])
-    store.finish_delivery(digest_id, status="sent", attempts=1, reply="250 OK", now=at("2026-11-23"))
-    assert store.delivered_paper_ids("alice") == set(ids[:2])
-    assert store.last_closed_window("alice") == ClosedWindow(at("2026-11-23"), 3)
-    assert store.delivered_paper_ids("bob") == set() and store.last_closed_window("bob") is None
+    assert store.ledger.delivered_paper_ids("alice") == set(ids[:2])
+    store.ledger.settle(digest_id, DeliveryStatus.SENT, attempts=1, reply="250 OK", now=at("2026-11-23"))
+    assert store.ledger.delivered_paper_ids("alice") == set(ids[:2])
+    assert store.ledger.last_closed_window("alice") == ClosedWindow(at("2026-11-23"), 3)
+    assert store.ledger.delivered_paper_ids("bob") == set() and store.ledger.last_closed_window("bob") is None
 
 
 def test_a_failed_delivery_leaves_its_papers_and_window_open(store):
-    ids = [p.id for p in store.papers()]
-    digest_id = store.record_digest(digest_of(store, ids, "2026-11-21", "2026-11-23"),
-                                    message_id="<1@x>", recipient="alice@example.org", now=at("2026-11-23"))
-    store.finish_delivery(digest_id, status="failed", attempts=3, reply="451 try later", now=at("2026-11-23"))
-    assert store.delivered_paper_ids("alice") == set()
-    assert store.last_closed_window("alice") is None
-    assert store.deliveries_for("alice")[0].reply == "451 try later"
+    ids = [p.id for p in store.papers.get()]
+    digest_id = store.ledger.record_digest(digest_of(store, ids, "2026-11-21", "2026-11-23"),
+                                    message_id="<1@x>", now=at("2026-11-23"))
+    store.ledger.settle(digest_id, DeliveryStatus.FAILED, attempts=3, reply="451 try later", now=at("2026-11-23"))
+    assert store.ledger.delivered_paper_ids("alice") == set()
+    assert store.ledger.last_closed_window("alice") is None
+    assert store.ledger.deliveries_for("alice")[0].reply == "451 try later"
 
 
 def test_an_empty_digest_closes_the_window_without_a_delivery(store):
-    store.record_digest(digest_of(store, [], "2026-11-21", "2026-11-23"), message_id=None,
-                        recipient="alice@example.org", now=at("2026-11-23"))
-    assert store.last_closed_window("alice") == ClosedWindow(at("2026-11-23"), 3)
-    assert store.deliveries_for("alice") == []
+    store.ledger.record_digest(digest_of(store, [], "2026-11-21", "2026-11-23"), message_id=None, now=at("2026-11-23"))
+    assert store.ledger.last_closed_window("alice") == ClosedWindow(at("2026-11-23"), 3)
+    assert store.ledger.deliveries_for("alice") == []
 
 
 def test_pending_deliveries_of_a_crashed_run_become_unknown(store):
-    ids = [p.id for p in store.papers()]
-    store.record_digest(digest_of(store, ids[:1], "2026-11-21", "2026-11-23"), message_id="<1@x>",
-                        recipient="alice@example.org", now=at("2026-11-23"))
-    stuck = store.mark_interrupted(at("2026-11-24"))
+    ids = [p.id for p in store.papers.get()]
+    store.ledger.record_digest(digest_of(store, ids[:1], "2026-11-21", "2026-11-23"), message_id="<1@x>", now=at("2026-11-23"))
+    stuck = store.ledger.mark_interrupted(at("2026-11-24"))
     assert [(r.subscriber_id, r.status) for r in stuck] == [("alice", "pending")]
-    assert store.deliveries_for("alice")[0].status == "unknown"
-    assert store.delivered_paper_ids("alice") == {ids[0]}
-    assert store.mark_interrupted(at("2026-11-24")) == []
+    assert store.ledger.deliveries_for("alice")[0].status == "unknown"
+    assert store.ledger.delivered_paper_ids("alice") == {ids[0]}
+    assert store.ledger.mark_interrupted(at("2026-11-24")) == []
 
 
 def test_papers_in_play_by_id_or_by_first_seen(store):
-    ids = [p.id for p in store.papers()]
-    first_seen = store.papers()[0].first_seen
-    assert [p.id for p in store.papers_in_play(ids[-1], after_id=ids[0], since=None)] == ids[1:]
-    assert [p.id for p in store.papers_in_play(ids[1], after_id=ids[0], since=None)] == [ids[1]]
-    assert len(store.papers_in_play(ids[-1], after_id=None, since=first_seen - timedelta(seconds=1))) == 3
-    assert store.papers_in_play(ids[-1], after_id=None, since=first_seen) == []  # the bound is exclusive
-    assert store.papers_in_play(ids[-1], after_id=None, since=None) == []
+    ids = [p.id for p in store.papers.get()]
+    first_seen = store.papers.get()[0].first_seen
+    assert [p.id for p in store.papers.in_play(ids[-1], after_id=ids[0], since=None)] == ids[1:]
+    assert [p.id for p in store.papers.in_play(ids[1], after_id=ids[0], since=None)] == [ids[1]]
+    assert len(store.papers.in_play(ids[-1], after_id=None, since=first_seen - timedelta(seconds=1))) == 3
+    assert store.papers.in_play(ids[-1], after_id=None, since=first_seen) == []  # the bound is exclusive
+    assert store.papers.in_play(ids[-1], after_id=None, since=None) == []
 
 
 def test_timestamps_must_be_timezone_aware(store):
     with pytest.raises(ValueError, match="timezone-aware"):
-        store.papers_in_play(10, after_id=None, since=at("2026-11-21").replace(tzinfo=None))
+        store.papers.in_play(10, after_id=None, since=at("2026-11-21").replace(tzinfo=None))
+
+
+# -- the delivery state machine -------------------------------------------------------------
+
+
+def test_a_settled_delivery_cannot_change_again(store):
+    ids = [p.id for p in store.papers.get()]
+    digest_id = store.ledger.record_digest(digest_of(store, ids, "2026-11-21", "2026-11-23"),
+                                           message_id="<1@x>", now=at("2026-11-23"))
+    store.ledger.settle(digest_id, DeliveryStatus.SENT, attempts=1, reply="250 OK", now=at("2026-11-23"))
+    with pytest.raises(StoreError, match="cannot go from sent to failed"):
+        store.ledger.settle(digest_id, DeliveryStatus.FAILED, attempts=1, reply="", now=at("2026-11-23"))
+    assert store.ledger.deliveries_for("alice")[0].status is DeliveryStatus.SENT
+
+
+# -- files, keys and locks shared between processes -------------------------------------------
+
+
+def test_the_database_file_is_private_to_its_owner(tmp_path):
+    path = tmp_path / "private.sqlite3"
+    with open_store(path) as store:
+        store.keys.signing_key()
+        for file in tmp_path.glob("private.sqlite3*"):
+            if not file.name.endswith(".lock"):
+                assert stat.S_IMODE(file.stat().st_mode) == 0o600, file.name
+
+
+def test_a_world_readable_database_from_an_older_release_is_closed(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    open_store(path).close()
+    os.chmod(path, 0o644)
+    open_store(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) & stat.S_IROTH == 0
+
+
+def _signing_key_when_released(path: str, barrier: Any, results: Any) -> None:
+    store = open_store(path)
+    barrier.wait()
+    results.put(store.keys.signing_key())
+    store.close()
+
+
+def test_processes_creating_the_signing_key_at_once_all_get_the_stored_one(tmp_path):
+    path = str(tmp_path / "keys.sqlite3")
+    open_store(path).close()
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(6), context.Queue()
+    workers = [context.Process(target=_signing_key_when_released, args=(path, barrier, results)) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    keys = [results.get(timeout=30) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+    with open_store(path) as store:
+        assert set(keys) == {store.keys.signing_key()}
+
+
+def _open_new_store(path: str, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    try:
+        with open_store(path) as store:
+            results.put(store.schema_version())
+    except Exception as exc:  # reported to the test rather than lost in a child's stderr
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_brand_new_store_at_once_all_succeed(tmp_path):
+    path = str(tmp_path / "new.sqlite3")
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(5), context.Queue()
+    workers = [context.Process(target=_open_new_store, args=(path, barrier, results)) for _ in range(5)]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=30) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+    assert outcomes == [SCHEMA_VERSION] * 5
+
+
+def test_the_run_lock_holds_through_a_symlink_and_a_relative_path(tmp_path, monkeypatch):
+    real = tmp_path / "data" / "store.sqlite3"
+    open_store(real).close()
+    (tmp_path / "alias").symlink_to(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    with open_store(real) as first, open_store(tmp_path / "alias" / "store.sqlite3") as second, \
+            open_store(Path("data/../data/store.sqlite3")) as third:
+        with first.locks.hold("digest"):
+            with pytest.raises(RunLocked, match="another newsletter digest is running"):
+                with second.locks.hold("digest"):
+                    pass
+            with pytest.raises(RunLocked):
+                with third.locks.hold("digest"):
+                    pass
+            with second.locks.hold("ingest"):  # a different lock is independent
+                pass
+        with second.locks.hold("digest"):  # free again once released
+            pass
+
+
+def test_a_waiting_lock_says_so_and_gets_its_turn(tmp_path):
+    with open_store(tmp_path / "s.sqlite3") as first, open_store(tmp_path / "s.sqlite3") as second:
+        messages: list[str] = []
+        order: list[str] = []
+        with first.locks.hold("ingest"):
+            waiter = threading.Thread(target=lambda: _hold_and_note(second, messages, order))
+            waiter.start()
+            while not messages:
+                time.sleep(0.01)
+            order.append("first done")
+        waiter.join(timeout=10)
+    assert messages == [f"waiting for another newsletter ingest on {(tmp_path / 's.sqlite3').resolve()} to finish..."]
+    assert order == ["first done", "second ran"]
+
+
+def _hold_and_note(store: Store, messages: list[str], order: list[str]) -> None:
+    with store.locks.hold("ingest", wait=True, on_wait=messages.append):
+        order.append("second ran")
+
+
+def test_a_write_blocked_too_long_is_one_clear_error(tmp_path):
+    path = tmp_path / "busy.sqlite3"
+    open_store(path).close()
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        db = Database(path, busy_timeout_ms=200)
+    except StoreBusy as exc:  # the migration check itself waits for the write lock
+        message = str(exc)
+    else:
+        with pytest.raises(StoreBusy) as caught, db.write() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        message = str(caught.value)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert message == (f"{path}: the database is busy: another newsletter command kept it locked for 0.2 s; "
+                       "wait for it to finish and run this again")
+
+
+# -- ingest: any interleaving gives what serial ingestion gives ----------------------------------
+
+
+def _pages_sharing_papers(folder: Path, shared: int = 60, own: int = 240) -> tuple[Path, Path]:
+    """Two pages of 300 papers each; `shared` of them are on both pages, a typo apart on the second."""
+    titles = generated_titles(shared + 2 * own, seed=7)
+    common, first_own, second_own = titles[:shared], titles[shared:shared + own], titles[shared + own:]
+    first = [(t, abstract_for(t)) for t in common + first_own]
+    second = [(with_typo(t, i), abstract_for(t)) for i, t in enumerate(common)] + \
+             [(t, abstract_for(t)) for t in second_own]
+    return (write_page(folder, "first.txt", "Nov 20", first), write_page(folder, "second.txt", "Nov 20", second))
+
+
+def _ingest_when_released(store_path: str, page: str, barrier: Any, results: Any) -> None:
+    config = config_from_mapping({"store": store_path}, Path(store_path).parent)
+    barrier.wait()
+    try:
+        report = pipeline.ingest_pages(config, at("2026-11-20"), [Path(page)])
+        results.put(report.new_papers)
+    except Exception as exc:
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_concurrent_ingests_store_each_paper_once(tmp_path):
+    first, second = _pages_sharing_papers(tmp_path / "pages")
+    serial_path = tmp_path / "serial" / "s.sqlite3"
+    serial = config_from_mapping({"store": str(serial_path)}, serial_path.parent)
+    pipeline.ingest_pages(serial, at("2026-11-20"), [first])
+    pipeline.ingest_pages(serial, at("2026-11-20"), [second])
+    with open_store(serial_path) as store:
+        expected = store.papers.count()
+    assert expected == 540  # 60 shared + 2 x 240 own
+
+    context = multiprocessing.get_context("fork")
+    for round_ in range(3):
+        path = tmp_path / f"round{round_}" / "s.sqlite3"
+        barrier, results = context.Barrier(2), context.Queue()
+        workers = [context.Process(target=_ingest_when_released, args=(str(path), str(page), barrier, results))
+                   for page in (first, second)]
+        for worker in workers:
+            worker.start()
+        new_papers = sorted((results.get(timeout=60) for _ in workers), key=str)
+        for worker in workers:
+            worker.join(timeout=60)
+        assert new_papers == [240, 300], new_papers  # whichever went first stored 300, the other 240
+        with open_store(path) as store:
+            assert store.papers.count() == expected
+            assert all(len(p.sightings) in (1, 2) for p in store.papers.get())
+
+
+def test_papers_committed_by_another_process_mid_ingest_are_matched(tmp_path):
+    """A writer commits a paper while this ingest is waiting for the write lock; the typo of it
+    on our page must join that paper, not become a second one."""
+    path = tmp_path / "s.sqlite3"
+    title = generated_titles(1, seed=3)[0]
+    with open_store(path) as store:
+        store.papers.add_page(page_of([("Warm up paper about graph neural networks", "An abstract.")]),
+                              at("2026-11-20"))
+        other = open_store(path)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        blocker.execute("INSERT INTO papers (title, title_key, abstract, links, first_seen) VALUES (?, ?, ?, '[]', ?)",
+                        (title, title_key(title), "x", "2026-11-20 06:00:00"))
+        outcome: list[object] = []
+        ours = page_of([(with_typo(title, 1), "The same paper, listed again.")], name="ours.txt")
+        worker = threading.Thread(target=lambda: outcome.append(other.papers.add_page(ours, at("2026-11-20"))))
+        worker.start()
+        time.sleep(0.5)  # let the ingest match and block on the write lock
+        blocker.execute("COMMIT")
+        blocker.close()
+        worker.join(timeout=30)
+        other.close()
+        assert outcome and outcome[0].new_papers == 0  # type: ignore[attr-defined]
+        assert store.papers.count() == 2
+
+
+def page_of(entries: list[tuple[str, str]], name: str = "p.txt") -> Page:
+    data = listing_page("Nov 20", entries).encode()
+    return parse_page(Path(name), data, at("2026-11-20").date())

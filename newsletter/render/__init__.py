@@ -1,4 +1,4 @@
-"""Reads templates/digest.{mjml,txt}.j2 and a Digest; writes a RenderedEmail (subject, HTML, text).
+"""Reads the digest templates and a Digest; writes a RenderedEmail (subject, preheader, HTML, text).
 
 The MJML template is compiled to HTML by mrml once and cached until the file
 changes; each email then costs one Jinja render per part. Jinja expressions
@@ -10,139 +10,30 @@ from __future__ import annotations
 
 import os
 import re
-import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import date
+from importlib import resources
 from pathlib import Path
-from urllib.parse import quote, urlsplit
 
 import jinja2
 import mrml
 
-from .errors import TemplateError
-from .models import Digest, Link, RenderedEmail, ScoredPaper, SubscriberLinks
+from ..errors import TemplateError
+from ..models import Digest, RenderedEmail, SubscriberLinks
+from ..text import shorten
+from .views import PaperView, format_date, paper_view, wrap
 
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
-ABSTRACT_LIMIT = 300
 PREVIEW_COLOUR = "#6b7280"
-
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_KIND_LABELS = {"code": "Code", "project": "Project page", "model": "Model", "data": "Data"}
-_SAFE_SCHEMES = ("http", "https")
+SUBJECT_LIMIT = 150
 # mrml writes the hidden preheader div white-on-white, which spam filters score as
 # hidden text (SpamAssassin HTML_FONT_LOW_CONTRAST); it stays hidden in a neutral grey.
 _PREVIEW_DIV = re.compile(r'(<div style="display:none;[^"]*?color:)#ffffff')
-_URL_BREAKERS = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
 
 
-def sanitize_header(text: str, limit: int = 150) -> str:
-    """One safe header line: control characters dropped, whitespace collapsed, cut with "…"."""
-    cleaned = "".join(
-        " " if unicodedata.category(ch) in ("Cc", "Zl", "Zp") else ch for ch in text
-    )
-    return shorten(cleaned, limit)
-
-
-def shorten(text: str, limit: int) -> str:
-    """Collapse whitespace and cut at a word boundary so the result, with "…", fits in limit."""
-    flat = " ".join(text.split())
-    if len(flat) <= limit:
-        return flat
-    cut = flat[: limit - 1]
-    head, space, _ = cut.rpartition(" ")
-    # A single overlong word is cut mid-word rather than dropped entirely.
-    kept = head if space and len(head) >= limit // 2 else cut
-    return kept.rstrip(" ,;:.-") + "…"
-
-
-def wrap(text: str, width: int = 72, indent: int = 0) -> str:
-    """Greedy word wrap for the text part; lines after the first are indented, long words kept."""
-    lines: list[str] = []
-    current = ""
-    for word in text.split():
-        if current and len(current) + 1 + len(word) > width:
-            lines.append(current)
-            current = word
-        else:
-            current = f"{current} {word}" if current else word
-    lines.append(current)
-    return ("\n" + " " * indent).join(lines)
-
-
-def format_date(day: date) -> str:
-    """13 Mar 2026, independent of the process locale."""
-    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
-
-
-def _safe_url(url: str | None) -> str | None:
-    """The URL if it is plain http(s), else None, so page text cannot inject javascript: links."""
-    if not url:
-        return None
-    url = url.strip()
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in _SAFE_SCHEMES or not parts.netloc:
-        return None
-    if _URL_BREAKERS.search(url):
-        return None
-    return url
-
-
-@dataclass(frozen=True, slots=True)
-class LinkView:
-    url: str
-    label: str
-    host: str
-
-
-@dataclass(frozen=True, slots=True)
-class PaperView:
-    """One paper as both templates show it; every field is plain, untrusted text."""
-
-    rank: int
-    title: str
-    url: str
-    abstract: str
-    links: tuple[LinkView, ...]
-    reason: str
-    topics: tuple[str, ...]
-    liked: tuple[str, ...]
-    terms: tuple[str, ...]
-    seen: str  # e.g. "12 Mar 2026", "" when the paper has no sightings
-
-
-def _link_views(links: tuple[Link, ...]) -> tuple[LinkView, ...]:
-    views = []
-    for link in links:
-        url = _safe_url(link.url)
-        if url is None:
-            continue
-        host = urlsplit(url).netloc.lower().removeprefix("www.")
-        views.append(LinkView(url=url, label=_KIND_LABELS.get(link.kind, "Link"), host=host))
-    return tuple(views)
-
-
-def _paper_view(rank: int, scored: ScoredPaper, search_url: str) -> PaperView:
-    paper, reason = scored.paper, scored.reason
-    title = " ".join(paper.title.split()) or "(untitled)"
-    url = _safe_url(paper.url) or search_url.replace("{query}", quote(title, safe=""))
-    latest = max((s.page_date for s in paper.sightings), default=None)
-    return PaperView(
-        rank=rank,
-        title=title,
-        url=url,
-        abstract=shorten(paper.abstract, ABSTRACT_LIMIT),
-        links=_link_views(paper.code_links),
-        reason=reason.summary(),
-        topics=reason.topics,
-        liked=reason.liked,
-        terms=reason.terms,
-        seen=format_date(latest) if latest else "",
-    )
+def shipped_templates() -> Path:
+    """The templates installed with the package (the repository's top-level templates/ folder)."""
+    return Path(str(resources.files("newsletter.templates")))
 
 
 class _CachedTemplate:
@@ -200,7 +91,7 @@ class Renderer:
 
     def render(self, digest: Digest, links: SubscriberLinks) -> RenderedEmail:
         papers = [
-            _paper_view(rank, scored, self.search_url)
+            paper_view(rank, scored, self.search_url)
             for rank, scored in enumerate(digest.papers, start=1)
         ]
         issue_date = format_date(digest.issued_at.date())
@@ -215,12 +106,12 @@ class Renderer:
         """Subject and preheader; both may end up in headers, so both are sanitized."""
         prefix = f"{self.sender_name}, {issue_date}"
         if not papers:
-            subject = sanitize_header(f"{prefix}: no new papers matched your topics")
+            subject = shorten(f"{prefix}: no new papers matched your topics", SUBJECT_LIMIT)
             return subject, "No new papers matched your topics this time."
         top = papers[0]
         more = f" (plus {len(papers) - 1} more)" if len(papers) > 1 else ""
-        subject = sanitize_header(f"{prefix}: {shorten(top.title, 100)}")
-        return subject, sanitize_header(f"Top pick: {shorten(top.title, 150)}{more}", 200)
+        subject = shorten(f"{prefix}: {shorten(top.title, 100)}", SUBJECT_LIMIT)
+        return subject, shorten(f"Top pick: {shorten(top.title, 150)}{more}", 200)
 
     @staticmethod
     def _render(cached: _CachedTemplate, context: dict[str, object]) -> str:
