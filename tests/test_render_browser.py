@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date, datetime
@@ -33,7 +34,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-SHOTS = Path(tempfile.gettempdir()) / "newsletter-render"
 SCRIPT_TITLE = "<script>alert(1)</script>"
 IMG_TITLE = '"><img src=x onerror=alert(1)>'
 LONG_TITLE = "Supercalifragilisticexpialidocious-Pretraining of Unreasonably Long Hyphenated Names"
@@ -92,7 +92,6 @@ def browser() -> Iterator[object]:
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
-    SHOTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         try:
             chromium = playwright.chromium.launch(executable_path=str(CHROMIUM),
@@ -111,13 +110,32 @@ def _open(browser, html: str, width: int, requests: list[str] | None = None):  #
     return page
 
 
+def png_facts(data: bytes) -> tuple[int, int, int]:
+    """(width, height, distinct byte values in the pixel data) of a PNG, read with the standard library."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    pixels, offset = b"", 8
+    while offset < len(data):
+        (length,), kind = struct.unpack(">I", data[offset:offset + 4]), data[offset + 4:offset + 8]
+        if kind == b"IDAT":
+            pixels += data[offset + 8:offset + 8 + length]
+        offset += 12 + length
+    return width, height, len(set(zlib.decompress(pixels)))
+
+
 @pytest.mark.parametrize("width", [375, 800])
-def test_screenshot_for_review(browser, html: str, width: int) -> None:  # type: ignore[no-untyped-def]
+def test_screenshot_for_review(browser, html: str, width: int, tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
+    """A full-page picture at each width (kept in pytest's temp folder for a person to look at):
+    as wide as the viewport, as tall as the whole digest, and not blank."""
     page = _open(browser, html, width)
-    target = SHOTS / f"digest-{width}.png"
+    document_height = page.evaluate("document.documentElement.scrollHeight")
+    target = tmp_path_factory.mktemp("screenshots") / f"digest-{width}.png"
     page.screenshot(path=str(target), full_page=True)
     page.close()
-    assert target.stat().st_size > 0
+    shot_width, shot_height, distinct = png_facts(target.read_bytes())
+    assert shot_width == width
+    assert shot_height == document_height > 900, "the whole digest, taller than one screen"
+    assert distinct > 50, "the picture shows content, not a blank page"
 
 
 def test_no_horizontal_overflow_on_a_phone(browser, html: str) -> None:  # type: ignore[no-untyped-def]
@@ -146,7 +164,6 @@ def test_empty_digest_fits_a_phone(browser) -> None:  # type: ignore[no-untyped-
     page = _open(browser, empty, 375)
     assert page.evaluate("document.documentElement.scrollWidth") <= 375 + 1
     assert page.locator(".digest-empty").get_by_text("No new papers matched").is_visible()
-    page.screenshot(path=str(SHOTS / "digest-empty-375.png"), full_page=True)
     page.close()
 
 
