@@ -23,14 +23,16 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	bash scripts/ensure-chromium
+	$(BIN)/ruff check newsletter tests bench
+	$(BIN)/mypy newsletter
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_pipeline.py
 
 lint: $(VENV)/.installed
-	$(BIN)/pip install --quiet ruff
 	$(BIN)/ruff check newsletter tests bench
+	$(BIN)/mypy newsletter
 
 clean:
 	rm -rf var preview .pytest_cache

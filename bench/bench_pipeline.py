@@ -26,9 +26,9 @@ sys.path.insert(0, str(REPO))
 from newsletter.config import config_from_mapping  # noqa: E402
 from newsletter.deliver import OutboxMailer  # noqa: E402
 from newsletter.ingest import Folders, ingest  # noqa: E402
-from newsletter.pipeline import compose, make_renderer, plan_digests, run_digests, signing_key  # noqa: E402
+from newsletter.pipeline import compose, open_context, plan, run_digests  # noqa: E402
 from newsletter.rank import tokenize  # noqa: E402
-from newsletter.store import Store  # noqa: E402
+from newsletter.store import open_store  # noqa: E402
 
 NOW = datetime(2026, 3, 20, 8, tzinfo=UTC)
 
@@ -88,22 +88,21 @@ def main() -> None:
         base = Path(tmp)
         config = config_from_mapping({"delivery": {"method": "outbox"}, "digest": {"lookback_days": 30}}, base)
         with open_store(config.store_path) as store:
-            ingest(store.papers, Folders(config.inbox, config.processed, config.quarantine), NOW - timedelta(hours=1), pages)
+            folders = Folders(config.inbox, config.processed, config.quarantine)
+            ingest(store.papers, folders, NOW - timedelta(hours=1), pages)
             titles = [p.title for p in store.papers.get()]
         words = sorted({t for title in titles for t in tokenize(title) if len(t) > 4})
         write_subscribers(config.subscribers_dir, args.subscribers, title_phrases(titles), words, args.seed)
 
-        with open_store(config.store_path) as store:
+        with open_context(config) as ctx:
             started = time.perf_counter()
-            plan = plan_digests(config, store, NOW)
+            planned = plan(ctx, NOW)
             ranked = time.perf_counter() - started
-            renderer = make_renderer(config)
-            key = signing_key(store)
             started = time.perf_counter()
-            emails = [compose(config, renderer, key, digest) for digest in plan.digests]
+            emails = [compose(ctx, digest) for digest in planned.digests]
             rendered = time.perf_counter() - started
-        n = len(plan.digests)
-        papers = statistics.mean(len(d.papers) for d in plan.digests)
+        n = len(planned.digests)
+        papers = statistics.mean(len(d.papers) for d in planned.digests)
         html_kb = statistics.mean(len(e.rendered.html.encode()) for e in emails) / 1024
         print(f"rank:   {n} subscribers: "
               f"{ranked:.2f}s, {n / ranked:,.0f} digests/s")

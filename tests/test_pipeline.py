@@ -17,7 +17,7 @@ from newsletter import links, pipeline
 from newsletter.config import Config, config_from_mapping
 from newsletter.deliver import DeliveryResult, SmtpMailer
 from newsletter.errors import NewsletterError, RunLocked
-from newsletter.store import open_store
+from newsletter.store import Store, open_store
 from smtp_sink import SmtpSink, free_port
 
 T_INGEST = at("2026-11-20", 6)

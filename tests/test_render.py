@@ -14,6 +14,7 @@ import jinja2
 import pytest
 
 from newsletter import render
+from newsletter.errors import TemplateError
 from newsletter.models import (
     Digest,
     Link,
@@ -24,7 +25,6 @@ from newsletter.models import (
     Subscriber,
     SubscriberLinks,
 )
-from newsletter.errors import TemplateError
 from newsletter.render import Renderer
 from newsletter.render.views import ABSTRACT_LIMIT, wrap
 from newsletter.text import shorten

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from builders import abstract_for, generated_titles, listing_page, with_typo, write_page
+
 from helpers import FIXTURE_PAGES, at
 from newsletter import pipeline
 from newsletter.config import config_from_mapping
@@ -97,14 +97,16 @@ def test_a_failed_delivery_leaves_its_papers_and_window_open(store):
 
 
 def test_an_empty_digest_closes_the_window_without_a_delivery(store):
-    store.ledger.record_digest(digest_of(store, [], "2026-11-21", "2026-11-23"), message_id=None, now=at("2026-11-23"))
+    store.ledger.record_digest(digest_of(store, [], "2026-11-21", "2026-11-23"), message_id=None,
+                               now=at("2026-11-23"))
     assert store.ledger.last_closed_window("alice") == ClosedWindow(at("2026-11-23"), 3)
     assert store.ledger.deliveries_for("alice") == []
 
 
 def test_pending_deliveries_of_a_crashed_run_become_unknown(store):
     ids = [p.id for p in store.papers.get()]
-    store.ledger.record_digest(digest_of(store, ids[:1], "2026-11-21", "2026-11-23"), message_id="<1@x>", now=at("2026-11-23"))
+    store.ledger.record_digest(digest_of(store, ids[:1], "2026-11-21", "2026-11-23"), message_id="<1@x>",
+                               now=at("2026-11-23"))
     stuck = store.ledger.mark_interrupted(at("2026-11-24"))
     assert [(r.subscriber_id, r.status) for r in stuck] == [("alice", "pending")]
     assert store.ledger.deliveries_for("alice")[0].status == "unknown"

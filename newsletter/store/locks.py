@@ -17,6 +17,7 @@ from typing import Protocol
 
 from ..errors import RunLocked
 
+
 class RunLock(Protocol):
     """A lock held for the length of a `with` block, shared by every process on one database."""
 
