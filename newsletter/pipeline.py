@@ -38,7 +38,7 @@ DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 
 def open_store(config: Config) -> Store:
-    return Store(config.store_path)
+    return Store(config.require_store_path())
 
 
 def templates_dir(config: Config) -> Path:
@@ -209,7 +209,7 @@ class RunReport:
 def run_digests(config: Config, now: datetime, *, only: Sequence[str] = (), dry_run: bool = False,
                 mailer: Mailer | None = None) -> RunReport:
     """Build every active subscriber's digest and deliver it (or, with dry_run, only report)."""
-    with open_store(config) as store, run_lock(config.store_path):
+    with open_store(config) as store, run_lock(config.require_store_path()):
         interrupted = () if dry_run else tuple(store.mark_interrupted(now))
         plan = plan_digests(config, store, now, only)
         renderer = make_renderer(config)
