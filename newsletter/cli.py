@@ -41,7 +41,7 @@ def reports_errors(command: F) -> F:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Configuration file (default: ./config.yaml; built-in defaults if it is absent).")
+              help="Configuration file (default: ./config.yaml in the current folder; an error if there is none).")
 @click.version_option(package_name="newsletter")
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None) -> None:

@@ -90,7 +90,7 @@ _use_core_schema(_CoreSchemaDumper)
 _CoreSchema.add_constructor("tag:yaml.org,2002:int", _construct_core_int)
 
 
-class YamlRefused(ValueError):
+class YamlRefused(Exception):
     """A YAML file broke a bound or a rule; the message is one line naming the file (and line)."""
 
 
