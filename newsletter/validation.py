@@ -48,7 +48,11 @@ CONFIG_LIMITS = YamlLimits(max_bytes=1024 * 1024, max_aliases=16, max_depth=20, 
 MAX_REPORTED_ERRORS = 5
 
 
-class _CoreSchema(yaml.SafeLoader):
+# libyaml's parser when PyYAML was built with it (about ten times faster); the pure-Python one otherwise.
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _CoreSchema(_SafeLoader):  # type: ignore[valid-type,misc]
     """PyYAML's safe loader with the YAML 1.2 core schema's implicit types.
 
     YAML 1.1 turns `on`, `off`, `yes`, `no` into booleans, `7:30` into 450 and
@@ -151,7 +155,7 @@ def _too_large(path: Path, max_bytes: int) -> str:
 def _check_events(path: Path, text: str, limits: YamlLimits) -> None:
     """Walk the parser's events (no values are built) and refuse aliases, depth and size over the limits."""
     depth = aliases = nodes = 0
-    for event in _events(path, text):
+    for event in _events(path, text, limits):
         line = event.start_mark.line + 1 if event.start_mark else None
         where = f"{path}:{line}" if line else str(path)
         if isinstance(event, yaml.AliasEvent):
@@ -166,8 +170,7 @@ def _check_events(path: Path, text: str, limits: YamlLimits) -> None:
             if not isinstance(event, yaml.ScalarEvent):
                 depth += 1
                 if depth > limits.max_depth:
-                    raise YamlRefused(f"{where}: nested more than {limits.max_depth} levels deep, "
-                                      "the limit for this file; flatten it")
+                    raise YamlRefused(_too_deep(where, limits))
         elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
             depth -= 1
 
@@ -178,11 +181,21 @@ def _alias_rule(limits: YamlLimits) -> str:
     return f"more than {limits.max_aliases} YAML aliases (*name), the limit for this file"
 
 
-def _events(path: Path, text: str) -> Iterator[yaml.Event]:
+def _events(path: Path, text: str, limits: YamlLimits) -> Iterator[yaml.Event]:
     try:
         yield from yaml.parse(text, Loader=_CoreSchema)
     except yaml.YAMLError as exc:
+        # libyaml looks ahead through a run of `[[[[` and stops at its own depth limit (1000)
+        # before handing us the events; say it in the same words as our own, lower, limit.
+        if "maximum nesting depth" in str(getattr(exc, "problem", "")):
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise YamlRefused(_too_deep(where, limits)) from None
         raise YamlRefused(_describe_yaml_error(path, exc)) from None
+
+
+def _too_deep(where: str, limits: YamlLimits) -> str:
+    return f"{where}: nested more than {limits.max_depth} levels deep, the limit for this file; flatten it"
 
 
 def _construct(path: Path, text: str, limits: YamlLimits) -> Any:

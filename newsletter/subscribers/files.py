@@ -28,7 +28,7 @@ from ..validation import (
     parse_yaml_mapping,
     read_yaml_mapping,
 )
-from . import ID_RULE, LoadedSubscribers, check_subscriber_id, is_subscriber_id
+from . import ID_RULE, LoadedSubscribers, SubscriberRepository, check_subscriber_id, is_subscriber_id
 
 # `.yaml` first: a new subscriber's file gets that suffix.
 SUFFIXES = (".yaml", ".yml")
@@ -236,7 +236,8 @@ def load_subscriber_file(path: Path) -> Subscriber:
 
 def load_subscribers(folder: Path) -> LoadedSubscribers:
     """Every subscriber in `folder` (same as `FileSubscribers(folder).load_all()`)."""
-    return FileSubscribers(folder).load_all()
+    repository: SubscriberRepository = FileSubscribers(folder)  # lets mypy hold FileSubscribers to the contract
+    return repository.load_all()
 
 
 def load_one(folder: Path, subscriber_id: str) -> Subscriber:
