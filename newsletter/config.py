@@ -214,12 +214,7 @@ def load_config(path: Path | str | None = None) -> Config:
                               "or point --config at one")
         path = DEFAULT_CONFIG
     path = Path(path).resolve()
-    data = read_yaml_mapping(path, ConfigError, CONFIG_LIMITS)
-    try:
-        settings = Settings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(path, exc, Settings)) from None
-    return Config(settings, path)
+    return _validated(read_yaml_mapping(path, ConfigError, CONFIG_LIMITS), path)
 
 
 def config_from_mapping(data: dict[str, Any], base: Path) -> Config:
@@ -227,9 +222,11 @@ def config_from_mapping(data: dict[str, Any], base: Path) -> Config:
 
     Used by tests and tools that want the defaults explicitly, without a file.
     """
-    path = base / "config.yaml"
+    return _validated(data, base / "config.yaml")
+
+
+def _validated(data: dict[str, Any], path: Path) -> Config:
     try:
-        settings = Settings.model_validate(data)
+        return Config(Settings.model_validate(data), path)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(path, exc, Settings)) from None
-    return Config(settings, path)
