@@ -45,7 +45,7 @@ class ReportingGroup(click.Group):
             sys.exit(1)
 
 
-CONFIG_HELP = "Configuration file (default: ./config.yaml)."
+CONFIG_HELP = "Configuration file (default: ./config.yaml in the current folder; an error if there is none)."
 
 
 def config_option(command: F) -> F:
@@ -192,8 +192,8 @@ def subscribers(ctx: click.Context, as_json: bool) -> None:
                                "errors": list(overview.errors)}, indent=2, ensure_ascii=False))
     else:
         if not overview.subscribers and not overview.errors:
-            click.echo(f"no subscribers in {overview.folder}: add one file per person, e.g. "
-                       f"{overview.folder / 'ada.yaml'} (see subscribers/README.md)")
+            click.echo(f"no subscribers in {overview.location}: add one ID.yaml file per person "
+                       "(see subscribers/README.md)")
         for s in overview.subscribers:
             nxt = f"next: {s.next_digest} papers (of {s.candidates} new)" if s.status == "active" else ""
             click.echo(f"{s.id:<20} {s.status:<13} {s.email:<32} {nxt}")

@@ -1,36 +1,45 @@
-"""Reads and validates config.yaml; every error names the file, the key and the fix.
+"""Reads and validates config.yaml (never writes it); every error names the file, the key and the fix.
 
 Relative paths in the config are resolved against the config file's folder, so
 `newsletter --config /etc/newsletter/config.yaml` works from any directory.
+Validation is strict: a quoted number or `yes` where a boolean belongs is an error,
+not a guess. The file is read within `CONFIG_LIMITS` (see validation.py).
 Secrets never live in the file: the SMTP password and the signing key come from
 environment variables named here.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .text import quoted
+from .validation import CONFIG_LIMITS, check_email, describe_validation_error, read_yaml_mapping
 
 DEFAULT_CONFIG = Path("config.yaml")
 SECRET_KEY_ENV = "NEWSLETTER_SECRET_KEY"
 
 
+# YAML has no path type: a path field takes the string as written (strict mode would refuse it).
+FilePath = Annotated[Path, Field(strict=False)]
+# Database URLs `store` accepts besides a plain path; PostgreSQL is validated now and served by a later store.
+STORE_URL_SCHEMES = ("sqlite://", "postgresql://", "postgresql+")
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # strict: `max_papers: true` or `min_score: "0.1"` is a mistake to report, not a value to coerce.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class PagesSettings(_Strict):
-    inbox: Path = Path("var/inbox")
-    processed: Path = Path("var/processed")
-    quarantine: Path = Path("var/quarantine")
+    inbox: FilePath = Path("var/inbox")
+    processed: FilePath = Path("var/processed")
+    quarantine: FilePath = Path("var/quarantine")
 
 
 class SenderSettings(_Strict):
@@ -39,15 +48,13 @@ class SenderSettings(_Strict):
 
     @field_validator("address")
     @classmethod
-    def _looks_like_address(cls, value: str) -> str:
-        if "@" not in value or any(c in value for c in " \r\n<>"):
-            raise ValueError('must be a plain address such as "digest@example.org"')
-        return value
+    def _plain_address(cls, value: str) -> str:
+        return check_email(value)
 
 
 class DeliverySettings(_Strict):
     method: Literal["outbox", "smtp"] = "outbox"
-    outbox: Path = Path("var/outbox")
+    outbox: FilePath = Path("var/outbox")
 
 
 class SmtpSettings(_Strict):
@@ -57,7 +64,7 @@ class SmtpSettings(_Strict):
     username: str | None = None
     password_env: str = "NEWSLETTER_SMTP_PASSWORD"
     timeout: float = Field(default=30.0, gt=0)
-    ca_file: Path | None = None  # a private CA for a self-hosted relay
+    ca_file: FilePath | None = None  # a private CA for a self-hosted relay
     retries: int = Field(default=2, ge=0, le=10)
 
     def password(self) -> str | None:
@@ -94,10 +101,10 @@ class DigestSettings(_Strict):
 
 
 class Settings(_Strict):
-    store: Path = Path("var/newsletter.sqlite3")
+    store: str = "var/newsletter.sqlite3"  # a file path or a database URL (sqlite:///path)
     pages: PagesSettings = PagesSettings()
-    subscribers: Path = Path("subscribers")
-    templates: Path | None = None  # None: the templates shipped with newsletter
+    subscribers: FilePath = Path("subscribers")
+    templates: FilePath | None = None  # None: the templates shipped with newsletter
     sender: SenderSettings = SenderSettings()
     base_url: str = "http://localhost:8000"
     list_id: str = "digest.newsletter.localhost"
@@ -111,6 +118,28 @@ class Settings(_Strict):
         if not value.startswith(("https://", "http://")):
             raise ValueError('must be an http(s) URL such as "https://digest.example.org"')
         return value.rstrip("/")
+
+    @field_validator("store")
+    @classmethod
+    def _path_or_database_url(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError('must be a file path such as "var/newsletter.sqlite3" or a URL such as "sqlite:///path"')
+        if "://" in value and not value.startswith(STORE_URL_SCHEMES):
+            raise ValueError("must be a file path or a database URL starting with sqlite:/// "
+                             "(or postgresql://)")
+        if value.startswith("sqlite://") and not _sqlite_file(value):
+            raise ValueError('needs a file after sqlite:/// such as "sqlite:///var/newsletter.sqlite3" '
+                             "(an in-memory database would forget everything after each command)")
+        return value
+
+
+def _sqlite_file(url: str) -> str:
+    """The file part of a sqlite:/// URL (sqlite:////abs/path is absolute, sqlite:///rel/path is relative)."""
+    rest = url.removeprefix("sqlite://")
+    if not rest.startswith("/"):  # sqlite://host/... names no file SQLite could open
+        return ""
+    file = rest.removeprefix("/").partition("?")[0]
+    return "" if file == ":memory:" else file
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +157,31 @@ class Config:
         return value if value.is_absolute() else (self.base_dir / value)
 
     @property
-    def store_path(self) -> Path:
-        return self.resolve(self.settings.store)
+    def store_path(self) -> Path | None:
+        """The SQLite file, resolved against the config's folder; None for a server database."""
+        store = self.settings.store
+        if "://" not in store:
+            return self.resolve(Path(store))
+        if store.startswith("sqlite://"):
+            return self.resolve(Path(_sqlite_file(store)))
+        return None
+
+    @property
+    def store_url(self) -> str:
+        """The store as a database URL: `sqlite:///<absolute path>` for SQLite, the URL as written otherwise."""
+        path = self.store_path
+        if path is None:
+            return self.settings.store
+        query = self.settings.store.partition("?")[2] if self.settings.store.startswith("sqlite://") else ""
+        return f"sqlite:///{path}" + (f"?{query}" if query else "")
+
+    def require_store_path(self) -> Path:
+        """The SQLite file, or ConfigError while only SQLite stores can be opened."""
+        path = self.store_path
+        if path is None:
+            raise ConfigError(f"{self.path or 'config'}: store: {quoted(self.settings.store)} is not a SQLite "
+                              "database, the only kind this release opens; set store to a file path")
+        return path
 
     @property
     def inbox(self) -> Path:
@@ -153,85 +205,28 @@ class Config:
 
 
 def load_config(path: Path | str | None = None) -> Config:
-    """Load config.yaml (default ./config.yaml); a missing default file means built-in defaults."""
+    """Load config.yaml (default ./config.yaml); ConfigError when there is none, rather than guess a store."""
     if path is None:
         if not DEFAULT_CONFIG.exists():
-            return Config(Settings(), None)
+            # Running with built-in defaults here would quietly create an empty database in this folder.
+            raise ConfigError(f"no config.yaml found in the current folder ({Path.cwd()}): create one "
+                              "(an empty config.yaml uses the defaults; see README, Configuration) "
+                              "or point --config at one")
         path = DEFAULT_CONFIG
     path = Path(path).resolve()
-    data = read_yaml_mapping(path, ConfigError)
-    try:
-        settings = Settings.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(path, exc, Settings)) from None
-    return Config(settings, path)
+    return _validated(read_yaml_mapping(path, ConfigError, CONFIG_LIMITS), path)
 
 
 def config_from_mapping(data: dict[str, Any], base: Path) -> Config:
-    """Build a Config from a mapping, as if it were a file in `base` (used by tests and tools)."""
-    path = base / "config.yaml"
+    """Build a Config from a mapping, as if it were a file in `base`; `config_from_mapping({}, base)` is the defaults.
+
+    Used by tests and tools that want the defaults explicitly, without a file.
+    """
+    return _validated(data, base / "config.yaml")
+
+
+def _validated(data: dict[str, Any], path: Path) -> Config:
     try:
-        settings = Settings.model_validate(data)
+        return Config(Settings.model_validate(data), path)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(path, exc, Settings)) from None
-    return Config(settings, path)
-
-
-def read_yaml_mapping(path: Path, error: type[Exception]) -> dict[str, Any]:
-    """Parse a YAML file that must hold a mapping; syntax errors keep YAML's line and column."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise error(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error(f"{path}: cannot be read ({exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise error(f"{path}{where}: not valid YAML ({problem})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise error(f"{path}: must be a mapping of keys to values, got a {type(data).__name__}")
-    return data
-
-
-def describe_validation_error(path: Path, exc: ValidationError, model: type[BaseModel]) -> str:
-    """Turn pydantic's errors into lines of `file: key: problem (fix)` a person can act on."""
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
-        lines.append(f"{path}: {key}: {_explain(err, model)}")
-    return "\n".join(lines)
-
-
-def _explain(err: Any, model: type[BaseModel]) -> str:
-    kind = err["type"]
-    got = err.get("input")
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(model, err["loc"][:-1])
-        close = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
-        guess = f" (did you mean {close[0]!r}?)" if close else ""
-        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
-        return f"unknown key{guess}{hint}. Remove it or fix its spelling"
-    if kind == "literal_error":
-        expected = err.get("ctx", {}).get("expected", "")
-        return f"must be one of {expected}, got {got!r}"
-    if kind == "missing":
-        return "is required; add it"
-    if kind == "value_error":
-        return f"{err['msg'].removeprefix('Value error, ')}, got {got!r}"
-    return f"{err['msg'].lower()}, got {got!r}"
-
-
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    current: Any = model
-    for part in loc:
-        field_info = getattr(current, "model_fields", {}).get(part)
-        if field_info is None:
-            return []
-        current = field_info.annotation
-    return sorted(getattr(current, "model_fields", {}))

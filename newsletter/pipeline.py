@@ -31,7 +31,7 @@ from .planning import DigestPolicy, RankerFactory, plan_digests
 from .rank import Ranker
 from .render import Renderer, shipped_templates
 from .store import DeliveryRecord, Store, open_store
-from .subscribers import load_one, load_subscribers
+from .subscribers import FileSubscribers, SubscriberRepository
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class RunContext:
     """Everything a run needs, built once from the config."""
 
     store: Store
-    subscribers_dir: Path
+    subscribers: SubscriberRepository
     make_ranker: RankerFactory
     renderer: Renderer
     signer: Signer
@@ -64,11 +64,11 @@ class RunContext:
 @contextmanager
 def open_context(config: Config) -> Iterator[RunContext]:
     settings = config.settings
-    with open_store(config.store_path) as store:
+    with open_store(config.store_url) as store:
         templates = config.resolve(settings.templates) if settings.templates is not None else shipped_templates()
         yield RunContext(
             store=store,
-            subscribers_dir=config.subscribers_dir,
+            subscribers=FileSubscribers(config.subscribers_dir),
             make_ranker=Ranker,
             renderer=Renderer(templates, sender_name=settings.sender.name, search_url=settings.digest.search_url),
             signer=Signer(os.environ.get(SECRET_KEY_ENV) or store.keys.signing_key(), settings.base_url,
@@ -87,7 +87,7 @@ def open_context(config: Config) -> Iterator[RunContext]:
 def ingest_pages(config: Config, now: datetime, paths: Sequence[Path] = (),
                  on_wait: Callable[[str], None] | None = None) -> IngestReport:
     """Ingest the given pages, or the inbox; a second ingest on the same store waits its turn."""
-    with open_store(config.store_path) as store, store.locks.hold("ingest", wait=True, on_wait=on_wait):
+    with open_store(config.store_url) as store, store.locks.hold("ingest", wait=True, on_wait=on_wait):
         return ingest(store.papers, Folders(config.inbox, config.processed, config.quarantine), now, paths)
 
 
@@ -113,8 +113,8 @@ def plan(ctx: RunContext, now: datetime, only: Sequence[str] = ()) -> Plan:
 def select_subscribers(ctx: RunContext, only: Sequence[str]) -> tuple[list[Subscriber], tuple[ProfileError, ...]]:
     if only:
         # A named subscriber with a bad file is an error the user asked about: raise it.
-        return [load_one(ctx.subscribers_dir, sid) for sid in dict.fromkeys(only)], ()
-    loaded = load_subscribers(ctx.subscribers_dir)
+        return [ctx.subscribers.get(sid) for sid in dict.fromkeys(only)], ()
+    loaded = ctx.subscribers.load_all()
     return list(loaded.subscribers), loaded.errors
 
 
@@ -251,7 +251,7 @@ class PreviewFiles:
 def preview(config: Config, subscriber_id: str, out_dir: Path, now: datetime) -> PreviewFiles:
     """Write ID.html, ID.txt and ID.eml of the digest `subscriber_id` would get now; records nothing."""
     with open_context(config) as ctx:
-        subscriber = load_one(ctx.subscribers_dir, subscriber_id)
+        subscriber = ctx.subscribers.get(subscriber_id)
         # Any status: a paused subscriber may want to see what resuming would bring.
         (digest,) = plan_digests(ctx.store, ctx.make_ranker, ctx.policy, [subscriber], now)
         composed = compose(ctx, digest)
@@ -274,7 +274,7 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def list_papers(config: Config) -> list[Paper]:
-    with open_store(config.store_path) as store:
+    with open_store(config.store_url) as store:
         return store.papers.get()
 
 
@@ -291,7 +291,7 @@ class SubscriberSummary:
 @dataclass(frozen=True, slots=True)
 class SubscriberOverview:
     subscribers: tuple[SubscriberSummary, ...]
-    folder: Path
+    location: str  # where the subscribers were looked for
     errors: tuple[str, ...] = field(default=())
 
 
@@ -304,7 +304,8 @@ def subscriber_overview(config: Config, now: datetime) -> SubscriberOverview:
             for d in planned.digests
         ] + [SubscriberSummary(s.id, s.email, s.status, 0, 0, last_delivery(ctx.store, s.id))
              for s in planned.inactive]
-    return SubscriberOverview(tuple(sorted(summaries, key=lambda s: s.id)), config.subscribers_dir,
+        location = ctx.subscribers.location
+    return SubscriberOverview(tuple(sorted(summaries, key=lambda s: s.id)), location,
                               tuple(str(e) for e in planned.profile_errors))
 
 

@@ -108,3 +108,57 @@ def test_installed_entry_point_runs():
     exe = Path(sys.executable).with_name("newsletter")
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "ingest" in result.stdout
+
+
+def test_config_may_come_after_the_command_name(project, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no config.yaml here: only the option can find it
+    after = CliRunner().invoke(main, ["ingest", "--config", str(project / "config.yaml")])
+    assert after.exit_code == 0, after.output
+    assert "21 new papers" in after.output
+    listed = CliRunner().invoke(main, ["papers", "--config", str(project / "config.yaml")])
+    assert listed.exit_code == 0 and "21 papers" in listed.output
+
+
+def test_no_config_is_an_error_and_creates_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["papers"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: no config.yaml found in the current folder")
+    assert list(tmp_path.iterdir()) == [], "no database or folder was created"
+
+
+def test_an_id_that_is_a_path_is_refused_and_nothing_is_written(project):
+    outside = project.parent / "elsewhere"
+    outside.mkdir()
+    (outside / "x.yaml").write_text("email: x@example.org\ntopics: [graphs]\n")
+    result = run(project, "preview", "../../elsewhere/x", "--out", str(project / "pv"))
+    assert result.exit_code == 1 and result.output.startswith("error: ")
+    assert "Traceback" not in result.output
+    assert not (project / "pv").exists() and sorted(p.name for p in outside.iterdir()) == ["x.yaml"]
+
+
+def test_an_empty_subscribers_folder_says_where_it_looked(project):
+    for file in (project / "subscribers").glob("*.yaml"):
+        file.unlink()
+    result = run(project, "subscribers")
+    assert result.exit_code == 0
+    assert f"no subscribers in {project / 'subscribers'}" in result.output
+
+
+def test_titles_cannot_drive_the_terminal(project):
+    page = project / "var" / "inbox" / "hostile.txt"
+    page.write_text("Papers\nNov 20\n\nGraph networks \x1b]0;owned\x07\x1b[2J\x1b[31mred\x1b[0m for molecules\n"
+                    "We predict molecular properties with graph neural networks on several benchmarks.\n",
+                    encoding="utf-8")
+    assert run(project, "ingest").exit_code == 0
+    listing = run(project, "papers").output
+    assert "\x1b" not in listing and "\x07" not in listing
+    assert "Graph networks red for molecules" in listing
+
+
+def test_help_does_not_load_the_heavy_libraries():
+    code = ("import sys; from click.testing import CliRunner; from newsletter.cli import main; "
+            "CliRunner().invoke(main, ['--help']); "
+            "print(sorted(m for m in ('sklearn', 'scipy', 'sqlalchemy', 'mrml', 'jinja2') if m in sys.modules))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "[]"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from helpers import REPO
-from newsletter.config import load_config
-from newsletter.errors import ConfigError, ProfileError
-from newsletter.subscribers import load_subscriber_file, load_subscribers
+from newsletter.config import config_from_mapping, load_config
+from newsletter.errors import ConfigError
+from newsletter.subscribers import load_subscribers
 
 
 def write(path, text: str):
@@ -43,6 +43,21 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
         ("digest: {search_url: 'https://x.org/?q='}\n", 'digest.search_url: must contain "{query}"'),
         ("- a list\n", "must be a mapping"),
         ("store: [unclosed\n", "config.yaml:2: not valid YAML"),
+        # Strict types: YAML 1.1 booleans stay strings, quoted numbers stay strings, and neither is coerced.
+        ("digest: {max_papers: true}\n", "digest.max_papers: input should be a valid integer, got True"),
+        ("digest: {min_score: '0.1'}\n",
+         "digest.min_score: input should be a valid number, got '0.1' (write the number without quotes)"),
+        ("digest: {send_empty: yes}\n", "digest.send_empty: input should be a valid boolean, got 'yes' (write true"),
+        ("smtp: {port: '25'}\n", "smtp.port: input should be a valid integer, got '25'"),
+        ("pages: {inbox: 5}\n", "pages.inbox:"),
+        ("sender: {address: 'Digest <digest@example.org>'}\n", "sender.address: is not a valid email address"),
+        ("sender: {address: digest@examplecom}\n", "sender.address: has no dot in its domain 'examplecom'"),
+        ("sender: {address: digést@example.org}\n", "sender.address: must be an ASCII address"),
+        ("store: 5\n", "store: input should be a valid string, got 5"),
+        ("store: ''\n", 'store: must be a file path such as "var/newsletter.sqlite3"'),
+        ("store: mysql://db/x\n", "store: must be a file path or a database URL starting with sqlite:///"),
+        ("store: 'sqlite://'\n", "store: needs a file after sqlite:///"),
+        ("store: 'sqlite:///:memory:'\n", "store: needs a file after sqlite:///"),
     ],
 )
 def test_bad_config_names_the_key_and_the_fix(tmp_path, text, expected):
@@ -50,6 +65,71 @@ def test_bad_config_names_the_key_and_the_fix(tmp_path, text, expected):
         load_config(write(tmp_path / "config.yaml", text))
     assert expected in str(caught.value)
     assert str(tmp_path / "config.yaml") in str(caught.value)
+
+
+def test_numbers_where_numbers_belong_still_pass(tmp_path):
+    config = load_config(write(tmp_path / "config.yaml", "digest: {min_score: 0}\nsmtp: {timeout: 10}\n"))
+    assert (config.settings.digest.min_score, config.settings.smtp.timeout) == (0.0, 10.0)
+
+
+@pytest.mark.parametrize(
+    ("store", "path"),
+    [
+        ("data/db.sqlite3", "data/db.sqlite3"),
+        ("sqlite:///data/db.sqlite3", "data/db.sqlite3"),
+        ("sqlite:////srv/newsletter/db.sqlite3", "/srv/newsletter/db.sqlite3"),
+        ("/srv/newsletter/db.sqlite3", "/srv/newsletter/db.sqlite3"),
+    ],
+)
+def test_store_is_a_path_or_a_sqlite_url_resolved_against_the_config(tmp_path, store, path):
+    config = load_config(write(tmp_path / "config.yaml", f"store: '{store}'\n"))
+    expected = tmp_path / path  # an absolute `path` replaces tmp_path
+    assert config.store_path == expected
+    assert config.store_url == f"sqlite:///{expected}"
+    assert config.require_store_path() == expected
+
+
+def test_a_postgresql_store_validates_but_is_not_opened_yet(tmp_path):
+    config = load_config(write(tmp_path / "config.yaml", "store: postgresql://digest@db/newsletter\n"))
+    assert (config.store_path, config.store_url) == (None, "postgresql://digest@db/newsletter")
+    with pytest.raises(ConfigError, match="store: 'postgresql://digest@db/newsletter' is not a SQLite database"):
+        config.require_store_path()
+
+
+def test_no_config_in_the_current_folder_is_an_error_not_an_empty_database(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load_config(None)
+    assert f"no config.yaml found in the current folder ({tmp_path})" in str(caught.value)
+    assert "--config" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []  # nothing was created
+    write(tmp_path / "config.yaml", "")  # an empty file is how to ask for the defaults
+    assert load_config(None).store_path == tmp_path / "var" / "newsletter.sqlite3"
+    assert config_from_mapping({}, tmp_path).settings == load_config(None).settings
+
+
+def test_hostile_yaml_in_config_is_refused_in_one_short_line(tmp_path):
+    laughs = ['a0: &a0 "lol"'] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path / "config.yaml", "\n".join(laughs) + "\n"))
+    message = str(caught.value)
+    assert "more than 16 YAML aliases (*name), the limit for this file" in message
+    assert message.startswith(f"{tmp_path / 'config.yaml'}:3: ") and len(message) < 300
+
+
+def test_a_few_aliases_in_config_are_fine_and_a_long_bad_value_is_quoted_short(tmp_path):
+    items = ", ".join(["word"] * 500)
+    text = f"stor: &s [{items}]\nbase_url: &u http://digest.example.org\nlist_id: *u\nsmtp: {{host: *s}}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path / "config.yaml", text))
+    lines = str(caught.value).splitlines()
+    assert sorted(line.split(": ")[1] for line in lines) == ["smtp.host", "stor"]
+    assert all(len(line) < 300 for line in lines)
+
+
+def test_an_oversized_config_is_refused_unread(tmp_path):
+    with pytest.raises(ConfigError, match="larger than 1024 KiB, the limit for this file"):
+        load_config(write(tmp_path / "config.yaml", "#" * (1024 * 1024 + 1)))
 
 
 def test_missing_explicit_config_is_an_error(tmp_path):
@@ -66,48 +146,3 @@ def test_smtp_password_comes_from_the_environment(tmp_path, monkeypatch):
     assert config.settings.smtp.password() == "s3cret"
 
 
-GOOD = "email: ann@example.org\nname: Ann\ntopics: [graph neural networks]\n"
-
-
-def test_a_subscriber_file_becomes_a_subscriber(tmp_path):
-    sub = load_subscriber_file(write(tmp_path / "ann.yaml", GOOD + "liked: ['A  paper ', A paper]\n"))
-    assert (sub.id, sub.email, sub.topics, sub.liked, sub.status) == (
-        "ann", "ann@example.org", ("graph neural networks",), ("A paper",), "active")
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        (GOOD + "schedule: daily\n", "schedule: unknown key; allowed keys here: email, exclude, liked"),
-        (GOOD + "status: gone\n", "status: must be one of 'active', 'paused' or 'unsubscribed'"),
-        (GOOD + "max_papers: 500\n", "max_papers:"),
-        (GOOD + "topics: graph neural networks\n", "topics:"),
-        ("email: not-an-address\ntopics: [x]\n", 'email: must be an email address such as "alice@example.org"'),
-        ("email: 'a@b.org\\nBcc: c@d.org'\ntopics: [x]\n", "email: must be an email address"),
-        ("name: Ann\ntopics: [x]\n", "email: is required; add it"),
-        ("email: ann@example.org\n", "needs at least one entry under `topics` or `liked`"),
-        (GOOD + "exclude: ['']\n", "exclude: must not contain empty entries"),
-    ],
-)
-def test_bad_subscriber_file_names_file_field_and_fix(tmp_path, text, expected):
-    path = write(tmp_path / "ann.yaml", text)
-    with pytest.raises(ProfileError) as caught:
-        load_subscriber_file(path)
-    assert f"{path}: " in str(caught.value)
-    assert expected in str(caught.value)
-
-
-def test_one_bad_file_does_not_hide_the_others(tmp_path):
-    write(tmp_path / "ann.yaml", GOOD)
-    write(tmp_path / "bad.yaml", "email: [\n")
-    write(tmp_path / "Bad Name.yaml", GOOD)
-    loaded = load_subscribers(tmp_path)
-    assert [s.id for s in loaded.subscribers] == ["ann"]
-    messages = sorted(str(e) for e in loaded.errors)
-    assert any("Bad Name.yaml: the file name is the subscriber id" in m for m in messages)
-    assert any("bad.yaml:" in m and "not valid YAML" in m for m in messages)
-
-
-def test_a_paused_subscriber_may_have_an_empty_profile(tmp_path):
-    sub = load_subscriber_file(write(tmp_path / "ann.yaml", "email: ann@example.org\nstatus: paused\n"))
-    assert sub.status == "paused"
