@@ -25,7 +25,7 @@ from .errors import DeliveryError, NewsletterError, ProfileError
 from .ingest import Folders, IngestReport, ingest
 from .links import subscriber_links
 from .models import Digest, Paper, RenderedEmail, Subscriber, SubscriberLinks
-from .rank import Profile, Ranker, build_profile
+from .rank import Profile, Ranker, build_profile, fit_ranker
 from .render import Renderer
 from .store import DeliveryRecord, Store
 from .subscribers import load_one, load_subscribers
@@ -127,7 +127,7 @@ def papers_in_play(store: Store, windows: Sequence[Window], through: int) -> lis
 def make_ranker(store: Store, now: datetime) -> Ranker:
     # Fitted on the newest papers whoever is in the run, so `preview alice` ranks
     # exactly as `digest` will.
-    return Ranker(store.recent_papers(until=now, limit=IDF_REFERENCE_PAPERS))
+    return fit_ranker(store.recent_papers(until=now, limit=IDF_REFERENCE_PAPERS))
 
 
 def profile_of(store: Store, subscriber: Subscriber) -> Profile:
