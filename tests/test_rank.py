@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from newsletter.models import Paper, Subscriber
-from newsletter.rank import Ranker, build_profile, tokenize
+from newsletter.rank import build_profile, tokenize
+from newsletter.rank.tfidf import TfidfRanker
 
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -37,7 +38,7 @@ def subscriber(**fields) -> Subscriber:
 
 def rank(sub: Subscriber, liked=None, max_papers=10, min_score=0.01, papers=PAPERS):
     profile = build_profile(sub, liked if liked is not None else [None] * len(sub.liked))
-    return Ranker(papers).rank(profile, papers, max_papers=max_papers, min_score=min_score)
+    return TfidfRanker(papers).rank(profile, papers, max_papers=max_papers, min_score=min_score)
 
 
 def test_topics_put_matching_papers_first():
@@ -101,14 +102,15 @@ def test_ranking_is_deterministic_and_breaks_ties_by_id():
 
 
 def test_papers_outside_the_reference_set_are_scored_the_same_way():
-    ranker = Ranker(PAPERS[:3])
+    ranker = TfidfRanker(PAPERS[:3])
     profile = build_profile(subscriber(topics=("graph neural networks",)), [])
     chosen = ranker.rank(profile, PAPERS, max_papers=3, min_score=0.01).chosen
     assert chosen[0].paper.id in {1, 4}
 
 
 def test_an_empty_corpus_ranks_nothing():
-    assert Ranker([]).rank(build_profile(subscriber(topics=("x",)), []), [], max_papers=5, min_score=0).chosen == ()
+    profile = build_profile(subscriber(topics=("x",)), [])
+    assert TfidfRanker([]).rank(profile, [], max_papers=5, min_score=0).chosen == ()
 
 
 @pytest.mark.parametrize(
@@ -123,7 +125,7 @@ def test_a_topic_half_present_gets_half_credit_and_is_not_claimed():
         paper(1, "Diffusion for molecule generation", "We generate molecules atom by atom; molecule generation works."),
         paper(2, "Retrieval for code generation", "Retrieval helps code generation at scale; generation improves."),
     ]
-    ranker = Ranker(papers)
+    ranker = TfidfRanker(papers)
     profile = build_profile(subscriber(topics=("molecule generation",)), [])
     scores = ranker.score(profile, papers).total
     assert scores[1] < scores[0] / 2

@@ -1,14 +1,13 @@
-"""Scores candidate papers against a subscriber's profile (topics + liked papers) with TF-IDF.
+"""TF-IDF ranker ("tfidf-v1"): scores papers' titles and abstracts against a profile. Pure; no I/O.
 
-A Ranker is fitted once per run on the papers in play, then ranks every
-subscriber against it, so the per-subscriber cost is a sparse matrix product.
-Each chosen paper carries a Reason: the topics and liked papers it is close
-to, and the terms that carried its score.
+Fitted once per run on a reference set of papers, it then ranks every
+subscriber against the same IDF, so the per-subscriber cost is a sparse matrix
+product. scikit-learn and scipy are imported here only, so `import
+newsletter.rank` stays cheap for commands that never rank.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,30 +16,15 @@ from scipy import sparse
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-from .models import Paper, Reason, ScoredPaper, Subscriber
+from ..models import Paper, Reason
+from .base import Ranker, Ranking, Scores
+from .explain import reason_for
+from .profile import Profile, paper_text
+from .select import Exclusions, rank_with
+from .words import fold_plural, tokenize
 
-TOKEN = re.compile(r"[a-z0-9]+(?:[-.][a-z0-9]+)*")
-# An entry (topic or liked paper) is named in the reason when it is this close to the paper...
-REASON_MIN_SIMILARITY = 0.05
-# ...and, for a topic, when the paper holds most of its words (2 of 3, but not 1 of 2).
-REASON_MIN_COVERAGE = 0.66
+MODEL_ID = "tfidf-v1"
 REASON_TERMS = 3
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case word tokens with a light plural fold ("networks" -> "network")."""
-    return [fold_plural(token) for token in TOKEN.findall(text.lower())]
-
-
-def fold_plural(token: str) -> str:
-    if len(token) > 3 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
-        return token[:-1]
-    return token
-
-
-def paper_text(paper: Paper) -> str:
-    # The title twice: it is the densest statement of what a paper is about.
-    return f"{paper.title}. {paper.title}. {paper.abstract}"
 
 
 class _RowCache:
@@ -62,58 +46,39 @@ class _RowCache:
 
 
 @dataclass(frozen=True, slots=True)
-class Ranking:
-    chosen: tuple[ScoredPaper, ...]
-    candidate_count: int  # papers considered, after removing excluded and liked ones
-    excluded: int  # papers pushed out by an `exclude` phrase
+class TfidfScores(Scores):
+    """Scores plus what TF-IDF's `explain` reads: topic coverage, the papers' rows and the profile centroid."""
 
-
-@dataclass(frozen=True, slots=True)
-class Scores:
-    total: np.ndarray  # one score per paper
-    per_entry: np.ndarray  # papers x profile entries (topics, then liked papers)
     coverage: np.ndarray  # papers x topics: share of each topic's words in the paper
     docs: sparse.csr_matrix
     centroid: sparse.csr_matrix
 
 
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """A subscriber's profile as text: topic phrases and liked papers (resolved or as bare titles)."""
-
-    topics: tuple[str, ...]
-    liked_titles: tuple[str, ...]
-    liked_texts: tuple[str, ...]
-    liked_ids: frozenset[int]
-    exclude: tuple[str, ...]
-
-
-def build_profile(subscriber: Subscriber, liked: Sequence[Paper | None]) -> Profile:
-    """`liked[i]` is the stored paper subscriber.liked[i] names, or None when none matched."""
-    texts = tuple(paper_text(p) if p is not None else title for p, title in zip(liked, subscriber.liked, strict=True))
-    return Profile(
-        topics=subscriber.topics,
-        liked_titles=tuple(p.title if p is not None else t for p, t in zip(liked, subscriber.liked, strict=True)),
-        liked_texts=texts,
-        liked_ids=frozenset(p.id for p in liked if p is not None),
-        exclude=subscriber.exclude,
+def _vectorizer() -> TfidfVectorizer:
+    return TfidfVectorizer(
+        tokenizer=tokenize, token_pattern=None, lowercase=False, ngram_range=(1, 2),
+        stop_words=sorted(fold_plural(w) for w in ENGLISH_STOP_WORDS), sublinear_tf=True,
     )
 
 
-class Ranker:
+class TfidfRanker:
     """TF-IDF over title and abstract.
 
     The IDF is fitted on a reference set of papers that does not depend on who is
     in the run (the pipeline uses the most recent ones), so a preview of one
     subscriber scores exactly like the full run. Papers outside the reference set
-    are vectorised on first use and cached.
+    are vectorised on first use and cached by paper id.
     """
 
-    def __init__(self, reference: Sequence[Paper]) -> None:
-        self.vectorizer = TfidfVectorizer(
-            tokenizer=tokenize, token_pattern=None, lowercase=False, ngram_range=(1, 2),
-            stop_words=sorted(fold_plural(w) for w in ENGLISH_STOP_WORDS), sublinear_tf=True,
-        )
+    model_id = MODEL_ID
+
+    def __init__(self, reference: Sequence[Paper] = ()) -> None:
+        self._exclusions = Exclusions()  # words, not vectors: survives a refit
+        self.fit(reference)
+
+    def fit(self, reference: Sequence[Paper]) -> None:
+        """Fit the IDF on `reference`; cached vectors from an earlier fit are dropped."""
+        self.vectorizer = _vectorizer()
         try:
             self.vectorizer.fit([paper_text(p) for p in reference])
         except ValueError:  # an empty vocabulary: no papers yet, or papers without words
@@ -122,7 +87,6 @@ class Ranker:
         self._stop_words = frozenset(self.vectorizer.get_stop_words() or ())
         self._papers = _RowCache(self.vectorizer, len(self.terms))
         self._entries = _RowCache(self.vectorizer, len(self.terms))  # topic phrases and liked texts
-        self._tokens: dict[int, str] = {}
 
     def vectors(self, papers: Sequence[Paper]) -> sparse.csr_matrix:
         """One L2-normalised TF-IDF row per paper, in order."""
@@ -130,7 +94,7 @@ class Ranker:
 
     def prepare(self, profiles: Sequence[Profile], papers: Sequence[Paper]) -> None:
         """Vectorise every profile entry and paper of a run in two batches (one call beats thousands)."""
-        entries = list(dict.fromkeys(text for p in profiles for text in p.topics + p.liked_texts))
+        entries = list(dict.fromkeys(text for p in profiles for text in p.entries))
         if entries:
             self._entries.rows(entries, entries)
         if papers:
@@ -138,28 +102,15 @@ class Ranker:
 
     def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float) -> Ranking:
         """Top `max_papers` candidates scoring at least `min_score`, best first, ties by paper id."""
-        pool = [p for p in candidates if p.id not in profile.liked_ids]
-        # " word word " so a phrase only matches whole words, after the same plural folding
-        patterns = [f" {' '.join(words)} " for words in map(tokenize, profile.exclude) if words]
-        kept = [p for p in pool if not self._excluded(p, patterns)]
-        if not kept or not (profile.topics or profile.liked_texts):
-            return Ranking((), len(kept), len(pool) - len(kept))
-        scored = self.score(profile, kept)
-        order = sorted(range(len(kept)), key=lambda i: (-scored.total[i], kept[i].id))
-        chosen = tuple(
-            ScoredPaper(kept[i], round(float(scored.total[i]), 6), self._reason(profile, scored, i))
-            for i in order[:max_papers]
-            if scored.total[i] >= min_score and scored.total[i] > 0
-        )
-        return Ranking(chosen, len(kept), len(pool) - len(kept))
+        return rank_with(self, self._exclusions, profile, candidates, max_papers=max_papers, min_score=min_score)
 
-    def score(self, profile: Profile, papers: Sequence[Paper]) -> Scores:
+    def score(self, profile: Profile, papers: Sequence[Paper]) -> TfidfScores:
         """Similarity of every paper to each profile entry and to the profile as a whole."""
         docs = self.vectors(papers)
-        entries = profile.topics + profile.liked_texts
+        entries = profile.entries
         if not entries:  # nothing to compare with: every paper scores zero
             nothing = np.zeros((len(papers), 0))
-            return Scores(np.zeros(len(papers)), nothing, nothing, docs, sparse.csr_matrix((1, docs.shape[1])))
+            return TfidfScores(np.zeros(len(papers)), nothing, nothing, docs, sparse.csr_matrix((1, docs.shape[1])))
         entry_vectors = normalize(self._entries.rows(entries, entries))
         mean = sparse.csr_matrix(entry_vectors.mean(axis=0))
         per_entry = (docs @ entry_vectors.T).toarray()  # papers x entries, cosine
@@ -170,7 +121,12 @@ class Ranker:
         # (the best of the variants on ../shared/bench, see README) with phrase coverage.
         norm = float(np.sqrt(mean.multiply(mean).sum())) or 1.0
         total = per_entry.mean(axis=1) / norm
-        return Scores(total=total, per_entry=per_entry, coverage=coverage, docs=docs, centroid=normalize(mean))
+        return TfidfScores(total=total, per_entry=per_entry, coverage=coverage, docs=docs, centroid=normalize(mean))
+
+    def explain(self, profile: Profile, scores: TfidfScores, row: int) -> Reason:
+        """The topics and liked papers the paper is close to, and the terms that carried its score."""
+        terms = self._carrying_terms(scores.docs[row], scores.centroid)
+        return reason_for(profile, scores.per_entry[row], scores.coverage[row], terms)
 
     def _coverage(self, docs: sparse.csr_matrix, topics: Sequence[str]) -> np.ndarray:
         """Share of each topic's content words present in each paper (papers x topics).
@@ -193,29 +149,6 @@ class Ranker:
         present.data = np.ones_like(present.data)
         return (present @ indicator).toarray() / sizes
 
-    def _excluded(self, paper: Paper, patterns: Sequence[str]) -> bool:
-        if not patterns:
-            return False
-        if paper.id not in self._tokens:
-            self._tokens[paper.id] = f" {' '.join(tokenize(paper.title + ' ' + paper.abstract))} "
-        return any(pattern in self._tokens[paper.id] for pattern in patterns)
-
-    def _reason(self, profile: Profile, scored: Scores, row: int) -> Reason:
-        similarities = scored.per_entry[row]
-        topic_count = len(profile.topics)
-        topic_rows = zip(profile.topics, similarities[:topic_count], scored.coverage[row], strict=True)
-        topics = tuple(
-            topic
-            for topic, similarity, share in topic_rows
-            if similarity >= REASON_MIN_SIMILARITY and share >= REASON_MIN_COVERAGE
-        )
-        liked = tuple(
-            title
-            for title, similarity in zip(profile.liked_titles, similarities[topic_count:], strict=True)
-            if similarity >= REASON_MIN_SIMILARITY
-        )
-        return Reason(topics=topics, liked=liked, terms=self._carrying_terms(scored.docs[row], scored.centroid))
-
     def _carrying_terms(self, doc: sparse.csr_matrix, centroid: sparse.csr_matrix) -> tuple[str, ...]:
         contribution = doc.multiply(centroid).tocsr()
         order = sorted(zip(contribution.data, contribution.indices, strict=True), key=lambda pair: (-pair[0], pair[1]))
@@ -229,3 +162,8 @@ class Ranker:
             if len(picked) == REASON_TERMS:
                 break
         return tuple(picked)
+
+
+def _conforms(ranker: TfidfRanker) -> Ranker[TfidfScores]:
+    # Never called: mypy checks here that TfidfRanker satisfies the Ranker protocol structurally.
+    return ranker
