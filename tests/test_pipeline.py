@@ -364,3 +364,26 @@ def test_now_must_be_timezone_aware(tmp_path):
     config = make_project(tmp_path)
     with pytest.raises(ValueError):
         pipeline.ingest_pages(config, datetime(2026, 11, 20))
+
+
+BILLION_LAUGHS = """email: eve@example.org
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+topics: [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+"""
+
+
+def test_a_hostile_subscriber_file_is_one_short_error_and_everyone_else_is_served(tmp_path):
+    config = make_project(tmp_path)
+    (config.subscribers_dir / "eve.yaml").write_text(BILLION_LAUGHS)  # 9**8 = 43 million strings if expanded
+    pipeline.ingest_pages(config, T_INGEST)
+    report = pipeline.run_digests(config, T_DIGEST)
+    assert report.count("sent") == 3
+    assert len(report.profile_errors) == 1
+    error = report.profile_errors[0]
+    assert "eve.yaml" in error and "alias" in error and "\n" not in error and len(error) < 300
