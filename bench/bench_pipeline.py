@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from newsletter.config import config_from_mapping  # noqa: E402
 from newsletter.deliver import OutboxMailer  # noqa: E402
-from newsletter.ingest import Folders, ingest  # noqa: E402
+from newsletter.sources import Folders, ingest  # noqa: E402
 from newsletter.pipeline import compose, make_renderer, plan_digests, run_digests, signing_key  # noqa: E402
 from newsletter.rank import tokenize  # noqa: E402
 from newsletter.store import Store  # noqa: E402

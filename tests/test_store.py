@@ -9,7 +9,7 @@ import pytest
 
 from helpers import FIXTURE_PAGES, at
 from newsletter.errors import StoreError
-from newsletter.ingest.listing import parse_page
+from newsletter.sources.listing import parse_page
 from newsletter.models import Digest, ScoredPaper, Subscriber
 from newsletter.store import SCHEMA_VERSION, ClosedWindow, Store
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import PageFormatError
 from ..models import Page, ParsedPaper
-from .urls import extract_links
+from .links import extract_links
 
 MONTHS = {
     name: number
