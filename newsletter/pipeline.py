@@ -22,11 +22,11 @@ from typing import Literal
 from .config import SECRET_KEY_ENV, Config
 from .deliver import Mailer, build_message, mailer_from_config, new_message_id, serialise
 from .errors import DeliveryError, NewsletterError, ProfileError
-from .sources import Folders, IngestReport, ingest
 from .links import subscriber_links
 from .models import Digest, Paper, RenderedEmail, Subscriber, SubscriberLinks
 from .rank import Profile, Ranker, build_profile
 from .render import Renderer
+from .sources import Folders, IngestReport, ingest
 from .store import DeliveryRecord, Store
 from .subscribers import load_one, load_subscribers
 

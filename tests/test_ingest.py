@@ -10,8 +10,8 @@ import pytest
 from helpers import FIXTURE_PAGES, at, shared_pages
 from newsletter.errors import PageFormatError
 from newsletter.sources import Folders, ingest
-from newsletter.sources.listing import parse_date_line, parse_page
 from newsletter.sources.links import extract_links
+from newsletter.sources.listing import parse_date_line, parse_page
 from newsletter.store import Store
 
 TODAY = date(2026, 3, 20)

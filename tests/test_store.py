@@ -9,8 +9,8 @@ import pytest
 
 from helpers import FIXTURE_PAGES, at
 from newsletter.errors import StoreError
-from newsletter.sources.listing import parse_page
 from newsletter.models import Digest, ScoredPaper, Subscriber
+from newsletter.sources.listing import parse_page
 from newsletter.store import SCHEMA_VERSION, ClosedWindow, Store
 
 ALICE = Subscriber(id="alice", email="alice@example.org", name="Alice", topics=("graphs",))
