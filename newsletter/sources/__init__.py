@@ -1,33 +1,36 @@
-"""Takes page files (from the inbox or given paths) into the store, one transaction per page.
+"""Takes pages from a source into the paper store, one transaction per page, and reports each page.
 
-Inbox pages are moved to `processed` once stored, or to `quarantine` with a
-`.error` file beside them when they cannot be parsed. Pages named explicitly
-from elsewhere are left in place (a bad one is still copied to quarantine, so
-there is a record of it).
+A Source (the inbox folder today, URLs next) yields raw pages; the parser
+registry turns bytes into a Page; anything with `page_ingested`/`add_page`
+stores it. A page that is rejected or cannot be read is reported in one line
+and set aside by its source; the pages after it are still ingested.
 """
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterable, Sequence
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from ..errors import PageFormatError
-from ..store import Store
-from .listing import parse_page
+from ..errors import PageFormatError, SourceError
+from .base import PaperStore, RawPage, Source
+from .inbox import Folders, InboxSource
+from .parsing import parse
 
-# Files a downloader or editor may still be writing; they are picked up next time.
-PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".swp", ".error")
+__all__ = [
+    "Folders", "InboxSource", "IngestReport", "PageReport", "PaperStore", "RawPage", "Source", "ingest",
+    "ingest_from",
+]
 
-PageStatus = Literal["ingested", "already ingested", "quarantined"]
+PageStatus = Literal["ingested", "already ingested", "quarantined", "unreadable"]
 
 
 @dataclass(frozen=True, slots=True)
 class PageReport:
-    path: Path
+    origin: str  # the path (or URL) the page came from
     status: PageStatus
     new_papers: int = 0
     duplicates: int = 0
@@ -53,73 +56,42 @@ class IngestReport:
     def quarantined(self) -> tuple[PageReport, ...]:
         return tuple(page for page in self.pages if page.status == "quarantined")
 
-
-@dataclass(frozen=True, slots=True)
-class Folders:
-    inbox: Path
-    processed: Path
-    quarantine: Path
+    @property
+    def problems(self) -> tuple[PageReport, ...]:
+        """Pages rejected or unreadable, in order: each is one line of output and makes the run fail."""
+        return tuple(page for page in self.pages if page.status in ("quarantined", "unreadable"))
 
 
-def ingest(store: Store, folders: Folders, now: datetime, paths: Sequence[Path] = ()) -> IngestReport:
+def ingest(papers: PaperStore, folders: Folders, now: datetime, paths: Sequence[Path] = ()) -> IngestReport:
     """Ingest the given files and folders, or every page waiting in the inbox."""
-    files = list(page_files(paths or [folders.inbox]))
-    return IngestReport(tuple(ingest_file(store, folders, path, now) for path in files))
+    return ingest_from(InboxSource(folders, paths), papers, now)
 
 
-def page_files(paths: Iterable[Path]) -> Iterable[Path]:
-    for path in paths:
-        if path.is_dir():
-            yield from sorted(p for p in path.iterdir() if p.is_file() and is_page_file(p))
-        elif path.exists():
-            yield path
-        else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
+def ingest_from(source: Source, papers: PaperStore, now: datetime) -> IngestReport:
+    """Ingest every page a source yields; one bad page never stops the others."""
+    return IngestReport(tuple(ingest_one(source, papers, item, now) for item in source.pages()))
 
 
-def is_page_file(path: Path) -> bool:
-    return not path.name.startswith(".") and not path.name.endswith(PARTIAL_SUFFIXES)
-
-
-def ingest_file(store: Store, folders: Folders, path: Path, now: datetime) -> PageReport:
-    from_inbox = path.resolve().parent == folders.inbox.resolve()
+def ingest_one(source: Source, papers: PaperStore, item: RawPage | SourceError, now: datetime) -> PageReport:
+    if isinstance(item, SourceError):
+        return PageReport(item.where, "unreadable", error=set_aside(source, item, str(item)))
+    if papers.page_ingested(hashlib.sha256(item.data).hexdigest()):
+        source.done(item)  # the same bytes were stored before: no need to parse them again
+        return PageReport(item.origin, "already ingested")
     try:
-        page = parse_page(path, path.read_bytes(), now.date())
+        page = parse(item, now.date())
     except PageFormatError as exc:
-        quarantine(path, folders.quarantine, str(exc), move=from_inbox)
-        return PageReport(path, "quarantined", error=str(exc))
-    outcome = store.add_page(page, now)
-    if from_inbox:
-        move_into(path, folders.processed)
+        return PageReport(item.origin, "quarantined", error=set_aside(source, item, str(exc)))
+    outcome = papers.add_page(page, now)
+    source.done(item)
     status: PageStatus = "already ingested" if outcome.already_ingested else "ingested"
-    return PageReport(path, status, outcome.new_papers, outcome.duplicates)
+    return PageReport(item.origin, status, outcome.new_papers, outcome.duplicates)
 
 
-def quarantine(path: Path, folder: Path, message: str, *, move: bool) -> Path:
-    target = move_into(path, folder) if move else copy_into(path, folder)
-    target.with_name(target.name + ".error").write_text(message + "\n", encoding="utf-8")
-    return target
-
-
-def move_into(path: Path, folder: Path) -> Path:
-    target = free_name(folder, path.name)
-    shutil.move(str(path), target)
-    return target
-
-
-def copy_into(path: Path, folder: Path) -> Path:
-    target = free_name(folder, path.name)
-    shutil.copyfile(path, target)
-    return target
-
-
-def free_name(folder: Path, name: str) -> Path:
-    """`folder/name`, or `folder/stem.N.suffix` when that is taken: never overwrite a kept page."""
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / name
-    stem, suffix = Path(name).stem, Path(name).suffix
-    counter = 1
-    while target.exists() or target.with_name(target.name + ".error").exists():
-        target = folder / f"{stem}.{counter}{suffix}"
-        counter += 1
-    return target
+def set_aside(source: Source, item: RawPage | SourceError, message: str) -> str:
+    """Quarantine the page; the message, plus why it could not be kept if so."""
+    try:
+        source.quarantine(item, message)
+    except SourceError as exc:
+        return f"{message} ({exc.problem})"
+    return message
