@@ -41,8 +41,11 @@ LOOSE_MIN_SIMILARITY = 90
 
 def title_words(title: str) -> str:
     """The title lower-cased, without accents or punctuation, words separated by one space."""
-    decomposed = unicodedata.normalize("NFKD", title.casefold().translate(TRANSLITERATE))
-    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    if title.isascii():
+        stripped = title.lower()  # the same as below for ASCII, without a pass over every character
+    else:
+        decomposed = unicodedata.normalize("NFKD", title.casefold().translate(TRANSLITERATE))
+        stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return " ".join(NON_ALNUM.sub(" ", stripped).split())
 
 
@@ -84,6 +87,17 @@ def pieces_of_length(length: int) -> tuple[tuple[int, int], ...]:
     return tuple(zip(cuts, cuts[1:], strict=False))
 
 
+@lru_cache(maxsize=4)
+def reachable_offsets(limit: int) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """For each `longer` (how much longer a known key is than the query), the shifts `limit` edits reach.
+
+    A known key's piece at `p` that reappears at `p + shift` in the query needs
+    |shift| edits before the piece and |longer + shift| after it.
+    """
+    span = range(-limit, limit + 1)
+    return tuple((longer, tuple(s for s in span if abs(s) + abs(longer + s) <= limit)) for longer in span)
+
+
 def _allowed_for_length(length: int) -> int:
     """1 edit from 20 characters, 2 from 50: the longer the title, the less one typo could mean."""
     return 0 if length < 20 else 1 if length < 50 else 2
@@ -97,8 +111,8 @@ class TitleIndex:
         self._ids_by_key: dict[str, int] = {}
         self._keys: list[str] = []  # in insertion order: on equal distance the earliest key wins
         self._words: list[str | None] = []  # for find_loose; None for an entry added by key only
-        # (key length, piece number) -> piece text -> positions in _keys
-        self._pieces: dict[tuple[int, int], dict[str, list[int]]] = {}
+        # key length -> one table per piece number -> piece text -> positions in _keys
+        self._pieces: dict[int, list[dict[str, list[int]]]] = {}
         for title, ident in entries:
             self.add(title, ident)
 
@@ -111,7 +125,8 @@ class TitleIndex:
         return index
 
     def add(self, title: str, ident: int) -> None:
-        self._add(title_key(title), ident, title_words(title))
+        words = title_words(title)
+        self._add(words.replace(" ", "") or title_key(title), ident, words)
 
     def add_key(self, key: str, ident: int) -> None:
         """Add an entry by its `title_key`; the first id given for a key is kept."""
@@ -125,8 +140,10 @@ class TitleIndex:
         self._keys.append(key)
         self._words.append(words)
         if allowed_typos(key):
-            for number, (start, end) in enumerate(pieces_of_length(len(key))):
-                self._pieces.setdefault((len(key), number), {}).setdefault(key[start:end], []).append(position)
+            bounds = pieces_of_length(len(key))
+            tables = self._pieces.setdefault(len(key), [{} for _ in bounds])
+            for (start, end), table in zip(bounds, tables, strict=True):
+                table.setdefault(key[start:end], []).append(position)
 
     def find(self, title: str) -> int | None:
         return self.find_key(title_key(title))
@@ -159,16 +176,17 @@ class TitleIndex:
         """Positions of known keys sharing a piece with `key` at a place `limit` edits can reach."""
         found: set[int] = set()
         size = len(key)
-        for length in range(max(20, size - limit), size + limit + 1):
-            for number, (start, end) in enumerate(pieces_of_length(length)):
-                by_text = self._pieces.get((length, number))
-                if not by_text:
-                    continue
-                width = end - start
-                for shifted in range(max(0, start - limit), min(size - width, start + limit) + 1):
-                    hits = by_text.get(key[shifted : shifted + width])
-                    if hits:
-                        found.update(hits)
+        for longer, shifts in reachable_offsets(limit):
+            tables = self._pieces.get(size + longer)
+            if not tables:
+                continue
+            for (start, end), table in zip(pieces_of_length(size + longer), tables, strict=True):
+                for shift in shifts:
+                    at = start + shift
+                    if at >= 0 and at + end - start <= size:
+                        hits = table.get(key[at : at + end - start])
+                        if hits:
+                            found.update(hits)
         return found
 
     def find_loose(self, title: str) -> int | None:
