@@ -25,9 +25,9 @@ sys.path.insert(0, str(REPO))
 
 from newsletter.config import config_from_mapping  # noqa: E402
 from newsletter.deliver import OutboxMailer  # noqa: E402
-from newsletter.ingest import Folders, ingest  # noqa: E402
 from newsletter.pipeline import compose, open_context, plan, run_digests  # noqa: E402
 from newsletter.rank import tokenize  # noqa: E402
+from newsletter.sources import Folders, ingest  # noqa: E402
 from newsletter.store import open_store  # noqa: E402
 
 NOW = datetime(2026, 3, 20, 8, tzinfo=UTC)

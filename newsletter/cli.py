@@ -88,20 +88,23 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...]) -> None:
 
     Inbox pages are moved to the processed folder; a page that cannot be parsed is
     moved (or, from elsewhere, copied) to the quarantine folder with a .error file.
-    A second ingest on the same database waits for the first. Exits 1 if any page
-    was quarantined.
+    A page that cannot be read (permissions, a folder, a broken link) is reported and
+    moved aside the same way when it is in the inbox. A second ingest on the same
+    database waits for the first. Exits 1 if any page was quarantined or unreadable.
     """
     from . import pipeline
 
     report = pipeline.ingest_pages(config_of(ctx), now(), paths, on_wait=lambda m: click.echo(m, err=True))
-    for page in report.quarantined:
-        click.echo(f"quarantined: {for_terminal(page.error)}", err=True)
+    for page in report.problems:
+        click.echo(f"{page.status}: {for_terminal(page.error)}", err=True)
+    unreadable = report.count("unreadable")
     click.echo(
         f"{len(report.pages)} pages: {report.count('ingested')} ingested, "
-        f"{report.count('already ingested')} already ingested, {len(report.quarantined)} quarantined; "
+        f"{report.count('already ingested')} already ingested, {len(report.quarantined)} quarantined"
+        f"{f', {unreadable} unreadable' if unreadable else ''}; "
         f"{report.new_papers} new papers, {report.duplicates} duplicates"
     )
-    if report.quarantined:
+    if report.problems:
         sys.exit(1)
 
 

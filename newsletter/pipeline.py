@@ -24,12 +24,12 @@ from pathlib import Path
 from .config import SECRET_KEY_ENV, Config
 from .deliver import Mailer, build_message, mailer_from_config, new_message_id, serialise
 from .errors import DeliveryError, ProfileError
-from .ingest import Folders, IngestReport, ingest
 from .links import Signer
 from .models import DeliveryStatus, Digest, Outcome, Paper, RenderedEmail, Subscriber, SubscriberLinks
 from .planning import DigestPolicy, RankerFactory, plan_digests
 from .rank import fit_ranker
 from .render import Renderer, shipped_templates
+from .sources import Folders, IngestReport, ingest
 from .store import DeliveryRecord, Store, open_store
 from .subscribers import FileSubscribers, SubscriberRepository
 

@@ -19,8 +19,8 @@ from helpers import FIXTURE_PAGES, at
 from newsletter import pipeline
 from newsletter.config import config_from_mapping
 from newsletter.errors import RunLocked, StoreBusy, StoreError
-from newsletter.ingest.listing import parse_page
 from newsletter.models import DeliveryStatus, Digest, Page, ScoredPaper, Subscriber
+from newsletter.sources.listing import parse_page
 from newsletter.store import SCHEMA_VERSION, ClosedWindow, Store, open_store
 from newsletter.store.schema import Database
 from newsletter.titles import title_key

@@ -9,6 +9,7 @@ as titles.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import re
 from datetime import date
@@ -16,7 +17,9 @@ from pathlib import Path
 
 from ..errors import PageFormatError
 from ..models import Page, ParsedPaper
-from .urls import extract_links
+from ..text import shorten
+from .base import RawPage
+from .links import extract_links
 
 MONTHS = {
     name: number
@@ -38,13 +41,28 @@ MAX_TITLE_CHARS = 400
 SENTENCE_BREAK = re.compile(r"[.!?]\s+[A-Z(]")
 
 
-def parse_page(path: Path, data: bytes, today: date) -> Page:
+def parse_listing(raw: RawPage, today: date) -> Page:
     """Parse one page's bytes; `today` resolves the year of a date line that has none."""
-    text = decode_page(path, data)
-    lines = [line.strip() for line in text.splitlines()]
+    path = Path(raw.origin)
+    lines = split_lines(decode_page(path, raw.data))
     date_index, page_date = find_date_line(path, lines, today)
     papers = pair_titles_and_abstracts(path, lines, date_index + 1)
-    return Page(name=path.name, sha256=hashlib.sha256(data).hexdigest(), date=page_date, papers=papers)
+    return Page(name=raw.name, sha256=hashlib.sha256(raw.data).hexdigest(), date=page_date, papers=papers)
+
+
+def parse_page(path: Path, data: bytes, today: date) -> Page:
+    """`parse_listing` for the bytes of a page file."""
+    return parse_listing(RawPage(name=path.name, origin=str(path), data=data), today)
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines split on line feeds only (after CRLF and CR), stripped.
+
+    `str.splitlines` would also break at form feeds, U+2028 and friends, and a
+    paper's abstract cut in two shifts every title after it; inside a line they
+    are just spaces (`strip` and `split` treat them so).
+    """
+    return [line.strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
 
 
 def decode_page(path: Path, data: bytes) -> str:
@@ -65,6 +83,9 @@ def find_date_line(path: Path, lines: list[str], today: date) -> tuple[int, date
         parsed = parse_date_line(line, today)
         if parsed is not None:
             return index, parsed
+        problem = impossible_date(line)
+        if problem:
+            raise PageFormatError(path, index + 1, problem)
     raise PageFormatError(path, None, 'no date line (such as "Mar 13") found above the papers')
 
 
@@ -87,6 +108,18 @@ def parse_date_line(line: str, today: date) -> date | None:
     return None
 
 
+def impossible_date(line: str) -> str | None:
+    """Why a line shaped like a date line (`Feb 30`, `Jun 0`) names no day at all; None otherwise."""
+    match = DATE_LINE.match(line)
+    month = MONTHS.get(match["month"].lower()) if match else None
+    if match is None or month is None:
+        return None
+    day = int(match["day"])
+    if 1 <= day <= calendar.monthrange(2024, month)[1]:  # 2024: a leap year, so 29 Feb is possible
+        return None
+    return f"impossible date {line!r}: {calendar.month_name[month]} has no day {day}"
+
+
 def looks_like_abstract(line: str) -> bool:
     return len(line) > MAX_TITLE_CHARS or (len(line) > 150 and len(SENTENCE_BREAK.findall(line)) >= 2)
 
@@ -104,10 +137,10 @@ def pair_titles_and_abstracts(path: Path, lines: list[str], start: int) -> tuple
             hint = f"; the title on line {previous} probably has no abstract" if previous else ""
             raise PageFormatError(path, title_line, f"expected a paper title, found a paragraph{hint}")
         if i + 1 >= len(content):
-            raise PageFormatError(path, title_line, f"title {shorten(title)!r} has no abstract after it")
+            raise PageFormatError(path, title_line, f"title {shorten(title, 60)!r} has no abstract after it")
         abstract_line, abstract = content[i + 1]
         if not looks_like_abstract(abstract) and i + 2 < len(content) and looks_like_abstract(content[i + 2][1]):
-            problem = f"title {shorten(title)!r} has no abstract (line {abstract_line} looks like the next title)"
+            problem = f"title {shorten(title, 60)!r} has no abstract (line {abstract_line} looks like the next title)"
             raise PageFormatError(path, title_line, problem)
         papers.append(
             ParsedPaper(title=" ".join(title.split()), abstract=" ".join(abstract.split()), line=title_line,
@@ -115,6 +148,3 @@ def pair_titles_and_abstracts(path: Path, lines: list[str], start: int) -> tuple
         )
     return tuple(papers)
 
-
-def shorten(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -12,7 +12,9 @@ URL = re.compile(r"(?:https?://|www\.)[^\s<>\"'{}\\]+", re.IGNORECASE)
 TRAILING_JUNK = ".,;:!?)]}'\""
 
 CODE_HOSTS = ("github.com", "gitlab.com", "bitbucket.org", "codeberg.org", "sourceforge.net")
-MODEL_HOSTS = ("huggingface.co",)
+# Hugging Face hosts models, data sets and demos under one name; the first path segment says which.
+HUB_HOSTS = ("huggingface.co", "hf.co")
+HUB_KINDS: dict[str, LinkKind] = {"datasets": "data", "spaces": "project"}
 DATA_HOSTS = ("zenodo.org", "kaggle.com", "figshare.com", "doi.org")
 PAPER_HOSTS = ("arxiv.org", "openreview.net", "aclanthology.org")
 
@@ -48,8 +50,14 @@ def classify(url: str) -> LinkKind:
         return "paper"
     if host in CODE_HOSTS:
         return "code"
-    if host in MODEL_HOSTS:
-        return "model"
+    if host in HUB_HOSTS:
+        return hub_kind(url)
     if host in DATA_HOSTS:
         return "data"
     return "project"
+
+
+def hub_kind(url: str) -> LinkKind:
+    """`huggingface.co/datasets/...` is data, `/spaces/...` a demo; other repository paths are models."""
+    first = urlsplit(url).path.strip("/").split("/", 1)[0].lower()
+    return HUB_KINDS.get(first, "model")
