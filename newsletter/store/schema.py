@@ -11,6 +11,7 @@ import logging
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -185,8 +186,25 @@ class Database:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")  # before WAL: switching may wait
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers (preview, papers) don't block a running digest
+        self._switch_to_wal(cursor)
         cursor.close()
+
+    def _switch_to_wal(self, cursor: sqlite3.Cursor) -> None:
+        """WAL, so readers (preview, papers) don't block a running digest.
+
+        Switching a brand-new file needs a moment alone with it, and SQLite answers
+        "locked" at once, without its busy handler, while another process does the
+        same; so we retry until the busy timeout.
+        """
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def schema_version(self) -> int:
         with self.read() as conn:
