@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import defaultdict
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -118,10 +119,33 @@ class TitleIndex:
 
     @classmethod
     def from_keys(cls, pairs: Iterable[tuple[str, int]]) -> TitleIndex:
-        """An index from stored (title_key, id) pairs: no titles re-normalised, but no `find_loose`."""
+        """An index from stored (title_key, id) pairs: no titles re-normalised, but no `find_loose`.
+
+        Built in bulk, one piece table at a time: a process that opens a store of
+        100,000 papers pays this before its first page, so it avoids `add_key`'s
+        per-key bookkeeping (same result, several times faster).
+        """
         index = cls()
+        ids_by_key, keys = index._ids_by_key, index._keys
         for key, ident in pairs:
-            index.add_key(key, ident)
+            if key and key not in ids_by_key:
+                ids_by_key[key] = ident
+                keys.append(key)
+        index._words = [None] * len(keys)
+        by_length: dict[int, list[int]] = defaultdict(list)
+        for position, key in enumerate(keys):
+            if key.isalnum():  # symbol-only keys are matched exactly, never by pieces
+                by_length[len(key)].append(position)
+        for length, positions in by_length.items():
+            if _allowed_for_length(length) == 0:
+                continue
+            tables: list[dict[str, list[int]]] = []
+            for start, end in pieces_of_length(length):
+                table: defaultdict[str, list[int]] = defaultdict(list)
+                for position in positions:
+                    table[keys[position][start:end]].append(position)
+                tables.append(dict(table))
+            index._pieces[length] = tables
         return index
 
     def add(self, title: str, ident: int) -> None:
