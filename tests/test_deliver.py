@@ -24,9 +24,9 @@ from newsletter.deliver import (
     new_message_id,
     serialise,
 )
-from newsletter.errors import ConfigError, DeliveryError
+from newsletter.errors import ConfigError, DeliveryError, ServerUnavailable
 from newsletter.models import RenderedEmail, Subscriber, SubscriberLinks
-from smtp_sink import SmtpSink, free_port
+from smtp_sink import SmtpSink, StallingServer, StallPoint
 
 NOW = datetime(2024, 3, 5, 7, 30, 15, tzinfo=UTC)
 SENDER_NAME = "Zoë’s Paper Digest, weekly"
@@ -263,13 +263,82 @@ def test_username_without_password_raises(smtp_sink: Callable[..., SmtpSink], sl
         smtp_mailer(sink, sleeps, password=None).send(message_for())
 
 
-def test_connection_refused_raises_after_retries(sleeps: Sleeps) -> None:
-    port = free_port()  # nothing listens there
-    settings = SmtpSettings(host="127.0.0.1", port=port, security="none", retries=2, timeout=5)
-    expected = rf"cannot connect to SMTP server 127\.0\.0\.1:{port}.*smtp.host"
-    with SmtpMailer(settings, password=None, sleep=sleeps) as mailer, pytest.raises(DeliveryError, match=expected):
+def test_connection_refused_stops_the_batch_after_one_retry(refused_port: int, sleeps: Sleeps) -> None:
+    settings = SmtpSettings(host="127.0.0.1", port=refused_port, security="none", retries=2, timeout=5)
+    expected = rf"^cannot connect to SMTP server 127\.0\.0\.1:{refused_port} .*smtp\.host.*served by the next run$"
+    with SmtpMailer(settings, password=None, sleep=sleeps) as mailer, pytest.raises(ServerUnavailable, match=expected):
         mailer.send(message_for())
-    assert sleeps == [1.0, 2.0]
+    assert sleeps == [1.0]  # one pause before the one retry; smtp.retries is for 4xx replies
+
+
+# --- a server that stops answering (defect 7) --------------------------------------------
+
+
+def send_all(mailer: SmtpMailer, count: int) -> list[DeliveryResult | DeliveryError]:
+    """Send `count` messages in one batch, as the pipeline would if it did not stop: what each send gave."""
+    outcomes: list[DeliveryResult | DeliveryError] = []
+    with mailer:
+        for name in ("ann", "bob", "cyd", "dan", "eve")[:count]:
+            try:
+                outcomes.append(mailer.send(message_for(subscriber(name))))
+            except DeliveryError as exc:
+                outcomes.append(exc)
+    return outcomes
+
+
+@pytest.mark.parametrize("stall_at", ["greeting", "EHLO", "MAIL", "DATA"])
+def test_a_stalled_server_costs_one_retry_for_the_whole_batch(
+    stalling_server: Callable[[StallPoint], StallingServer], sleeps: Sleeps, stall_at: StallPoint
+) -> None:
+    server = stalling_server(stall_at)
+    mailer = SmtpMailer(server.settings(timeout=0.5, retries=2), password=None, sleep=sleeps)
+    outcomes = send_all(mailer, 4)
+    assert [type(o) for o in outcomes] == [ServerUnavailable] * 4
+    assert server.connections == 2  # the first attempt and its one retry; later sends stay off the network
+    assert sleeps == [1.0]
+    where = rf"(cannot connect to )?SMTP server 127\.0\.0\.1:{server.port}"
+    expected = rf"^{where} .*\(timed out\); no reply within smtp\.timeout \(0\.5 s\).*served by the next run$"
+    assert re.match(expected, str(outcomes[0]))
+
+
+def test_a_new_batch_tries_a_stalled_server_again(
+    stalling_server: Callable[[StallPoint], StallingServer], sleeps: Sleeps
+) -> None:
+    server = stalling_server("DATA")
+    mailer = SmtpMailer(server.settings(), password=None, sleep=sleeps)
+    send_all(mailer, 2)
+    assert [type(o) for o in send_all(mailer, 2)] == [ServerUnavailable] * 2
+    assert server.connections == 4
+
+
+def test_one_stall_at_the_end_of_data_is_retried_on_a_fresh_session(
+    smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps
+) -> None:
+    sink = smtp_sink(stall_data=(1,))
+    outcomes = send_all(SmtpMailer(sink.settings(timeout=0.5), password=None, sleep=sleeps), 3)
+    assert [(o.status, o.attempts) for o in outcomes if isinstance(o, DeliveryResult)] == [("sent", 2), ("sent", 1),
+                                                                                           ("sent", 1)]
+    assert [m.rcpt_tos for m in sink.messages] == [("ann@example.org",), ("bob@example.org",), ("cyd@example.org",)]
+    assert sink.connections == 2
+
+
+def test_a_second_timeout_in_the_batch_stops_it_even_after_a_success(
+    smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps
+) -> None:
+    sink = smtp_sink(stall_data=(1, 3))  # ann's first DATA and bob's DATA are never answered
+    outcomes = send_all(SmtpMailer(sink.settings(timeout=0.5), password=None, sleep=sleeps), 3)
+    assert [type(o) for o in outcomes] == [DeliveryResult, ServerUnavailable, ServerUnavailable]
+    assert [m.rcpt_tos for m in sink.messages] == [("ann@example.org",)]
+    assert sink.connections == 2  # cyd's send did not connect
+
+
+def test_a_server_that_drops_every_data_stops_the_batch(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
+    sink = smtp_sink(drop_data=2)
+    outcomes = send_all(smtp_mailer(sink, sleeps, retries=5), 2)
+    assert [type(o) for o in outcomes] == [ServerUnavailable] * 2
+    assert re.match(r"^SMTP server .* lost the connection .*keeps dropping the connection; .*next run$",
+                    str(outcomes[0]))
+    assert (sink.messages, sink.connections, sleeps) == ([], 2, [1.0])
 
 
 def test_untrusted_name_does_not_reach_the_envelope(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:

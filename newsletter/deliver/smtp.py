@@ -13,15 +13,42 @@ from email.message import EmailMessage
 from typing import Self
 
 from ..config import SmtpSettings
-from ..errors import DeliveryError
+from ..errors import DeliveryError, ServerUnavailable
 from .base import DeliveryResult
 from .message import addresses, serialise
 
 MAX_BACKOFF = 30.0
+RECONNECT_PAUSE = 1.0  # before the one retry on a fresh session: a server that just dropped us may be restarting
+# A batch gives up after this many connection failures in a row (the failure and its one retry) or
+# this many timeouts in all: a stalled server then costs about 2 x smtp.timeout per run, not per subscriber.
+MAX_LOST_IN_A_ROW = 2
+MAX_TIMEOUTS = 2
+NEXT_RUN = "delivery stopped; the remaining subscribers will be served by the next run"
+
+
+class _Lost(Exception):
+    """The connection failed: refused, reset, closed or silent until smtp.timeout ran out."""
+
+    def __init__(self, what: str, cause: OSError) -> None:
+        super().__init__(what)
+        self.what = what
+        self.timed_out = _timed_out(cause)
+        self.refused = isinstance(cause, ConnectionRefusedError)
 
 
 class SmtpMailer:
-    """Sends over one SMTP session per batch, opened on the first send and closed on exit."""
+    """Sends over one SMTP session per batch, opened on the first send and closed on exit.
+
+    Keeps the Mailer contract (see base.py). The retry rules, exactly:
+    - a 4xx reply is retried `settings.retries` times, each on a fresh session after a backoff
+      of 1, 2, 4 ... seconds (at most 30); then the message is `failed` and the batch goes on;
+    - a 5xx reply makes the message `failed` at once; the session is kept for the next one;
+    - a connection failure (refused, reset, closed, timed out, or a session that cannot be
+      opened) is retried once on a fresh session; a second failure in a row, or a second
+      timeout anywhere in the batch, raises ServerUnavailable, and so does every later send
+      of the batch, without touching the network;
+    - TLS, STARTTLS and login problems raise DeliveryError at once: retrying cannot fix them.
+    """
 
     def __init__(
         self,
@@ -34,12 +61,14 @@ class SmtpMailer:
         self._password = password
         self._sleep = sleep
         self._smtp: smtplib.SMTP | None = None
+        self._start_batch()
 
     @property
     def where(self) -> str:
         return f"SMTP server {self.settings.host}:{self.settings.port}"
 
     def __enter__(self) -> Self:
+        self._start_batch()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -56,31 +85,64 @@ class SmtpMailer:
             smtp.close()
 
     def send(self, message: EmailMessage) -> DeliveryResult:
-        """Deliver one message, retrying transient failures; DeliveryError only when nothing can be sent."""
+        """Deliver one message: `sent` or `failed` for this recipient; DeliveryError when the batch must stop."""
+        if self._unavailable is not None:
+            raise ServerUnavailable(self._unavailable)
         raw = serialise(message)
         sender = (addresses(message, "Sender", "From") or [""])[0]
         recipients = addresses(message, "To", "Cc")  # no Bcc: serialise() would leak the header
-        reply = ""
-        for attempt in range(1, self.settings.retries + 2):
-            if attempt > 1:
-                self._sleep(min(2.0 ** (attempt - 2), MAX_BACKOFF))
+        attempt = deferrals = 0
+        while True:
+            attempt += 1
             try:
-                code, reply = _transaction(self._session(), sender, recipients, raw)
-            except DeliveryError as exc:
-                if not exc.transient or attempt > self.settings.retries:
+                code, reply = self._attempt(sender, recipients, raw)
+            except DeliveryError as exc:  # the session could not be set up
+                if not exc.transient or deferrals >= self.settings.retries:
                     raise
+                deferrals += 1
+                self._sleep(_backoff(deferrals))
                 continue
-            except OSError as exc:  # includes SMTPServerDisconnected and timeouts
+            except _Lost as lost:
                 self._drop()
-                reply = f"connection lost: {exc or type(exc).__name__}"
+                self._count_lost(lost)  # raises ServerUnavailable when the server looks down or stalled
+                self._sleep(RECONNECT_PAUSE)
                 continue
+            self._lost_in_a_row = 0  # the server answered: it is alive
             if code < 400:
                 return DeliveryResult("sent", reply, attempt)
-            if code >= 500:
+            if code >= 500 or deferrals >= self.settings.retries:
                 self._reset()
                 return DeliveryResult("failed", reply, attempt)
+            deferrals += 1
             self._drop()  # 4xx: try again later on a fresh session
-        return DeliveryResult("failed", reply, self.settings.retries + 1)
+            self._sleep(_backoff(deferrals))
+
+    def _start_batch(self) -> None:
+        # Each batch judges the server afresh: the next run may find it back up.
+        self._unavailable: str | None = None
+        self._lost_in_a_row = 0
+        self._timeouts = 0
+
+    def _attempt(self, sender: str, recipients: list[str], raw: bytes) -> tuple[int, str]:
+        smtp = self._session()
+        try:
+            return _transaction(smtp, sender, recipients, raw)
+        except OSError as exc:  # SMTPServerDisconnected, timeouts, resets: the session is gone
+            raise _Lost(f"{self.where} lost the connection ({_reason(exc)})", exc) from exc
+
+    def _count_lost(self, lost: _Lost) -> None:
+        self._lost_in_a_row += 1
+        self._timeouts += lost.timed_out
+        if self._lost_in_a_row < MAX_LOST_IN_A_ROW and self._timeouts < MAX_TIMEOUTS:
+            return
+        if lost.timed_out:
+            hint = f"no reply within smtp.timeout ({self.settings.timeout:g} s): the server looks down or stalled"
+        elif lost.refused:
+            hint = "check smtp.host and smtp.port, and that the server is running"
+        else:
+            hint = "the server keeps dropping the connection"
+        self._unavailable = f"{lost.what}; {hint}; {NEXT_RUN}"
+        raise ServerUnavailable(self._unavailable) from lost
 
     def _session(self) -> smtplib.SMTP:
         if self._smtp is None:
@@ -94,8 +156,10 @@ class SmtpMailer:
 
     def _reset(self) -> None:
         # After a refusal the session must be clean for the next message of the batch.
+        if self._smtp is None:
+            return
         try:
-            self._session().rset()
+            self._smtp.rset()
         except (smtplib.SMTPException, OSError):
             self._drop()
 
@@ -113,9 +177,13 @@ class SmtpMailer:
         except ssl.SSLError as exc:
             smtp.close()
             raise self._tls_error(exc) from exc
-        except (smtplib.SMTPException, OSError) as exc:
+        except smtplib.SMTPResponseException as exc:  # a live server refused EHLO or the like
             smtp.close()
-            raise DeliveryError(f"{self.where}: the session failed while opening ({exc})", transient=True) from exc
+            reply = _reply(exc.smtp_code, exc.smtp_error)
+            raise DeliveryError(f"{self.where} refused the session ({reply})", transient=exc.smtp_code < 500) from exc
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            smtp.close()
+            raise _Lost(f"{self.where} failed while opening the session ({_reason(exc)})", exc) from exc
         return smtp
 
     def _connect(self) -> smtplib.SMTP:
@@ -126,12 +194,8 @@ class SmtpMailer:
             return smtplib.SMTP(host, port, timeout=timeout)
         except ssl.SSLError as exc:
             raise self._tls_error(exc) from exc
-        except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(
-                f"cannot connect to {self.where} ({exc or type(exc).__name__}); "
-                "check smtp.host and smtp.port, and that the server is running",
-                transient=True,
-            ) from exc
+        except OSError as exc:  # refused, unreachable, timed out, or a greeting other than 220
+            raise _Lost(f"cannot connect to {self.where} ({_reason(exc)})", exc) from exc
 
     def _tls_context(self) -> ssl.SSLContext:
         ca_file = self.settings.ca_file
@@ -193,6 +257,21 @@ def _transaction(smtp: smtplib.SMTP, sender: str, recipients: list[str], raw: by
     except smtplib.SMTPResponseException as exc:  # DATA refused before the content was sent
         code, text = exc.smtp_code, exc.smtp_error
     return code, _reply(code, text)
+
+
+def _backoff(deferrals: int) -> float:
+    return min(2.0 ** (deferrals - 1), MAX_BACKOFF)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    # smtplib reports a read that timed out as SMTPServerDisconnected, with the TimeoutError as its context.
+    return isinstance(exc, TimeoutError) or isinstance(exc.__context__ or exc.__cause__, TimeoutError)
+
+
+def _reason(exc: BaseException) -> str:
+    if _timed_out(exc):
+        return "timed out"
+    return str(exc) or type(exc).__name__
 
 
 def _reply(code: int, text: bytes | str) -> str:
