@@ -95,12 +95,12 @@ class SmtpSink:
         password: str | None = None,
         reject: tuple[str, ...] = (),
         defer_data: int = 0,
-        drop_data: int = 0,
+        drop_data: int | tuple[int, ...] = 0,
         stall_data: tuple[int, ...] = (),
     ) -> None:
-        """`reject`: recipients answered 550; `defer_data` / `drop_data`: the first N DATA commands
-        are answered 451 / have the connection closed on them; `stall_data`: the DATA commands with
-        these numbers (counted from 1 over all sessions) are never answered, as by a stalled server.
+        """`reject`: recipients answered 550; `defer_data`: the first N DATA commands are answered 451.
+        DATA commands are numbered from 1 over all sessions: `drop_data` closes the connection on those
+        numbers (an int N means 1..N); `stall_data` never answers those, as a stalled server would.
         TLS needs `ca` (and `ca_file` for clients)."""
         if security != "none" and ca is None:
             raise ValueError("a TLS sink needs a trustme.CA")
@@ -115,7 +115,7 @@ class SmtpSink:
         self._ca = ca
         self._reject = {address.lower() for address in reject}
         self._defer_left = defer_data
-        self._drop_left = drop_data
+        self._drop_at = set(range(1, drop_data + 1)) if isinstance(drop_data, int) else set(drop_data)
         self._stall_at = set(stall_data)
         self._data_commands = 0
         self._lock = threading.Lock()
@@ -220,12 +220,11 @@ class SmtpSink:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self._lock:
             self._data_commands += 1
-            stall = self._data_commands in self._stall_at
-        if stall:  # the message arrived; the reply never comes (stop() cancels this wait)
+            number = self._data_commands
+        if number in self._stall_at:  # the message arrived; the reply never comes (stop() cancels this wait)
             await asyncio.sleep(STALL_SECONDS)
         with self._lock:
-            if self._drop_left > 0:
-                self._drop_left -= 1
+            if number in self._drop_at:
                 assert server.transport is not None
                 server.transport.close()
                 return "421 4.4.2 connection dropped by the test sink"
