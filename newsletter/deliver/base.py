@@ -35,8 +35,8 @@ class Mailer(Protocol):
       connection refused or reset, a session that cannot be reopened); after raising it
       once, every further ``send`` in the batch raises it again without touching the network;
       plain ``DeliveryError``: a setup problem that retrying cannot fix (TLS or certificate
-      failure, STARTTLS not offered, login refused, no password, an outbox that cannot be
-      written).
+      failure, STARTTLS not offered, the session or the login refused, no password, an
+      outbox that cannot be written).
     - ``send`` never raises for a single bad recipient, and raises nothing but DeliveryError
       for network and file trouble.
     """

@@ -47,7 +47,10 @@ class SmtpMailer:
       opened) is retried once on a fresh session; a second failure in a row, or a second
       timeout anywhere in the batch, raises ServerUnavailable, and so does every later send
       of the batch, without touching the network;
-    - TLS, STARTTLS and login problems raise DeliveryError at once: retrying cannot fix them.
+    - a 4xx reply while opening the session (EHLO, STARTTLS) is retried like any 4xx reply,
+      then raised as DeliveryError, since no message can go out without a session;
+    - a failed TLS handshake or certificate check, a server without STARTTLS, a 5xx reply while
+      opening the session and a refused login raise DeliveryError at once: retrying cannot help.
     """
 
     def __init__(
@@ -177,14 +180,23 @@ class SmtpMailer:
         except ssl.SSLError as exc:
             smtp.close()
             raise self._tls_error(exc) from exc
+        except smtplib.SMTPServerDisconnected as exc:
+            smtp.close()
+            raise self._lost_while_opening(exc) from exc
         except smtplib.SMTPResponseException as exc:  # a live server refused EHLO or the like
             smtp.close()
             reply = _reply(exc.smtp_code, exc.smtp_error)
             raise DeliveryError(f"{self.where} refused the session ({reply})", transient=exc.smtp_code < 500) from exc
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        except smtplib.SMTPException as exc:  # e.g. no AUTH mechanism in common: the server is up, the setup is wrong
             smtp.close()
-            raise _Lost(f"{self.where} failed while opening the session ({_reason(exc)})", exc) from exc
+            raise DeliveryError(f"{self.where}: the session could not be set up ({exc})") from exc
+        except OSError as exc:  # reset, timed out
+            smtp.close()
+            raise self._lost_while_opening(exc) from exc
         return smtp
+
+    def _lost_while_opening(self, exc: OSError) -> _Lost:
+        return _Lost(f"{self.where} failed while opening the session ({_reason(exc)})", exc)
 
     def _connect(self) -> smtplib.SMTP:
         host, port, timeout = self.settings.host, self.settings.port, self.settings.timeout
