@@ -169,7 +169,7 @@ def bench_into_full_store(work: Path, cache: Path, repeat: int, stored: int, pag
         with open_store(copy) as store:
             store.papers.max_id()
             store.papers.load_title_index()  # what a long-running process holds after its first page
-            warm.append(timed(lambda store=store: ingest(store.papers, folders, NOW, [page])))
+            warm.append(timed(lambda store=store, folders=folders: ingest(store.papers, folders, NOW, [page])))
     print(f"(c') the same page into an open store that already holds the stored keys (a long-running "
           f"process): {median_rate(page_size, warm)}")
     return earlier

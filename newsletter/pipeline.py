@@ -209,8 +209,11 @@ def deliver_all(ctx: RunContext, digests: Sequence[Digest], mailer: Mailer, now:
         # The server is unusable for everyone. Nothing is recorded for the rest, so
         # the next run serves them with the same papers.
         log.error("delivery stopped: %s", exc)
-        results += [SubscriberResult(d.subscriber.id, "not sent", len(d.papers), d.candidate_count, str(exc))
-                    for d in digests[len(results):]]
+        # The error once, on the subscriber whose send met it; the rest only say why they wait.
+        left = digests[len(results):]
+        results += [SubscriberResult(d.subscriber.id, "not sent", len(d.papers), d.candidate_count,
+                                     str(exc) if i == 0 else "not attempted: delivery stopped")
+                    for i, d in enumerate(left)]
     return results
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trustme
 
-from smtp_sink import SmtpSink
+from smtp_sink import SmtpSink, StallingServer, StallPoint, refusing_port
 
 # --- SMTP: a real aiosmtpd server (tests/smtp_sink.py) ----------------------------------
 
@@ -37,3 +37,25 @@ def smtp_sink(tmp_path: Path, smtp_ca: trustme.CA) -> Iterator[Callable[..., Smt
     yield start
     for sink in sinks:
         sink.stop()
+
+
+@pytest.fixture
+def stalling_server() -> Iterator[Callable[[StallPoint], StallingServer]]:
+    """Factory: `stalling_server("DATA")` starts a server that goes silent at that point; stopped after the test."""
+    servers: list[StallingServer] = []
+
+    def start(stall_at: StallPoint) -> StallingServer:
+        server = StallingServer(stall_at)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A port on 127.0.0.1 where every connection is refused for the whole test (see smtp_sink.refusing_port)."""
+    with refusing_port() as port:
+        yield port

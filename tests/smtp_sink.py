@@ -1,12 +1,20 @@
-"""A real aiosmtpd server on 127.0.0.1 for tests: records what it receives; can refuse, defer, drop, need TLS/AUTH."""
+"""Real SMTP servers on 127.0.0.1 for tests, each on a port it bound itself (port 0, read back: no race).
+
+SmtpSink: aiosmtpd; records what it receives; can refuse, defer, drop, stall, need TLS/AUTH.
+StallingServer: a raw socket server that stops answering at a chosen point, and counts connections.
+refusing_port(): a port held bound but not listening, so connecting to it is refused.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import socket
 import ssl
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -34,11 +42,37 @@ class Received:
     tls: bool  # whether the message travelled over TLS (STARTTLS or implicit)
 
 
-def free_port() -> int:
-    """A port nothing listens on (bound then released), also handy as a "connection refused" target."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
+STALL_SECONDS = 60.0  # longer than any client timeout in the tests; a stopped server cancels the wait
+
+
+def bound_socket() -> socket.socket:
+    """A TCP socket bound to a port of the kernel's choosing on 127.0.0.1, not yet listening."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((HOST, 0))
+    return sock
+
+
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A port where connecting is refused, for as long as the `with` block lasts.
+
+    The socket stays bound without listening: the kernel answers a connect with RST, and
+    no other server can take the port meanwhile (picking a free port and closing it could).
+    """
+    with bound_socket() as sock:
+        yield int(sock.getsockname()[1])
+
+
+class _BoundController(Controller):
+    """An aiosmtpd Controller that serves on a socket bound before it starts, so its port is known."""
+
+    def __init__(self, handler: Any, sock: socket.socket, **options: Any) -> None:
+        self._sock = sock
+        super().__init__(handler, hostname=HOST, port=int(sock.getsockname()[1]), **options)
+
+    def _create_server(self) -> Any:
+        # The documented hook for subclasses; asyncio listens on the socket we already hold.
+        return self.loop.create_server(self._factory_invoker, sock=self._sock, ssl=self.ssl_context)
 
 
 def server_tls_context(ca: trustme.CA) -> ssl.SSLContext:
@@ -61,10 +95,13 @@ class SmtpSink:
         password: str | None = None,
         reject: tuple[str, ...] = (),
         defer_data: int = 0,
-        drop_data: int = 0,
+        drop_data: int | tuple[int, ...] = 0,
+        stall_data: tuple[int, ...] = (),
     ) -> None:
-        """`reject`: recipients answered 550; `defer_data` / `drop_data`: the first N DATA commands
-        are answered 451 / have the connection closed on them. TLS needs `ca` (and `ca_file` for clients)."""
+        """`reject`: recipients answered 550; `defer_data`: the first N DATA commands are answered 451.
+        DATA commands are numbered from 1 over all sessions: `drop_data` closes the connection on those
+        numbers (an int N means 1..N); `stall_data` never answers those, as a stalled server would.
+        TLS needs `ca` (and `ca_file` for clients)."""
         if security != "none" and ca is None:
             raise ValueError("a TLS sink needs a trustme.CA")
         self.security = security
@@ -78,7 +115,9 @@ class SmtpSink:
         self._ca = ca
         self._reject = {address.lower() for address in reject}
         self._defer_left = defer_data
-        self._drop_left = drop_data
+        self._drop_at = set(range(1, drop_data + 1)) if isinstance(drop_data, int) else set(drop_data)
+        self._stall_at = set(stall_data)
+        self._data_commands = 0
         self._lock = threading.Lock()
         self._controller: Controller | None = None
 
@@ -107,8 +146,9 @@ class SmtpSink:
     def start(self) -> Self:
         if self._ca is not None and self.ca_file is not None:
             self._ca.cert_pem.write_to_path(str(self.ca_file))
-        self.port = free_port()
-        self._controller = Controller(self, hostname=self.host, port=self.port, **self._server_options())
+        sock = bound_socket()
+        self.port = int(sock.getsockname()[1])
+        self._controller = _BoundController(self, sock, **self._server_options())
         self._controller.start()
         return self
 
@@ -179,8 +219,12 @@ class SmtpSink:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self._lock:
-            if self._drop_left > 0:
-                self._drop_left -= 1
+            self._data_commands += 1
+            number = self._data_commands
+        if number in self._stall_at:  # the message arrived; the reply never comes (stop() cancels this wait)
+            await asyncio.sleep(STALL_SECONDS)
+        with self._lock:
+            if number in self._drop_at:
                 assert server.transport is not None
                 server.transport.close()
                 return "421 4.4.2 connection dropped by the test sink"
@@ -199,3 +243,97 @@ class SmtpSink:
         with self._lock:
             if peer not in self.peers:
                 self.peers.append(peer)
+
+
+StallPoint = Literal["greeting", "EHLO", "MAIL", "DATA"]
+
+
+class StallingServer:
+    """A server that stops answering at `stall_at` and reads whatever comes until the client gives up.
+
+    "greeting": accepts and never greets; "EHLO": greets 220, then silence; "MAIL" / "DATA": answers
+    EHLO (and MAIL, RCPT) with 250, then silence from that command on. `connections` counts every
+    connection accepted, so a test can tell how many attempts a client made.
+    """
+
+    def __init__(self, stall_at: StallPoint) -> None:
+        self.stall_at = stall_at
+        self.host = HOST
+        self.port = 0
+        self.connections = 0
+        self._stopping = threading.Event()
+        self._listener: socket.socket | None = None
+        self._threads: list[threading.Thread] = []
+        self._clients: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def settings(self, **overrides: Any) -> SmtpSettings:
+        """SmtpSettings that reach this server (plain SMTP, a short timeout unless overridden)."""
+        values: dict[str, Any] = {"host": self.host, "port": self.port, "security": "none", "timeout": 0.5}
+        values.update(overrides)
+        return SmtpSettings(**values)
+
+    def start(self) -> Self:
+        listener = bound_socket()
+        listener.listen()
+        listener.settimeout(0.05)  # so the accept loop notices stop()
+        self._listener, self.port = listener, int(listener.getsockname()[1])
+        self._spawn(self._accept_loop)
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        # The accept loop (the first thread) ends first, so no client thread starts after the copy.
+        if self._threads:
+            self._threads[0].join()
+        for thread in list(self._threads):
+            thread.join()
+        for sock in [*self._clients, *([self._listener] if self._listener else [])]:
+            sock.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            with self._lock:
+                self.connections += 1
+                self._clients.append(client)
+            self._spawn(self._serve, client)
+
+    def _serve(self, client: socket.socket) -> None:
+        client.settimeout(0.05)
+        silent = self.stall_at == "greeting"
+        if not silent:
+            client.sendall(b"220 stall.test ESMTP\r\n")
+        pending = b""
+        while not self._stopping.is_set():
+            try:
+                chunk = client.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return  # the client gave up
+            pending += chunk
+            while b"\r\n" in pending and not silent:
+                line, pending = pending.split(b"\r\n", 1)
+                command = line.split(b" ", 1)[0].decode("ascii", "replace").upper()
+                silent = command == self.stall_at or (command == "HELO" and self.stall_at == "EHLO")
+                if not silent:
+                    client.sendall(b"250-stall.test\r\n250 OK\r\n" if command == "EHLO" else b"250 OK\r\n")

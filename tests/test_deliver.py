@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import re
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -20,13 +22,13 @@ from newsletter.deliver import (
     OutboxMailer,
     SmtpMailer,
     build_message,
-    header_text,
     mailer_from_config,
     new_message_id,
+    serialise,
 )
-from newsletter.errors import ConfigError, DeliveryError
+from newsletter.errors import ConfigError, DeliveryError, ServerUnavailable
 from newsletter.models import RenderedEmail, Subscriber, SubscriberLinks
-from smtp_sink import SmtpSink, free_port
+from smtp_sink import SmtpSink, StallingServer, StallPoint
 
 NOW = datetime(2024, 3, 5, 7, 30, 15, tzinfo=UTC)
 SENDER_NAME = "Zoë’s Paper Digest, weekly"
@@ -71,7 +73,8 @@ def parse(raw: bytes) -> EmailMessage:
 
 def assert_wire_format(raw: bytes) -> None:
     without_crlf = raw.replace(b"\r\n", b"")
-    assert b"\n" not in without_crlf and b"\r" not in without_crlf, "bare LF or CR on the wire"
+    assert b"\n" not in without_crlf, "bare LF on the wire"
+    assert b"\r" not in without_crlf, "bare CR on the wire"
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
     assert raw.isascii(), "the message must be 7-bit clean"
 
@@ -154,8 +157,8 @@ def test_contract_a_batch_delivers_every_message(delivery: Delivery) -> None:
     with delivery.mailer as mailer:
         results = [mailer.send(message_for(subscriber(name))) for name in ("ann", "bob", "cyd")]
     assert [r.status for r in results] == ["sent"] * 3
-    recipients = [parse(raw)["To"].addresses[0].username for raw in delivery.received()]
-    assert sorted(recipients) == ["ann", "bob", "cyd"]
+    recipients = [[a.addr_spec for a in parse(raw)["To"].addresses] for raw in delivery.received()]
+    assert sorted(recipients) == [["ann@example.org"], ["bob@example.org"], ["cyd@example.org"]]
 
 
 # --- build_message ----------------------------------------------------------------------
@@ -167,14 +170,22 @@ def test_message_ids_are_unique_and_in_the_sender_domain() -> None:
     assert re.fullmatch(r"<[^<>@\s]+@example\.org>", first)
 
 
-def test_header_text_removes_every_kind_of_line_break() -> None:
-    assert header_text("a\r\nb\nc\rd\u2028e\x85f\x00g\t h") == "a b c d e f g h"
+def test_every_kind_of_line_break_in_a_subject_becomes_a_space() -> None:
+    message = message_for(subject="a\r\nb\nc\rd\u2028e\x85f\x00g\t h")
+    assert parse(serialise(message))["Subject"] == "a b c d e f g h"
 
 
 def test_an_address_with_a_line_break_is_refused() -> None:
     bad = Subscriber(id="mallory", email="mallory@example.org" + EVIL, name="Mallory")
-    with pytest.raises(DeliveryError, match="subscriber mallory: .* is not a plain ASCII email address"):
+    with pytest.raises(DeliveryError, match=r"^subscriber mallory: 'mallory@example\.org Bcc: evil@x' is not a valid"):
         message_for(bad)
+
+
+def test_a_bad_sender_address_names_the_config_key() -> None:
+    rendered = RenderedEmail(subject="s", preheader="p", html=HTML, text=TEXT)
+    with pytest.raises(DeliveryError, match=r"^sender\.address: 'digest\(x\)@example\.org' is not a valid"):
+        build_message(rendered, subscriber(), sender_name=SENDER_NAME, sender_address="digest(x)@example.org",
+                      list_id=LIST_ID, links=LINKS, now=NOW, message_id=new_message_id(SENDER))
 
 
 # --- outbox -----------------------------------------------------------------------------
@@ -188,6 +199,34 @@ def test_outbox_names_files_by_date_recipient_and_id(tmp_path: Path) -> None:
     assert [str(f) for f in files] == sorted([first.reply, second.reply])
     for path in files:
         assert re.fullmatch(r"20240305T073015-alice@example\.org-[0-9a-f]{8}\.eml", path.name)
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """umask 022, as on most systems, so a file or folder made with default modes would be readable by all."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_outbox_files_and_the_folder_it_creates_are_private(tmp_path: Path, usual_umask: None) -> None:
+    folder = tmp_path / "var" / "outbox"
+    with OutboxMailer(folder) as mailer:
+        written = Path(mailer.send(message_for()).reply)
+    assert (mode(folder), mode(written)) == (0o700, 0o600)
+    assert [p.name for p in folder.iterdir()] == [written.name]  # no temporary file left behind
+
+
+def test_an_existing_outbox_folder_keeps_its_mode(tmp_path: Path, usual_umask: None) -> None:
+    folder = tmp_path / "shared-outbox"
+    folder.mkdir(mode=0o750)
+    with OutboxMailer(folder) as mailer:
+        written = Path(mailer.send(message_for()).reply)
+    assert (mode(folder), mode(written)) == (0o750, 0o600)
 
 
 def test_outbox_that_cannot_be_written_raises(tmp_path: Path) -> None:
@@ -236,9 +275,10 @@ def test_starttls_not_offered_never_falls_back_to_plain_text(
 def test_untrusted_certificate_is_refused(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
     sink = smtp_sink(security="ssl")
     expected = "TLS with .* failed .*smtp.ca_file"
-    with smtp_mailer(sink, sleeps, ca_file=None) as mailer, pytest.raises(DeliveryError, match=expected):
+    with smtp_mailer(sink, sleeps, ca_file=None) as mailer, pytest.raises(DeliveryError, match=expected) as raised:
         mailer.send(message_for())
-    assert sink.messages == []
+    assert not isinstance(raised.value, ServerUnavailable)  # a setup problem, not a server that is down
+    assert (sink.messages, sleeps) == ([], [])
 
 
 def test_wrong_password_raises(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
@@ -246,22 +286,100 @@ def test_wrong_password_raises(smtp_sink: Callable[..., SmtpSink], sleeps: Sleep
     expected = "rejected the login for 'digest' \\(535 .*NEWSLETTER_SMTP_PASSWORD"
     with smtp_mailer(sink, sleeps, password="wrong") as mailer, pytest.raises(DeliveryError, match=expected):
         mailer.send(message_for())
-    assert sink.messages == []
+    assert (sink.messages, sink.connections, sleeps) == ([], 1, [])  # retrying a refused login cannot help
 
 
 def test_username_without_password_raises(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
     sink = smtp_sink(security="starttls", username="digest", password="s3cret")
     with pytest.raises(DeliveryError, match="no password"):
         smtp_mailer(sink, sleeps, password=None).send(message_for())
+    assert (sink.messages, sleeps) == ([], [])
 
 
-def test_connection_refused_raises_after_retries(sleeps: Sleeps) -> None:
-    port = free_port()  # nothing listens there
-    settings = SmtpSettings(host="127.0.0.1", port=port, security="none", retries=2, timeout=5)
-    expected = rf"cannot connect to SMTP server 127\.0\.0\.1:{port}.*smtp.host"
-    with SmtpMailer(settings, password=None, sleep=sleeps) as mailer, pytest.raises(DeliveryError, match=expected):
+def test_connection_refused_stops_the_batch_after_one_retry(refused_port: int, sleeps: Sleeps) -> None:
+    settings = SmtpSettings(host="127.0.0.1", port=refused_port, security="none", retries=2, timeout=5)
+    expected = rf"^cannot connect to SMTP server 127\.0\.0\.1:{refused_port} .*smtp\.host.*served by the next run$"
+    with SmtpMailer(settings, password=None, sleep=sleeps) as mailer, pytest.raises(ServerUnavailable, match=expected):
         mailer.send(message_for())
-    assert sleeps == [1.0, 2.0]
+    assert sleeps == [1.0]  # one pause before the one retry; smtp.retries is for 4xx replies
+
+
+# --- a server that stops answering (defect 7) --------------------------------------------
+
+
+def send_all(mailer: SmtpMailer, count: int) -> list[DeliveryResult | DeliveryError]:
+    """Send `count` messages in one batch, as the pipeline would if it did not stop: what each send gave."""
+    outcomes: list[DeliveryResult | DeliveryError] = []
+    with mailer:
+        for name in ("ann", "bob", "cyd", "dan", "eve")[:count]:
+            try:
+                outcomes.append(mailer.send(message_for(subscriber(name))))
+            except DeliveryError as exc:
+                outcomes.append(exc)
+    return outcomes
+
+
+@pytest.mark.parametrize("stall_at", ["greeting", "EHLO", "MAIL", "DATA"])
+def test_a_stalled_server_costs_one_retry_for_the_whole_batch(
+    stalling_server: Callable[[StallPoint], StallingServer], sleeps: Sleeps, stall_at: StallPoint
+) -> None:
+    server = stalling_server(stall_at)
+    mailer = SmtpMailer(server.settings(timeout=0.5, retries=2), password=None, sleep=sleeps)
+    outcomes = send_all(mailer, 4)
+    assert [type(o) for o in outcomes] == [ServerUnavailable] * 4
+    assert server.connections == 2  # the first attempt and its one retry; later sends stay off the network
+    assert sleeps == [1.0]
+    where = rf"(cannot connect to )?SMTP server 127\.0\.0\.1:{server.port}"
+    expected = rf"^{where} .*\(timed out\); no reply within smtp\.timeout \(0\.5 s\).*served by the next run$"
+    assert re.match(expected, str(outcomes[0]))
+
+
+def test_a_new_batch_tries_a_stalled_server_again(
+    stalling_server: Callable[[StallPoint], StallingServer], sleeps: Sleeps
+) -> None:
+    server = stalling_server("DATA")
+    mailer = SmtpMailer(server.settings(), password=None, sleep=sleeps)
+    send_all(mailer, 2)
+    assert [type(o) for o in send_all(mailer, 2)] == [ServerUnavailable] * 2
+    assert server.connections == 4
+
+
+def test_one_stall_at_the_end_of_data_is_retried_on_a_fresh_session(
+    smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps
+) -> None:
+    sink = smtp_sink(stall_data=(1,))
+    outcomes = send_all(SmtpMailer(sink.settings(timeout=0.5), password=None, sleep=sleeps), 3)
+    assert [(o.status, o.attempts) for o in outcomes if isinstance(o, DeliveryResult)] == [("sent", 2), ("sent", 1),
+                                                                                           ("sent", 1)]
+    assert [m.rcpt_tos for m in sink.messages] == [("ann@example.org",), ("bob@example.org",), ("cyd@example.org",)]
+    assert sink.connections == 2
+
+
+def test_a_second_timeout_in_the_batch_stops_it_even_after_a_success(
+    smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps
+) -> None:
+    sink = smtp_sink(stall_data=(1, 3))  # ann's first DATA and bob's DATA are never answered
+    outcomes = send_all(SmtpMailer(sink.settings(timeout=0.5), password=None, sleep=sleeps), 3)
+    assert [type(o) for o in outcomes] == [DeliveryResult, ServerUnavailable, ServerUnavailable]
+    assert [m.rcpt_tos for m in sink.messages] == [("ann@example.org",)]
+    assert sink.connections == 2  # cyd's send did not connect
+
+
+def test_drops_far_apart_are_each_retried(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
+    sink = smtp_sink(drop_data=(1, 3))  # ann's first DATA and bob's first DATA: each followed by a success
+    outcomes = send_all(smtp_mailer(sink, sleeps), 3)
+    assert [(o.status, o.attempts) for o in outcomes if isinstance(o, DeliveryResult)] == [("sent", 2), ("sent", 2),
+                                                                                           ("sent", 1)]
+    assert (len(sink.messages), sink.connections, sleeps) == (3, 3, [1.0, 1.0])
+
+
+def test_a_server_that_drops_every_data_stops_the_batch(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
+    sink = smtp_sink(drop_data=2)
+    outcomes = send_all(smtp_mailer(sink, sleeps, retries=5), 2)
+    assert [type(o) for o in outcomes] == [ServerUnavailable] * 2
+    assert re.match(r"^SMTP server .* lost the connection .*keeps dropping the connection; .*next run$",
+                    str(outcomes[0]))
+    assert (sink.messages, sink.connections, sleeps) == ([], 2, [1.0])
 
 
 def test_untrusted_name_does_not_reach_the_envelope(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
@@ -276,9 +394,9 @@ def test_rejected_recipient_fails_and_the_batch_goes_on(smtp_sink: Callable[...,
     with smtp_mailer(sink, sleeps) as mailer:
         bob = mailer.send(message_for(subscriber("bob")))
         cyd = mailer.send(message_for(subscriber("cyd")))
-    assert bob.status == "failed" and bob.attempts == 1
+    assert (bob.status, bob.attempts) == ("failed", 1)
     assert bob.reply.startswith("550 5.1.1 <bob@example.org>: recipient address rejected")
-    assert cyd.status == "sent"
+    assert (cyd.status, cyd.attempts) == ("sent", 1)
     assert [m.rcpt_tos for m in sink.messages] == [("cyd@example.org",)]
     assert sink.connections == 1
     assert sleeps == []
@@ -301,6 +419,7 @@ def test_dropped_connection_is_retried_on_a_new_one(smtp_sink: Callable[..., Smt
     assert (result.status, result.attempts) == ("sent", 2)
     assert len(sink.messages) == 1
     assert sink.connections == 2
+    assert sleeps == [1.0]
 
 
 def test_retries_exhausted_is_failed_with_the_last_reply(smtp_sink: Callable[..., SmtpSink], sleeps: Sleeps) -> None:
@@ -320,8 +439,8 @@ def test_a_batch_uses_one_connection(smtp_sink: Callable[..., SmtpSink], sleeps:
             assert mailer.send(message_for(subscriber(name))).status == "sent"
     assert (len(sink.messages), sink.connections) == (3, 1)
     with mailer:  # the first batch closed its session; the next opens its own
-        mailer.send(message_for())
-    assert sink.connections == 2
+        assert mailer.send(message_for()).status == "sent"
+    assert (len(sink.messages), sink.connections) == (4, 2)
 
 
 # --- mailer_from_config -----------------------------------------------------------------
@@ -331,7 +450,8 @@ def test_config_outbox_writes_to_the_resolved_folder(tmp_path: Path) -> None:
     config = config_from_mapping({"delivery": {"method": "outbox", "outbox": "var/out"}}, tmp_path)
     with mailer_from_config(config) as mailer:
         result = mailer.send(message_for())
-    assert Path(result.reply).parent == tmp_path / "var" / "out"
+    [written] = (tmp_path / "var" / "out").iterdir()
+    assert Path(result.reply) == written
 
 
 def test_config_smtp_uses_env_password_and_relative_ca_file(

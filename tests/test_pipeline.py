@@ -18,7 +18,7 @@ from newsletter.config import Config, config_from_mapping
 from newsletter.deliver import DeliveryResult, SmtpMailer
 from newsletter.errors import NewsletterError, RunLocked
 from newsletter.store import Store, open_store
-from smtp_sink import SmtpSink, free_port
+from smtp_sink import SmtpSink
 
 T_INGEST = at("2026-11-20", 6)
 T_DIGEST = at("2026-11-20", 8)
@@ -269,8 +269,8 @@ def test_a_crash_mid_run_neither_repeats_a_paper_nor_skips_a_subscriber(tmp_path
     assert all(len(m) == 1 for m in by_recipient(sink).values())
 
 
-def test_an_unreachable_server_records_nothing_and_the_next_run_sends_all(tmp_path, smtp_sink):
-    data = {"delivery": {"method": "smtp"}, "smtp": {"host": "127.0.0.1", "port": free_port(), "security": "none",
+def test_an_unreachable_server_records_nothing_and_the_next_run_sends_all(tmp_path, smtp_sink, refused_port):
+    data = {"delivery": {"method": "smtp"}, "smtp": {"host": "127.0.0.1", "port": refused_port, "security": "none",
                                                       "retries": 0, "timeout": 2}}
     config = make_project(tmp_path)
     config = config_from_mapping(data, tmp_path)
