@@ -1,0 +1,168 @@
+"""Domain types passed between the pipeline stages; plain frozen dataclasses, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+LinkKind = Literal["paper", "code", "project", "model", "data"]
+SubscriberStatus = Literal["active", "paused", "unsubscribed"]
+# What a run did for one subscriber, as `newsletter digest` prints it.
+Outcome = Literal["sent", "failed", "not sent", "nothing new", "would send", "paused", "unsubscribed", "error"]
+
+
+class DeliveryStatus(StrEnum):
+    """Where a digest's delivery stands; store/ledger.py owns every transition."""
+
+    PENDING = "pending"  # recorded before the send; still pending after a crash means "maybe sent"
+    SENT = "sent"  # the server (or the outbox) accepted it
+    FAILED = "failed"  # refused for this recipient; its papers come round again
+    UNKNOWN = "unknown"  # a run died between send and record: never resent, reported once
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A URL found in an abstract, classified so the email can label it."""
+
+    url: str
+    kind: LinkKind
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedPaper:
+    """One title/abstract pair as it stands on a page."""
+
+    title: str
+    abstract: str
+    line: int  # 1-based line of the title in the page file
+    position: int  # 1-based order of the paper on the page
+    links: tuple[Link, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A parsed page: its date (year resolved) and its papers, in order."""
+
+    name: str
+    sha256: str
+    date: date
+    papers: tuple[ParsedPaper, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PageOutcome:
+    """What storing one page changed."""
+
+    already_ingested: bool
+    new_papers: int
+    duplicates: int  # entries that matched a paper stored before (or earlier on the same page)
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """Where a paper was seen: which page, its date and the paper's position on it."""
+
+    page_name: str
+    page_date: date
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Paper:
+    """A distinct paper as stored; `first_seen` is when this install first ingested it."""
+
+    id: int
+    title: str
+    abstract: str
+    first_seen: datetime
+    links: tuple[Link, ...] = ()
+    sightings: tuple[Sighting, ...] = ()
+
+    @property
+    def url(self) -> str | None:
+        """The paper's own URL when its page gave one (e.g. an arXiv link)."""
+        return next((link.url for link in self.links if link.kind == "paper"), None)
+
+    @property
+    def code_links(self) -> tuple[Link, ...]:
+        """Links to code, project pages, models and data, in page order."""
+        return tuple(link for link in self.links if link.kind != "paper")
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """A validated subscribers/ID.yaml."""
+
+    id: str
+    email: str
+    name: str
+    topics: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    liked: tuple[str, ...] = ()
+    max_papers: int | None = None
+    status: SubscriberStatus = "active"
+    source: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a paper was chosen: the profile entries it matched and the terms that carried it."""
+
+    topics: tuple[str, ...] = ()
+    liked: tuple[str, ...] = ()
+    terms: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """One human sentence, used by both the HTML and the text part."""
+        parts = []
+        if self.topics:
+            parts.append("matches your topics " + ", ".join(f"“{t}”" for t in self.topics))
+        if self.liked:
+            parts.append("is similar to " + ", ".join(f"“{t}”" for t in self.liked))
+        if self.terms:
+            parts.append("key terms: " + ", ".join(self.terms))
+        if not parts:
+            return "Chosen as the closest match to your profile."
+        text = "; ".join(parts)
+        return text[0].upper() + text[1:] + "."
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredPaper:
+    paper: Paper
+    score: float
+    reason: Reason = field(default_factory=Reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """What one subscriber gets in one issue: papers in rank order, best first."""
+
+    subscriber: Subscriber
+    papers: tuple[ScoredPaper, ...]
+    issued_at: datetime
+    window_start: datetime  # shown as "new since": the previous digest, or the lookback for a first one
+    window_end: datetime  # when this digest was planned
+    through_paper_id: int  # the highest paper id in play; the next digest starts after it
+    candidate_count: int  # how many papers were considered before the cut
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberLinks:
+    """Signed, per-subscriber URLs placed in every email."""
+
+    manage: str
+    unsubscribe: str  # the page a person opens
+    one_click: str  # the RFC 8058 POST target for List-Unsubscribe
+    unsubscribe_mailto: str
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEmail:
+    subject: str
+    preheader: str
+    html: str
+    text: str

@@ -1,0 +1,36 @@
+"""Which profile entries a chosen paper is named for; the same rule for every ranker. Pure.
+
+A ranker supplies the paper's similarity to each entry, the share of each
+topic's words the paper holds, and (if it has them) the terms that carried the
+score; this module decides what the email claims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..models import Reason
+from .profile import Profile
+
+# An entry (topic or liked paper) is named in the reason when it is this close to the paper...
+REASON_MIN_SIMILARITY = 0.05
+# ...and, for a topic, when the paper holds most of its words (2 of 3, but not 1 of 2).
+REASON_MIN_COVERAGE = 0.66
+
+
+def reason_for(profile: Profile, similarities: Sequence[float], coverage: Sequence[float],
+               terms: tuple[str, ...] = ()) -> Reason:
+    """`similarities` follows Profile.entries (topics, then liked); `coverage` follows profile.topics."""
+    topic_count = len(profile.topics)
+    topic_rows = zip(profile.topics, similarities[:topic_count], coverage, strict=True)
+    topics = tuple(
+        topic
+        for topic, similarity, share in topic_rows
+        if similarity >= REASON_MIN_SIMILARITY and share >= REASON_MIN_COVERAGE
+    )
+    liked = tuple(
+        title
+        for title, similarity in zip(profile.liked_titles, similarities[topic_count:], strict=True)
+        if similarity >= REASON_MIN_SIMILARITY
+    )
+    return Reason(topics=topics, liked=liked, terms=terms)

@@ -1,0 +1,140 @@
+"""Reads the digest templates and a Digest; writes a RenderedEmail (subject, preheader, HTML, text).
+
+The MJML template is compiled to HTML by mrml once and cached until the file
+changes; each email then costs one Jinja render per part. Jinja expressions
+survive MJML compilation as plain text, which is why loops between sections
+sit inside <mj-raw>.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+import mrml
+
+from ..errors import TemplateError
+from ..models import Digest, RenderedEmail, SubscriberLinks
+from ..text import shorten
+from .views import PaperView, format_date, paper_view, wrap
+
+HTML_TEMPLATE = "digest.mjml.j2"
+TEXT_TEMPLATE = "digest.txt.j2"
+PREVIEW_COLOUR = "#6b7280"
+SUBJECT_LIMIT = 150
+# mrml writes the hidden preheader div white-on-white, which spam filters score as
+# hidden text (SpamAssassin HTML_FONT_LOW_CONTRAST); it stays hidden in a neutral grey.
+_PREVIEW_DIV = re.compile(r'(<div style="display:none;[^"]*?color:)#ffffff')
+
+
+def shipped_templates() -> Path:
+    """The templates installed with the package (the repository's top-level templates/ folder)."""
+    return Path(str(resources.files("newsletter.templates")))
+
+
+class _CachedTemplate:
+    """A template file compiled once and again only when its mtime or size changes."""
+
+    def __init__(self, path: Path, compile_: Callable[[str], jinja2.Template]) -> None:
+        self.path = path
+        self._compile = compile_
+        self._key: tuple[int, int] | None = None
+        self._template: jinja2.Template | None = None
+
+    def get(self) -> jinja2.Template:
+        try:
+            stat = os.stat(self.path)
+        except OSError as exc:
+            raise TemplateError(f"{self.path}: cannot read the template ({exc.strerror})") from exc
+        key = (stat.st_mtime_ns, stat.st_size)
+        if self._template is None or key != self._key:
+            try:  # mrml reports MJML parse errors as OSError
+                self._template = self._compile(self.path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, jinja2.TemplateSyntaxError) as exc:
+                raise TemplateError(f"{self.path}: {exc}") from exc
+            self._key = key
+        return self._template
+
+
+def compile_mjml(source: str) -> str:
+    """MJML (with Jinja left in as text) to an HTML Jinja template source, without web fonts."""
+    # fonts={} stops mrml adding its default Google Fonts <link>: emails load nothing remote.
+    options = mrml.RenderOptions(disable_comments=True, fonts={})
+    html = mrml.to_html(source, render_options=options).content
+    return _PREVIEW_DIV.sub(rf"\g<1>{PREVIEW_COLOUR}", html, count=1)
+
+
+class Renderer:
+    """Turns a Digest into a RenderedEmail; safe to reuse for every subscriber of a run."""
+
+    def __init__(self, templates_dir: Path, *, sender_name: str, search_url: str) -> None:
+        self.sender_name = sender_name
+        self.search_url = search_url
+        html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+        text_env = jinja2.Environment(
+            autoescape=False,
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        text_env.filters["wrap"] = wrap  # textwrap-based wordwrap was most of the render time
+        self._html = _CachedTemplate(
+            Path(templates_dir) / HTML_TEMPLATE,
+            lambda src: html_env.from_string(compile_mjml(src)),
+        )
+        self._text = _CachedTemplate(Path(templates_dir) / TEXT_TEMPLATE, text_env.from_string)
+
+    def render(self, digest: Digest, links: SubscriberLinks) -> RenderedEmail:
+        papers = [
+            paper_view(rank, scored, self.search_url)
+            for rank, scored in enumerate(digest.papers, start=1)
+        ]
+        issue_date = format_date(digest.issued_at.date())
+        subject, preheader = self._headline(papers, issue_date)
+        context = self._context(digest, links, papers, issue_date)
+        context.update(subject=subject, preheader=preheader)
+        html = self._render(self._html, context)
+        text = self._render(self._text, context)
+        return RenderedEmail(subject=subject, preheader=preheader, html=html, text=text)
+
+    def _headline(self, papers: list[PaperView], issue_date: str) -> tuple[str, str]:
+        """Subject and preheader; both may end up in headers, so both are sanitized."""
+        prefix = f"{self.sender_name}, {issue_date}"
+        if not papers:
+            subject = shorten(f"{prefix}: no new papers matched your topics", SUBJECT_LIMIT)
+            return subject, "No new papers matched your topics this time."
+        top = papers[0]
+        more = f" (plus {len(papers) - 1} more)" if len(papers) > 1 else ""
+        subject = shorten(f"{prefix}: {shorten(top.title, 100)}", SUBJECT_LIMIT)
+        return subject, shorten(f"Top pick: {shorten(top.title, 150)}{more}", 200)
+
+    @staticmethod
+    def _render(cached: _CachedTemplate, context: dict[str, object]) -> str:
+        template = cached.get()
+        try:
+            return template.render(context)
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"{cached.path}: {exc}") from exc
+
+    def _context(
+        self, digest: Digest, links: SubscriberLinks, papers: list[PaperView], issue_date: str
+    ) -> dict[str, object]:
+        subscriber = digest.subscriber
+        return {
+            "sender_name": self.sender_name,
+            "issue_date": issue_date,
+            "since": format_date(digest.window_start.date()),
+            "papers": papers,
+            "paper_count": len(papers),
+            "candidate_count": digest.candidate_count,
+            "subscriber_name": " ".join(subscriber.name.split()),
+            "subscriber_email": subscriber.email,
+            "topics": subscriber.topics,
+            "links": links,
+            "digest": digest,
+        }

@@ -1,0 +1,105 @@
+"""What the templates see of a paper: plain, untrusted text in view objects, links checked to be http(s)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from urllib.parse import quote, urlsplit
+
+from ..models import Link, ScoredPaper
+from ..text import shorten
+
+ABSTRACT_LIMIT = 300
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_KIND_LABELS = {"code": "Code", "project": "Project page", "model": "Model", "data": "Data"}
+_SAFE_SCHEMES = ("http", "https")
+_URL_BREAKERS = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
+
+
+def format_date(day: date) -> str:
+    """13 Mar 2026, independent of the process locale."""
+    return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
+
+
+def wrap(text: str, width: int = 72, indent: int = 0) -> str:
+    """Greedy word wrap for the text part; lines after the first are indented, long words kept."""
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        if current and len(current) + 1 + len(word) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    lines.append(current)
+    return ("\n" + " " * indent).join(lines)
+
+
+def safe_url(url: str | None) -> str | None:
+    """The URL if it is plain http(s), else None, so page text cannot inject javascript: links."""
+    if not url:
+        return None
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in _SAFE_SCHEMES or not parts.netloc:
+        return None
+    if _URL_BREAKERS.search(url):
+        return None
+    return url
+
+
+@dataclass(frozen=True, slots=True)
+class LinkView:
+    url: str
+    label: str
+    host: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaperView:
+    """One paper as both templates show it; every field is plain, untrusted text."""
+
+    rank: int
+    title: str
+    url: str
+    abstract: str
+    links: tuple[LinkView, ...]
+    reason: str
+    topics: tuple[str, ...]
+    liked: tuple[str, ...]
+    terms: tuple[str, ...]
+    seen: str  # e.g. "12 Mar 2026", "" when the paper has no sightings
+
+
+def link_views(links: tuple[Link, ...]) -> tuple[LinkView, ...]:
+    views = []
+    for link in links:
+        url = safe_url(link.url)
+        if url is None:
+            continue
+        host = urlsplit(url).netloc.lower().removeprefix("www.")
+        views.append(LinkView(url=url, label=_KIND_LABELS.get(link.kind, "Link"), host=host))
+    return tuple(views)
+
+
+def paper_view(rank: int, scored: ScoredPaper, search_url: str) -> PaperView:
+    paper, reason = scored.paper, scored.reason
+    title = " ".join(paper.title.split()) or "(untitled)"
+    url = safe_url(paper.url) or search_url.replace("{query}", quote(title, safe=""))
+    latest = max((s.page_date for s in paper.sightings), default=None)
+    return PaperView(
+        rank=rank,
+        title=title,
+        url=url,
+        abstract=shorten(paper.abstract, ABSTRACT_LIMIT),
+        links=link_views(paper.code_links),
+        reason=reason.summary(),
+        topics=reason.topics,
+        liked=reason.liked,
+        terms=reason.terms,
+        seen=format_date(latest) if latest else "",
+    )

@@ -1,0 +1,66 @@
+"""The only package that touches the database; each consumer gets the part it needs.
+
+    store = open_store("sqlite:///var/newsletter.sqlite3")   # or a plain path
+    store.papers   ingest writes pages and papers, planning reads them   (papers.py)
+    store.ledger   digests, deliveries and their state machine           (ledger.py)
+    store.keys     the link-signing key                                   (keys.py)
+    store.locks    named locks between processes (one digest run, one ingest at a time)  (locks.py)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import StoreError
+from .keys import KeyStore
+from .ledger import ClosedWindow, DeliveryRecord, Ledger
+from .locks import FileLock, RunLock
+from .papers import PaperStore
+from .schema import SCHEMA_VERSION, Database
+
+__all__ = ["SCHEMA_VERSION", "ClosedWindow", "DeliveryRecord", "Store", "open_store", "sqlite_path"]
+
+
+class Store:
+    """An open database: papers, ledger, keys and locks, closed together."""
+
+    def __init__(self, db: Database, locks: RunLock) -> None:
+        self.db = db
+        self.papers = PaperStore(db)
+        self.ledger = Ledger(db)
+        self.keys = KeyStore(db)
+        self.locks = locks
+
+    def schema_version(self) -> int:
+        return self.db.schema_version()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_store(url: str | Path) -> Store:
+    """Open (creating and migrating as needed) the database at `url`: `sqlite:///path` or a plain path."""
+    path = sqlite_path(url)
+    return Store(Database(path), FileLock(path))
+
+
+def sqlite_path(url: str | Path) -> Path:
+    """The file a store URL names; anything but SQLite is refused with what is supported."""
+    text = str(url)
+    if text.startswith("sqlite:///"):
+        text = text.removeprefix("sqlite:///")
+        if not text:
+            raise StoreError("store: 'sqlite:///' names no file; use sqlite:///path/to/newsletter.sqlite3")
+        # sqlite:////abs/path keeps its leading slash; sqlite:///rel/path is relative.
+        return Path(text)
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise StoreError(f"store: {scheme!r} databases are not supported yet; use a file path or "
+                         "sqlite:///path/to/newsletter.sqlite3")
+    return Path(text)

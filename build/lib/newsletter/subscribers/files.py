@@ -1,0 +1,245 @@
+"""Reads and writes subscribers/ID.yaml (or ID.yml): the YAML-folder SubscriberRepository.
+
+Files are validated strictly every time they are read; a bad file is reported with its
+path, the field and the fix, and never stops the other subscribers from loading.
+Writes go through `FileSubscribers.save` only: atomic (temporary file + rename), mode
+0600 (the files hold personal data), and checked to load back to the same Subscriber.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import ConfigError, ProfileError, UnknownSubscriber
+from ..models import Subscriber, SubscriberStatus
+from ..text import shorten
+from ..validation import (
+    SUBSCRIBER_LIMITS,
+    check_email,
+    describe_validation_error,
+    dump_yaml,
+    parse_yaml_mapping,
+    read_yaml_mapping,
+)
+from . import ID_RULE, LoadedSubscribers, SubscriberRepository, check_subscriber_id, is_subscriber_id
+
+# `.yaml` first: a new subscriber's file gets that suffix.
+SUFFIXES = (".yaml", ".yml")
+# The fields in the order a written file lists them.
+FIELDS = ("email", "name", "topics", "exclude", "liked", "max_papers", "status")
+
+
+class SubscriberFile(BaseModel):
+    """The keys of one subscriber file; strict, so `max_papers: true` or `status: on` is an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    email: str
+    name: str = ""
+    topics: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    liked: list[str] = Field(default_factory=list)
+    max_papers: Annotated[int, Field(ge=1, le=100)] | None = None
+    status: Literal["active", "paused", "unsubscribed"] = "active"
+
+    @field_validator("email")
+    @classmethod
+    def _valid_email(cls, value: str) -> str:
+        return check_email(value.strip())
+
+    @field_validator("name")
+    @classmethod
+    def _one_line_name(cls, value: str) -> str:
+        if "\n" in value or "\r" in value:
+            raise ValueError("must be on one line")
+        return value.strip()
+
+    @field_validator("topics", "exclude", "liked")
+    @classmethod
+    def _clean_phrases(cls, values: list[str]) -> list[str]:
+        cleaned = [" ".join(v.split()) for v in values]
+        if any(not v for v in cleaned):
+            raise ValueError("must not contain empty entries")
+        return list(dict.fromkeys(cleaned))  # drop repeats, keep order
+
+    @model_validator(mode="after")
+    def _has_profile(self) -> SubscriberFile:
+        if self.status == "active" and not (self.topics or self.liked):
+            raise ValueError(
+                "an active subscriber needs at least one entry under `topics` or `liked`; "
+                'add e.g. topics: ["graph neural networks"]'
+            )
+        return self
+
+
+class FileSubscribers:
+    """Subscribers kept as one YAML file each in `folder`; the file name without suffix is the id."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    @property
+    def location(self) -> str:
+        return str(self.folder)
+
+    def load_all(self) -> LoadedSubscribers:
+        """Every subscriber, sorted by id; a bad file (or a clash of ID.yaml and ID.yml) becomes an error."""
+        subscribers: list[Subscriber] = []
+        errors: list[ProfileError] = []
+        for subscriber_id, paths in sorted(self._files_by_id().items()):
+            try:
+                subscribers.append(self._load(subscriber_id, paths))
+            except ProfileError as exc:
+                errors.append(exc)
+        return LoadedSubscribers(tuple(subscribers), tuple(errors))
+
+    def get(self, subscriber_id: str) -> Subscriber:
+        """The subscriber `subscriber_id`; UnknownSubscriber if there is none, ProfileError if its file is bad."""
+        check_subscriber_id(subscriber_id)
+        paths = self._existing(subscriber_id)
+        if not paths:
+            known = sorted(sid for sid in self._files_by_id() if is_subscriber_id(sid))
+            hint = f"; known: {', '.join(known[:20])}{', ...' if len(known) > 20 else ''}" if known else ""
+            where = self.folder / f"{subscriber_id}{SUFFIXES[0]}"
+            raise UnknownSubscriber(f"no subscriber {subscriber_id!r} ({where} does not exist{hint})")
+        return self._load(subscriber_id, paths)
+
+    def save(self, subscriber: Subscriber) -> Subscriber:
+        """Create or replace the subscriber's file; returns the subscriber as it now loads."""
+        check_subscriber_id(subscriber.id)
+        paths = self._existing(subscriber.id)
+        if len(paths) > 1:
+            raise _clash(subscriber.id, paths)
+        path = paths[0] if paths else self.folder / f"{subscriber.id}{SUFFIXES[0]}"
+        text = dump_yaml(_file_data(path, subscriber))
+        # The same checks a read makes, so nothing is written that would not load back.
+        parse_yaml_mapping(text, path, ProfileError, SUBSCRIBER_LIMITS)
+        _write_atomically(path, text)
+        return load_subscriber_file(path)
+
+    def set_status(self, subscriber_id: str, status: SubscriberStatus) -> Subscriber:
+        return self.save(replace(self.get(subscriber_id), status=status))
+
+    def remove(self, subscriber_id: str) -> None:
+        """Delete the subscriber's file (both, if ID.yaml and ID.yml clash); UnknownSubscriber if there is none."""
+        check_subscriber_id(subscriber_id)
+        paths = self._existing(subscriber_id)
+        if not paths:
+            raise UnknownSubscriber(f"no subscriber {subscriber_id!r} in {self.folder}")
+        for path in paths:
+            try:
+                path.unlink()
+            except OSError as exc:
+                raise ProfileError(f"{path}: cannot be removed ({exc.strerror})") from None
+
+    def _load(self, subscriber_id: str, paths: list[Path]) -> Subscriber:
+        if len(paths) > 1:
+            raise _clash(subscriber_id, paths)
+        return load_subscriber_file(paths[0])
+
+    def _existing(self, subscriber_id: str) -> list[Path]:
+        self._check_folder()
+        candidates = (self.folder / f"{subscriber_id}{suffix}" for suffix in SUFFIXES)
+        return [path for path in candidates if path.is_symlink() or path.exists()]
+
+    def _files_by_id(self) -> dict[str, list[Path]]:
+        self._check_folder()
+        found: dict[str, list[Path]] = {}
+        try:
+            entries = sorted(self.folder.iterdir())
+        except OSError as exc:
+            raise ConfigError(f"subscribers folder {self.folder} cannot be read ({exc.strerror})") from None
+        for path in entries:
+            # Hidden files are editors' and save()'s temporary files, never subscribers.
+            if path.suffix in SUFFIXES and not path.name.startswith("."):
+                found.setdefault(path.stem, []).append(path)
+        return found
+
+    def _check_folder(self) -> None:
+        if not self.folder.is_dir():
+            raise ConfigError(
+                f"subscribers folder {self.folder} does not exist (config key `subscribers`): create it, "
+                "or set `subscribers:` in config.yaml to the folder that holds the ID.yaml files"
+            )
+
+
+def _clash(subscriber_id: str, paths: list[Path]) -> ProfileError:
+    return ProfileError(f"{' and '.join(map(str, paths))}: two files for subscriber {subscriber_id!r}; "
+                        "keep one and delete the other")
+
+
+def _file_data(path: Path, subscriber: Subscriber) -> dict[str, Any]:
+    """The subscriber as a file's mapping, validated (and normalised) exactly as reading it would be."""
+    raw: dict[str, Any] = {
+        "email": subscriber.email, "name": subscriber.name, "topics": list(subscriber.topics),
+        "exclude": list(subscriber.exclude), "liked": list(subscriber.liked),
+        "max_papers": subscriber.max_papers, "status": subscriber.status,
+    }
+    try:
+        parsed = SubscriberFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ProfileError(describe_validation_error(path, exc, SubscriberFile)) from None
+    values = parsed.model_dump()
+    return {key: values[key] for key in FIELDS if values[key] is not None}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # A reader (or a crash) sees the old file or the new one, never half of one; mkstemp makes it 0600.
+    try:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot be written ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise ProfileError(f"{path}: cannot be written ({exc.strerror})") from None
+
+
+def load_subscriber_file(path: Path) -> Subscriber:
+    """Load one subscriber file; raise ProfileError naming the file, field and fix."""
+    subscriber_id = path.stem
+    if not is_subscriber_id(subscriber_id):
+        raise ProfileError(
+            f"{path.parent}/{shorten(path.name, 80)}: the file name is the subscriber id, which must be "
+            f"{ID_RULE} (e.g. alice.yaml); rename the file"
+        )
+    data = read_yaml_mapping(path, ProfileError, SUBSCRIBER_LIMITS)
+    try:
+        parsed = SubscriberFile.model_validate(data)
+    except ValidationError as exc:
+        raise ProfileError(describe_validation_error(path, exc, SubscriberFile)) from None
+    return Subscriber(
+        id=subscriber_id,
+        email=parsed.email,
+        name=parsed.name or subscriber_id,
+        topics=tuple(parsed.topics),
+        exclude=tuple(parsed.exclude),
+        liked=tuple(parsed.liked),
+        max_papers=parsed.max_papers,
+        status=parsed.status,
+        source=path,
+    )
+
+
+def load_subscribers(folder: Path) -> LoadedSubscribers:
+    """Every subscriber in `folder` (same as `FileSubscribers(folder).load_all()`)."""
+    repository: SubscriberRepository = FileSubscribers(folder)  # lets mypy hold FileSubscribers to the contract
+    return repository.load_all()
+
+
+def load_one(folder: Path, subscriber_id: str) -> Subscriber:
+    """One subscriber from `folder` (same as `FileSubscribers(folder).get(subscriber_id)`)."""
+    return FileSubscribers(folder).get(subscriber_id)

@@ -1,0 +1,1 @@
+"""The shipped digest templates, installed as the package data `newsletter.templates`."""
