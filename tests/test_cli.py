@@ -162,3 +162,15 @@ def test_help_does_not_load_the_heavy_libraries():
             "print(sorted(m for m in ('sklearn', 'scipy', 'sqlalchemy', 'mrml', 'jinja2') if m in sys.modules))")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "[]"
+
+
+def test_a_store_that_cannot_be_created_names_the_setting(project):
+    blocker = project / "not-a-folder"
+    blocker.write_text("a file where the store's folder should be")
+    config = (project / "config.yaml").read_text().replace("store: var/newsletter.sqlite3",
+                                                            "store: not-a-folder/newsletter.sqlite3")
+    (project / "config.yaml").write_text(config)
+    result = run(project, "papers")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith(f"error: {project / 'not-a-folder' / 'newsletter.sqlite3'}: cannot create")
+    assert "`store` setting" in result.output
