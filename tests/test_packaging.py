@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -26,7 +27,11 @@ print(json.dumps({"templates": str(shipped_templates()), "html": email.html[:200
 
 
 def build_wheel(out: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q",
+    # From a copy: building writes build/ and *.egg-info next to the sources.
+    source = out.parent / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".*", "var", "tests", "bench", "build", "*.egg-info",
+                                                               "__pycache__", "preview"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(out)], check=True, capture_output=True, text=True)
     (wheel,) = out.glob("newsletter-*.whl")
     return wheel

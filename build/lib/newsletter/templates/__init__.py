@@ -1,1 +1,0 @@
-"""The shipped digest templates, installed as the package data `newsletter.templates`."""
