@@ -8,6 +8,7 @@ import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -162,48 +163,49 @@ def test_a_world_readable_database_from_an_older_release_is_closed(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) & stat.S_IROTH == 0
 
 
-def _signing_key_when_released(path: str, barrier: Any, results: Any) -> None:
-    store = open_store(path)
-    barrier.wait()
-    results.put(store.keys.signing_key())
-    store.close()
+def at_once(job: Callable[..., Any], arguments: list[tuple[Any, ...]]) -> list[Any]:
+    """Run `job(*arguments[i])` in separate processes released together; each returns one value
+    (an exception comes back as its text rather than being lost in a child's stderr)."""
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(len(arguments)), context.Queue()
+
+    def released(*args: Any) -> None:
+        barrier.wait()
+        try:
+            results.put(job(*args))
+        except Exception as exc:
+            results.put(f"{type(exc).__name__}: {exc}")
+
+    workers = [context.Process(target=released, args=args) for args in arguments]
+    for worker in workers:
+        worker.start()
+    values = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+    return values
+
+
+def _signing_key(path: str) -> str:
+    with open_store(path) as store:
+        return store.keys.signing_key()
+
+
+def _schema_version(path: str) -> int:
+    with open_store(path) as store:
+        return store.schema_version()
 
 
 def test_processes_creating_the_signing_key_at_once_all_get_the_stored_one(tmp_path):
     path = str(tmp_path / "keys.sqlite3")
     open_store(path).close()
-    context = multiprocessing.get_context("fork")
-    barrier, results = context.Barrier(6), context.Queue()
-    workers = [context.Process(target=_signing_key_when_released, args=(path, barrier, results)) for _ in range(6)]
-    for worker in workers:
-        worker.start()
-    keys = [results.get(timeout=30) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=30)
+    keys = at_once(_signing_key, [(path,)] * 6)
     with open_store(path) as store:
         assert set(keys) == {store.keys.signing_key()}
 
 
-def _open_new_store(path: str, barrier: Any, results: Any) -> None:
-    barrier.wait()
-    try:
-        with open_store(path) as store:
-            results.put(store.schema_version())
-    except Exception as exc:  # reported to the test rather than lost in a child's stderr
-        results.put(f"{type(exc).__name__}: {exc}")
-
-
 def test_processes_opening_a_brand_new_store_at_once_all_succeed(tmp_path):
     path = str(tmp_path / "new.sqlite3")
-    context = multiprocessing.get_context("fork")
-    barrier, results = context.Barrier(5), context.Queue()
-    workers = [context.Process(target=_open_new_store, args=(path, barrier, results)) for _ in range(5)]
-    for worker in workers:
-        worker.start()
-    outcomes = [results.get(timeout=30) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=30)
-    assert outcomes == [SCHEMA_VERSION] * 5
+    assert at_once(_schema_version, [(path,)] * 5) == [SCHEMA_VERSION] * 5
 
 
 def test_the_run_lock_holds_through_a_symlink_and_a_relative_path(tmp_path, monkeypatch):
@@ -279,14 +281,9 @@ def _pages_sharing_papers(folder: Path, shared: int = 60, own: int = 240) -> tup
     return (write_page(folder, "first.txt", "Nov 20", first), write_page(folder, "second.txt", "Nov 20", second))
 
 
-def _ingest_when_released(store_path: str, page: str, barrier: Any, results: Any) -> None:
+def _ingest(store_path: str, page: str) -> int:
     config = config_from_mapping({"store": store_path}, Path(store_path).parent)
-    barrier.wait()
-    try:
-        report = pipeline.ingest_pages(config, at("2026-11-20"), [Path(page)])
-        results.put(report.new_papers)
-    except Exception as exc:
-        results.put(f"{type(exc).__name__}: {exc}")
+    return pipeline.ingest_pages(config, at("2026-11-20"), [Path(page)]).new_papers
 
 
 def test_concurrent_ingests_store_each_paper_once(tmp_path):
@@ -299,17 +296,9 @@ def test_concurrent_ingests_store_each_paper_once(tmp_path):
         expected = store.papers.count()
     assert expected == 540  # 60 shared + 2 x 240 own
 
-    context = multiprocessing.get_context("fork")
     for round_ in range(3):
-        path = tmp_path / f"round{round_}" / "s.sqlite3"
-        barrier, results = context.Barrier(2), context.Queue()
-        workers = [context.Process(target=_ingest_when_released, args=(str(path), str(page), barrier, results))
-                   for page in (first, second)]
-        for worker in workers:
-            worker.start()
-        new_papers = sorted((results.get(timeout=60) for _ in workers), key=str)
-        for worker in workers:
-            worker.join(timeout=60)
+        path = str(tmp_path / f"round{round_}" / "s.sqlite3")
+        new_papers = sorted(at_once(_ingest, [(path, str(first)), (path, str(second))]), key=str)
         assert new_papers == [240, 300], new_papers  # whichever went first stored 300, the other 240
         with open_store(path) as store:
             assert store.papers.count() == expected
