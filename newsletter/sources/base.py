@@ -45,7 +45,7 @@ class Source(Protocol):
 
 
 class PaperStore(Protocol):
-    """The part of the store ingest needs (the lead's `store.papers`; today the Store itself)."""
+    """The part of the store ingest needs: `store.papers`."""
 
     def page_ingested(self, sha256: str) -> bool: ...
 
