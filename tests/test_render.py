@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from datetime import date, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote
 
 import jinja2
 import pytest
+from builders import digest as build_digest
+from builders import paper as make_paper
 
 from newsletter import render
 from newsletter.errors import TemplateError
@@ -20,9 +21,6 @@ from newsletter.models import (
     Link,
     Paper,
     Reason,
-    ScoredPaper,
-    Sighting,
-    Subscriber,
     SubscriberLinks,
 )
 from newsletter.render import Renderer
@@ -42,45 +40,8 @@ IMG_TITLE = '"><img src=x onerror=alert(1)>'
 GMAIL_CLIP_BYTES = 102 * 1000  # Gmail clips at "102 KB"; count it the strict way
 
 
-def make_paper(
-    pid: int,
-    title: str,
-    *,
-    url: str | None = "default",
-    abstract: str = "We propose a method. It works well on benchmarks.",
-    links: tuple[Link, ...] = (),
-) -> Paper:
-    all_links = links
-    if url == "default":
-        url = f"https://arxiv.org/abs/2603.{pid:05d}"
-    if url is not None:
-        all_links = (Link(url, "paper"), *links)
-    return Paper(
-        id=pid,
-        title=title,
-        abstract=abstract,
-        first_seen=datetime(2026, 3, 12, 6, 0),
-        links=all_links,
-        sightings=(Sighting("2026-03-12.md", date(2026, 3, 12), pid),),
-    )
-
-
 def make_digest(*papers: Paper, reasons: tuple[Reason, ...] = ()) -> Digest:
-    scored = tuple(
-        ScoredPaper(p, 1.0 - i / 100, reasons[i] if i < len(reasons) else Reason())
-        for i, p in enumerate(papers)
-    )
-    return Digest(
-        subscriber=Subscriber(
-            id="alice", email="alice@example.org", name="Alice", topics=("graph neural networks",)
-        ),
-        papers=scored,
-        issued_at=datetime(2026, 3, 13, 7, 30),
-        window_start=datetime(2026, 3, 6, 7, 30),
-        window_end=datetime(2026, 3, 13, 7, 30),
-        through_paper_id=0,
-        candidate_count=42,
-    )
+    return build_digest(*papers, reasons=reasons, candidate_count=42)
 
 
 def three_links(pid: int) -> tuple[Link, ...]:

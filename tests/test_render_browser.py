@@ -7,19 +7,17 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import date, datetime
 from pathlib import Path
 
 import pytest
+from builders import digest, paper, subscriber
 
 from newsletter.models import (
     Digest,
     Link,
+    LinkKind,
     Paper,
     Reason,
-    ScoredPaper,
-    Sighting,
-    Subscriber,
     SubscriberLinks,
 )
 from newsletter.render import Renderer
@@ -45,34 +43,28 @@ LINKS = SubscriberLinks(
 )
 
 
-def _paper(pid: int, title: str, *, url: bool = True, kinds: tuple[str, ...] = ()) -> Paper:
-    hosts = {"code": "github.com/lab", "project": "lab.example.org", "model": "huggingface.co/lab",
-             "data": "zenodo.org/records"}
-    links = [Link(f"https://arxiv.org/abs/2603.{pid:05d}", "paper")] if url else []
-    links += [Link(f"https://{hosts[k]}/item{pid}", k) for k in kinds]  # type: ignore[arg-type]
-    abstract = (
-        "We introduce a sparse attention scheme that keeps memory linear in sequence length "
-        "while matching dense attention on long-document benchmarks. " * 6
-    )
-    return Paper(pid, title, abstract, datetime(2026, 3, 12), tuple(links),
-                 (Sighting("2026-03-12.md", date(2026, 3, 12), pid),))
+LONG_ABSTRACT = ("We introduce a sparse attention scheme that keeps memory linear in sequence length "
+                 "while matching dense attention on long-document benchmarks. " * 6)
+HOSTS = {"code": "github.com/lab", "project": "lab.example.org", "model": "huggingface.co/lab",
+         "data": "zenodo.org/records"}
+
+
+def _paper(pid: int, title: str, *, url: bool = True, kinds: tuple[LinkKind, ...] = ()) -> Paper:
+    links = tuple(Link(f"https://{HOSTS[k]}/item{pid}", k) for k in kinds)
+    return paper(pid, title, abstract=LONG_ABSTRACT, url="default" if url else None, links=links)
 
 
 def _digest() -> Digest:
     papers = (
-        ScoredPaper(_paper(1, "Linear-Memory Attention for Long Documents",
-                           kinds=("code", "project", "model")), 0.81,
-                    Reason(topics=("long context",), terms=("sparse attention", "memory"))),
-        ScoredPaper(_paper(2, SCRIPT_TITLE, url=False, kinds=("code",)), 0.64,
-                    Reason(liked=("Longformer",))),
-        ScoredPaper(_paper(3, IMG_TITLE, kinds=("data",)), 0.52, Reason()),
-        ScoredPaper(_paper(4, LONG_TITLE), 0.40, Reason(topics=("pretraining",))),
+        _paper(1, "Linear-Memory Attention for Long Documents", kinds=("code", "project", "model")),
+        _paper(2, SCRIPT_TITLE, url=False, kinds=("code",)),
+        _paper(3, IMG_TITLE, kinds=("data",)),
+        _paper(4, LONG_TITLE),
     )
-    subscriber = Subscriber(id="alice", email="alice@example.org", name="Alice",
-                            topics=("long context", "pretraining"))
-    return Digest(subscriber=subscriber, papers=papers, issued_at=datetime(2026, 3, 13, 7, 30),
-                  window_start=datetime(2026, 3, 6), window_end=datetime(2026, 3, 13), through_paper_id=0,
-                  candidate_count=143)
+    reasons = (Reason(topics=("long context",), terms=("sparse attention", "memory")), Reason(liked=("Longformer",)),
+               Reason(), Reason(topics=("pretraining",)))
+    return digest(*papers, reasons=reasons, candidate_count=143,
+                  sub=subscriber("alice", topics=("long context", "pretraining")))
 
 
 @pytest.fixture(scope="module")
