@@ -334,3 +334,21 @@ def test_papers_committed_by_another_process_mid_ingest_are_matched(tmp_path):
 def page_of(entries: list[tuple[str, str]], name: str = "p.txt") -> Page:
     data = listing_page("Nov 20", entries).encode()
     return parse_page(Path(name), data, at("2026-11-20").date())
+
+
+def _ingest_inbox(config_dir: str) -> str:
+    config = config_from_mapping({}, Path(config_dir))
+    report = pipeline.ingest_pages(config, at("2026-11-20"))
+    return f"{len(report.pages)} pages, {report.new_papers} new, {len(report.problems)} problems"
+
+
+def test_two_ingests_of_the_same_inbox_take_turns(tmp_path):
+    """Both list the same files; the second waits, then finds the inbox already emptied."""
+    inbox = tmp_path / "var" / "inbox"
+    titles = generated_titles(400, seed=11)
+    for n in range(4):
+        write_page(inbox, f"page-{n}.txt", "Nov 20", [(t, abstract_for(t)) for t in titles[n * 100:(n + 1) * 100]])
+    outcomes = sorted(at_once(_ingest_inbox, [(str(tmp_path),), (str(tmp_path),)]))
+    assert outcomes == ["0 pages, 0 new, 0 problems", "4 pages, 400 new, 0 problems"]
+    with open_store(tmp_path / "var" / "newsletter.sqlite3") as store:
+        assert store.papers.count() == 400
