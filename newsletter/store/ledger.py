@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 
 from ..errors import StoreError
 from ..models import DeliveryStatus, Digest
-from .schema import Database, deliveries, digest_papers, digests, from_db, to_db
+from .schema import Database, deliveries, digest_papers, digests, from_db, papers, to_db
 
 # The only moves a delivery can make.
 TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
@@ -48,6 +48,17 @@ class DeliveryRecord:
     status: DeliveryStatus
     attempts: int
     reply: str
+
+
+@dataclass(frozen=True, slots=True)
+class DigestSummary:
+    """One past digest of a subscriber, for `subscribers show` and the preference page."""
+
+    digest_id: int
+    issued_at: datetime
+    paper_count: int
+    status: str  # a DeliveryStatus value, or "not sent" for a digest with nothing to send
+    titles: tuple[str, ...]
 
 
 class Ledger:
@@ -135,6 +146,27 @@ class Ledger:
                             updated_at=to_db(now))
                 )
         return stuck
+
+    def recent_digests(self, subscriber_id: str, limit: int = 5) -> list[DigestSummary]:
+        """The subscriber's newest digests, newest first, with their papers' titles in rank order."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(digests.c.id, digests.c.issued_at, digests.c.paper_count, deliveries.c.status)
+                .select_from(digests.outerjoin(deliveries, deliveries.c.digest_id == digests.c.id))
+                .where(digests.c.subscriber_id == subscriber_id)
+                .order_by(digests.c.id.desc()).limit(limit)
+            ).all()
+            titles: dict[int, list[str]] = {}
+            if rows:
+                for digest_id, title in conn.execute(
+                    select(digest_papers.c.digest_id, papers.c.title)
+                    .join(papers, papers.c.id == digest_papers.c.paper_id)
+                    .where(digest_papers.c.digest_id.in_([r[0] for r in rows]))
+                    .order_by(digest_papers.c.digest_id, digest_papers.c.rank)
+                ):
+                    titles.setdefault(digest_id, []).append(title)
+        return [DigestSummary(int(i), from_db(at), int(count), status or "not sent", tuple(titles.get(i, ())))
+                for i, at, count, status in rows]
 
     def deliveries_for(self, subscriber_id: str) -> list[DeliveryRecord]:
         with self._db.read() as conn:
