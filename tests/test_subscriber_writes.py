@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import multiprocessing
 from dataclasses import replace
 
 import pytest
 
+from helpers import REPO
 from newsletter.errors import EditConflict, ProfileError
 from newsletter.subscribers import ABSENT, FileSubscribers
 
@@ -108,3 +110,12 @@ def test_two_processes_editing_at_once_lose_no_change(tmp_path):
     assert {t for t in topics if t.startswith(("cli", "web"))} == {f"{p} {i}" for p in ("cli", "web")
                                                                    for i in range(15)}
     assert "# Ann's digest: keep it short." in (tmp_path / "ann.yaml").read_text()
+
+
+def test_an_indented_list_style_is_kept(tmp_path):
+    shipped = (REPO / "subscribers" / "alice.yaml").read_text()
+    (tmp_path / "alice.yaml").write_text(shipped)
+    FileSubscribers(tmp_path).update("alice", lambda s: replace(s, topics=(*s.topics, "drug discovery")))
+    edited = (tmp_path / "alice.yaml").read_text()
+    added = [line for line in difflib.ndiff(shipped.splitlines(), edited.splitlines()) if line[:1] in "+-"]
+    assert added == ["+   - drug discovery"]

@@ -9,6 +9,7 @@ that reader before it reaches the disk.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,11 +20,19 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 LINE_WIDTH = 4096
 
 
-def _yaml() -> YAML:
+# A block list item under a top-level key: "  - item" (the dash indented) or "- item".
+_LIST_ITEM = re.compile(r"^[^\s#][^\n]*:[ \t]*(?:#[^\n]*)?\n(?:[ \t]*#[^\n]*\n)*( *)- ", re.MULTILINE)
+
+
+def _yaml(current: str | None) -> YAML:
     yaml = YAML(typ="rt")
     yaml.width = LINE_WIDTH
     yaml.preserve_quotes = True
-    yaml.indent(mapping=2, sequence=2, offset=0)
+    # ruamel writes every list with one indentation; use the one the file already has, so an
+    # edit changes only the lines it must ("  - item" stays "  - item").
+    found = _LIST_ITEM.search(current or "")
+    offset = len(found.group(1)) if found else 0
+    yaml.indent(mapping=2, sequence=offset + 2, offset=offset)
     return yaml
 
 
@@ -35,7 +44,7 @@ def merge(current: str | None, values: Mapping[str, Any], order: Sequence[str]) 
     a new key goes after the keys that precede it in `order`. Keys not in `values`
     (a newer release's, or the person's own) are left alone.
     """
-    yaml = _yaml()
+    yaml = _yaml(current)
     document = yaml.load(current) if current and current.strip() else None
     if not isinstance(document, CommentedMap):
         document = CommentedMap()
