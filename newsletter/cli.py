@@ -184,6 +184,23 @@ def papers(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"{len(stored)} papers")
 
 
+@main.command()
+@click.option("--host", default=None, help="Interface to listen on (default: web.host, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: web.port, 8000).")
+@config_option
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the preference centre, the email links and the operator's /preview.
+
+    Links in emails point at `base_url`; put a TLS reverse proxy there that forwards
+    to this server. /preview answers on loopback only, or (when the variable named by
+    web.admin_token_env is set) to `Authorization: Bearer <token>`.
+    """
+    from .web import serve as serve_web
+
+    serve_web(config_of(ctx), host=host, port=port)
+
+
 @main.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (for the listing).")
 @config_option

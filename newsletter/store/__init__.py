@@ -14,13 +14,14 @@ from pathlib import Path
 
 from ..errors import StoreError
 from .keys import KeyStore
-from .ledger import ClosedWindow, DeliveryRecord, DigestSummary, Ledger
+from .ledger import ClosedWindow, DeliveryRecord, DigestSummary, Ledger, SentDigest
 from .locks import FileLock, RunLock
 from .papers import PaperStore
 from .schema import SCHEMA_VERSION, Database
 from .votes import VoteStore
 
-__all__ = ["SCHEMA_VERSION", "ClosedWindow", "DeliveryRecord", "DigestSummary", "Store", "open_store", "sqlite_path"]
+__all__ = ["SCHEMA_VERSION", "ClosedWindow", "DeliveryRecord", "DigestSummary", "SentDigest", "Store", "open_store",
+           "sqlite_path"]
 
 
 class Store:

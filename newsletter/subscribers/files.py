@@ -250,6 +250,26 @@ def _clash(subscriber_id: str, paths: list[Path]) -> ProfileError:
                         "keep one and delete the other")
 
 
+def field_errors(subscriber: Subscriber) -> dict[str, str]:
+    """The file's rules applied to `subscriber`: {field: problem}, empty when it would save.
+
+    For forms, which show each problem next to its field; a rule about the whole
+    profile (an active subscriber needs a topic) is reported on `topics`.
+    """
+    raw = {"email": subscriber.email, "name": subscriber.name, "topics": list(subscriber.topics),
+           "exclude": list(subscriber.exclude), "liked": list(subscriber.liked),
+           "max_papers": subscriber.max_papers, "status": subscriber.status}
+    errors: dict[str, str] = {}
+    try:
+        SubscriberFile.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "topics"
+            message = str(err["msg"]).removeprefix("Value error, ")
+            errors.setdefault(name, message[0].lower() + message[1:] if message else "is not valid")
+    return errors
+
+
 def fingerprint(text: str) -> str:
     """A file's version for compare-and-swap: the SHA-256 of its text (ABSENT for no file)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
