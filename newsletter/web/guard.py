@@ -25,10 +25,11 @@ MAX_BODY = 64 * 1024
 PAGE_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-src 'self'; "
             "frame-ancestors 'none'; base-uri 'none'")
 # An email shown in the browser (inline styles, remote images as in a mail client, no scripts), framed only
-# by our own page and sandboxed so its links cannot act on the page that frames it.
+# by our own page and sandboxed so it can run nothing and submit nothing. allow-same-origin is safe without
+# allow-scripts, and keeps the frame in the page's own process, where a screenshot (and a printout) sees it.
 EMAIL_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; frame-ancestors 'self'; "
-             "base-uri 'none'; form-action 'none'; sandbox allow-popups allow-popups-to-escape-sandbox "
-             "allow-top-navigation-by-user-activation")
+             "base-uri 'none'; form-action 'none'; sandbox allow-same-origin allow-popups "
+             "allow-popups-to-escape-sandbox allow-top-navigation-by-user-activation")
 
 _TOKEN_PATH = re.compile(r"^/(preferences|unsubscribe|vote|view)/[^/?]+")
 
