@@ -7,6 +7,9 @@ import email.policy
 import logging
 import re
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,6 +262,9 @@ def test_the_preview_is_for_the_operator_only(site, tmp_path, monkeypatch):
     one = site.client.get("/preview/alice")
     assert one.status_code == 200 and "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in one.text
     assert site.client.get("/preview/alice/html").headers["x-frame-options"] == "SAMEORIGIN"
+    # A reverse proxy on this machine connects from loopback too, on behalf of anyone.
+    proxied = site.client.get("/preview", headers={"X-Forwarded-For": "203.0.113.9"})
+    assert proxied.status_code == 403 and "alice" not in proxied.text
     sock, url = bind()
     with pipeline.open_context(site.config) as ctx:
         app = create_app(ctx, WebOptions(admin_token="s3cret"), now=lambda: NOW)
@@ -266,6 +272,34 @@ def test_the_preview_is_for_the_operator_only(site, tmp_path, monkeypatch):
             assert httpx.get(url + "/preview").status_code == 401
             assert httpx.get(url + "/preview", headers={"Authorization": "Bearer wrong"}).status_code == 401
             assert httpx.get(url + "/preview", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_newsletter_serve_logs_each_request_without_its_token(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", SECRET)
+    sock, url = bind()
+    port = sock.getsockname()[1]
+    sock.close()  # the server binds it again at once; nothing else here takes ports from this range
+    config = make_project(tmp_path, url)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(f"base_url: {url}\nweb:\n  port: {port}\n")
+    server = subprocess.Popen([sys.executable, "-c", "from newsletter.cli import main; main()", "--config",
+                               str(config_file), "serve"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        manage = Signer(SECRET, url, "digest@localhost").links_for("alice").manage
+        for _ in range(300):
+            try:
+                response = httpx.get(manage)
+                break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert response.status_code == 200 and "alice@example.org" in response.text
+        assert config.subscribers_dir.exists()
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    assert "GET /preferences/<token> 200" in output
+    assert manage.rsplit("/", 1)[1] not in output
 
 
 def test_the_log_names_the_route_but_never_a_token(site, caplog):

@@ -244,9 +244,10 @@ class _Web:
         """None when the operator may see previews; the refusal otherwise."""
         token = self.options.admin_token
         if token is None:
-            if loopback(request.client):
+            if loopback(request.client, request.headers):
                 return None
-            return self.message("Not here", "The preview answers on the loopback interface only.", 403)
+            return self.message("Not here", "The preview answers on the loopback interface only (not through a "
+                                "proxy); set the admin token to reach it from elsewhere.", 403)
         if request.headers.get("authorization", "") == f"Bearer {token}":
             return None
         return self.message("Not allowed", "The preview needs the admin token (Authorization: Bearer ...).", 401)

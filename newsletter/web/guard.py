@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -142,6 +142,15 @@ class RateLimiter:
         return True
 
 
-def loopback(client: Any) -> bool:
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def loopback(client: Any, headers: Mapping[str, str]) -> bool:
+    """Whether the request comes from this machine itself.
+
+    A reverse proxy on this machine also connects from loopback, on behalf of anyone;
+    it says so in a forwarding header, and such a request is not the operator's.
+    """
     host = getattr(client, "host", "") or ""
-    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+    local = host in ("127.0.0.1", "::1") or host.startswith("127.")
+    return local and not any(name in headers for name in FORWARDING_HEADERS)
