@@ -100,6 +100,21 @@ class DigestSettings(_Strict):
         return value
 
 
+class WebSettings(_Strict):
+    """`newsletter serve`: the preference centre and the operator's preview."""
+
+    host: str = "127.0.0.1"  # loopback by default: put a TLS reverse proxy in front to serve base_url
+    port: int = Field(default=8000, ge=0, le=65535)  # 0: any free port (tests)
+    # The operator's /preview pages answer only on loopback, unless this variable holds a token
+    # (then they answer to `Authorization: Bearer <token>` only, from anywhere).
+    admin_token_env: str = "NEWSLETTER_ADMIN_TOKEN"
+    # Vote and unsubscribe POSTs allowed per link per minute.
+    rate_limit: int = Field(default=10, ge=1, le=1000)
+
+    def admin_token(self) -> str | None:
+        return os.environ.get(self.admin_token_env) or None
+
+
 class Settings(_Strict):
     store: str = "var/newsletter.sqlite3"  # a file path or a database URL (sqlite:///path)
     pages: PagesSettings = PagesSettings()
@@ -111,6 +126,7 @@ class Settings(_Strict):
     delivery: DeliverySettings = DeliverySettings()
     smtp: SmtpSettings = SmtpSettings()
     digest: DigestSettings = DigestSettings()
+    web: WebSettings = WebSettings()
 
     @field_validator("base_url")
     @classmethod

@@ -3,7 +3,8 @@
 NewsletterError              anything a user can act on; anything else is a bug
 ├── ConfigError              config.yaml is missing, malformed or invalid
 ├── ProfileError             a subscribers/*.yaml file is malformed or invalid
-│   └── UnknownSubscriber    a command named a subscriber that does not exist
+│   ├── UnknownSubscriber    a command named a subscriber that does not exist
+│   └── EditConflict         a subscriber file changed between reading it and writing an edit
 ├── PageFormatError          a page cannot be parsed (carries the file and line)
 ├── SourceError              a page cannot be read or fetched (permissions, a folder, a broken link)
 ├── StoreError               the database is unusable (e.g. from a newer release)
@@ -34,6 +35,10 @@ class ProfileError(NewsletterError):
 
 class UnknownSubscriber(ProfileError):
     """A command named a subscriber id with no subscriber file."""
+
+
+class EditConflict(ProfileError):
+    """A subscriber file changed (by hand, the CLI or the web app) after the edit being saved was read."""
 
 
 class PageFormatError(NewsletterError):

@@ -1,22 +1,27 @@
-"""Signed per-subscriber links (manage preferences, unsubscribe) for every email.
+"""Signed links in every email and on the preference page: manage, unsubscribe, vote, view in browser, CSRF.
 
 Tokens are signed with itsdangerous under a purpose-specific salt, so a
-"manage" token cannot be replayed as an "unsubscribe" token. They carry no
-expiry on purpose: an unsubscribe link in an old email must keep working.
+"manage" token cannot be replayed as an "unsubscribe" or a "vote" token, and a
+vote token names its subscriber, paper and direction. Email tokens carry no
+expiry on purpose: an unsubscribe link in an old email must keep working. The
+CSRF token of a preference form is the one that expires (FORM_MAX_AGE).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 from urllib.parse import quote
 
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 from .errors import BadToken
-from .models import SubscriberLinks
+from .models import PaperVoteLinks, SubscriberLinks, VoteDirection
 
-Purpose = Literal["manage", "unsubscribe"]
+Purpose = Literal["manage", "unsubscribe", "vote", "view", "csrf"]
+# A preference form must be sent within this many seconds of being shown.
+FORM_MAX_AGE = 12 * 3600
 
 
 def _serializer(secret_key: str, purpose: Purpose) -> URLSafeSerializer:
@@ -29,13 +34,30 @@ def sign(secret_key: str, purpose: Purpose, subscriber_id: str) -> str:
 
 def verify(secret_key: str, purpose: Purpose, token: str) -> str:
     """Return the subscriber id a token was issued for, or raise BadToken."""
-    try:
-        value = _serializer(secret_key, purpose).loads(token)
-    except BadSignature:
-        raise BadToken(f"the {purpose} link is invalid or was altered") from None
+    value = _load(secret_key, purpose, token)
     if not isinstance(value, str):
         raise BadToken(f"the {purpose} link is invalid")
     return value
+
+
+def _load(secret_key: str, purpose: Purpose, token: str) -> Any:
+    try:
+        return _serializer(secret_key, purpose).loads(token)
+    except BadSignature:
+        raise BadToken(f"the {purpose} link is invalid or was altered") from None
+
+
+@dataclass(frozen=True, slots=True)
+class VoteToken:
+    subscriber_id: str
+    paper_id: int
+    direction: VoteDirection
+
+
+@dataclass(frozen=True, slots=True)
+class ViewToken:
+    subscriber_id: str
+    message_id: str  # which sent email to show
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +68,9 @@ class Signer:
     base_url: str
     sender_address: str
 
-    def links_for(self, subscriber_id: str) -> SubscriberLinks:
+    def links_for(self, subscriber_id: str, *, message_id: str | None = None,
+                  paper_ids: Iterable[int] = ()) -> SubscriberLinks:
+        """The email's links; with a message id, "view in browser", and per paper, "more / less like this"."""
         base = self.base_url.rstrip("/")
         manage = sign(self.secret_key, "manage", subscriber_id)
         unsubscribe = sign(self.secret_key, "unsubscribe", subscriber_id)
@@ -56,7 +80,45 @@ class Signer:
             unsubscribe=unsubscribe_url,
             one_click=unsubscribe_url,
             unsubscribe_mailto=f"mailto:{self.sender_address}?subject={quote('unsubscribe ' + unsubscribe)}",
+            view=self.view_url(subscriber_id, message_id) if message_id else "",
+            votes={pid: PaperVoteLinks(self.vote_url(subscriber_id, pid, "more"),
+                                       self.vote_url(subscriber_id, pid, "less")) for pid in paper_ids},
         )
 
     def verify(self, purpose: Purpose, token: str) -> str:
         return verify(self.secret_key, purpose, token)
+
+    def vote_url(self, subscriber_id: str, paper_id: int, direction: VoteDirection) -> str:
+        token = _serializer(self.secret_key, "vote").dumps([subscriber_id, paper_id, direction])
+        return f"{self.base_url.rstrip('/')}/vote/{token}"
+
+    def verify_vote(self, token: str) -> VoteToken:
+        value = _load(self.secret_key, "vote", token)
+        if (not isinstance(value, list) or len(value) != 3 or not isinstance(value[0], str)
+                or not isinstance(value[1], int) or value[2] not in ("more", "less")):
+            raise BadToken("the vote link is invalid")
+        return VoteToken(value[0], value[1], cast(VoteDirection, value[2]))
+
+    def view_url(self, subscriber_id: str, message_id: str) -> str:
+        token = _serializer(self.secret_key, "view").dumps([subscriber_id, message_id])
+        return f"{self.base_url.rstrip('/')}/view/{token}"
+
+    def verify_view(self, token: str) -> ViewToken:
+        value = _load(self.secret_key, "view", token)
+        if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, str) for v in value):
+            raise BadToken("the view link is invalid")
+        return ViewToken(value[0], value[1])
+
+    def csrf_token(self, subscriber_id: str) -> str:
+        """A form token for this subscriber's page; it expires after FORM_MAX_AGE."""
+        return str(URLSafeTimedSerializer(self.secret_key, salt="newsletter.csrf").dumps(subscriber_id))
+
+    def check_csrf(self, subscriber_id: str, token: str, max_age: int = FORM_MAX_AGE) -> None:
+        try:
+            value = URLSafeTimedSerializer(self.secret_key, salt="newsletter.csrf").loads(token, max_age=max_age)
+        except SignatureExpired:
+            raise BadToken("the form is too old; open the page again and redo the change") from None
+        except BadSignature:
+            raise BadToken("the form's security token is missing or invalid; open the page again") from None
+        if value != subscriber_id:
+            raise BadToken("the form's security token belongs to another page; open the page again")

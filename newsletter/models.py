@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -10,6 +11,7 @@ from typing import Literal
 
 LinkKind = Literal["paper", "code", "project", "model", "data"]
 SubscriberStatus = Literal["active", "paused", "unsubscribed"]
+VoteDirection = Literal["more", "less"]
 # What a run did for one subscriber, as `newsletter digest` prints it.
 Outcome = Literal["sent", "failed", "not sent", "nothing new", "would send", "paused", "unsubscribed", "error"]
 
@@ -108,16 +110,30 @@ class Subscriber:
 
 
 @dataclass(frozen=True, slots=True)
+class Vote:
+    """A subscriber's "more / less like this" about one paper; the newest vote per paper counts."""
+
+    subscriber_id: str
+    paper_id: int
+    title: str
+    direction: VoteDirection
+    voted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Reason:
     """Why a paper was chosen: the profile entries it matched and the terms that carried it."""
 
     topics: tuple[str, ...] = ()
     liked: tuple[str, ...] = ()
     terms: tuple[str, ...] = ()
+    voted: tuple[str, ...] = ()  # papers the subscriber asked for "more like this" of
 
     def summary(self) -> str:
         """One human sentence, used by both the HTML and the text part."""
         parts = []
+        if self.voted:
+            parts.append("because you liked " + ", ".join(f"“{t}”" for t in self.voted))
         if self.topics:
             parts.append("matches your topics " + ", ".join(f"“{t}”" for t in self.topics))
         if self.liked:
@@ -151,6 +167,14 @@ class Digest:
 
 
 @dataclass(frozen=True, slots=True)
+class PaperVoteLinks:
+    """Signed "more / less like this" URLs for one paper in one subscriber's email."""
+
+    more: str
+    less: str
+
+
+@dataclass(frozen=True, slots=True)
 class SubscriberLinks:
     """Signed, per-subscriber URLs placed in every email."""
 
@@ -158,6 +182,8 @@ class SubscriberLinks:
     unsubscribe: str  # the page a person opens
     one_click: str  # the RFC 8058 POST target for List-Unsubscribe
     unsubscribe_mailto: str
+    view: str = ""  # "view in browser"; empty where no message id is known
+    votes: Mapping[int, PaperVoteLinks] = field(default_factory=dict)  # by paper id
 
 
 @dataclass(frozen=True, slots=True)

@@ -129,8 +129,10 @@ class Composed:
 
 
 def compose(ctx: RunContext, digest: Digest) -> Composed:
-    links = ctx.signer.links_for(digest.subscriber.id)
-    return Composed(ctx.renderer.render(digest, links), new_message_id(ctx.sender.address), links)
+    message_id = new_message_id(ctx.sender.address)
+    links = ctx.signer.links_for(digest.subscriber.id, message_id=message_id,
+                                 paper_ids=[s.paper.id for s in digest.papers])
+    return Composed(ctx.renderer.render(digest, links), message_id, links)
 
 
 def to_message(ctx: RunContext, digest: Digest, composed: Composed) -> EmailMessage:

@@ -80,7 +80,12 @@ def papers_in_play(store: Store, windows: Sequence[Window], through: int) -> lis
 
 
 def profile_of(store: Store, subscriber: Subscriber) -> Profile:
-    return build_profile(subscriber, [store.papers.find_by_title(title) for title in subscriber.liked])
+    """The subscriber's file plus their "more / less like this" votes, as the ranker reads them."""
+    votes = store.votes.for_subscriber(subscriber.id)
+    voted = {p.id: p for p in store.papers.get([v.paper_id for v in votes])} if votes else {}
+    more = [voted[v.paper_id] for v in votes if v.direction == "more" and v.paper_id in voted]
+    less = [voted[v.paper_id] for v in votes if v.direction == "less" and v.paper_id in voted]
+    return build_profile(subscriber, [store.papers.find_by_title(title) for title in subscriber.liked], more, less)
 
 
 def digest_for(store: Store, ranker: Ranker, policy: DigestPolicy, corpus: Sequence[Paper], subscriber: Subscriber,

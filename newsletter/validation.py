@@ -100,11 +100,18 @@ class YamlRefused(Exception):
 
 def read_yaml_mapping(path: Path, error: type[Exception], limits: YamlLimits) -> dict[str, Any]:
     """Parse a YAML file that must hold one mapping, within `limits`; raise `error` with a one-line message."""
+    return parse_yaml_mapping(read_yaml_text(path, error, limits), path, error, limits)
+
+
+def read_yaml_text(path: Path, error: type[Exception], limits: YamlLimits) -> str:
+    """The text of a YAML file (a regular file, UTF-8, within `limits.max_bytes`), not yet parsed.
+
+    For a caller that must parse and fingerprint the very same bytes (compare-and-swap writes).
+    """
     try:
-        text = _read_text(path, limits.max_bytes)
+        return _read_text(path, limits.max_bytes)
     except YamlRefused as exc:
         raise error(str(exc)) from None
-    return parse_yaml_mapping(text, path, error, limits)
 
 
 def parse_yaml_mapping(text: str, path: Path, error: type[Exception], limits: YamlLimits) -> dict[str, Any]:

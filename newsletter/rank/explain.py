@@ -28,9 +28,12 @@ def reason_for(profile: Profile, similarities: Sequence[float], coverage: Sequen
         for topic, similarity, share in topic_rows
         if similarity >= REASON_MIN_SIMILARITY and share >= REASON_MIN_COVERAGE
     )
-    liked = tuple(
+    close = [
         title
         for title, similarity in zip(profile.liked_titles, similarities[topic_count:], strict=True)
         if similarity >= REASON_MIN_SIMILARITY
-    )
-    return Reason(topics=topics, liked=liked, terms=terms)
+    ]
+    # A paper liked by a vote in an email is named as such ("because you liked ...").
+    liked = tuple(t for t in close if t not in profile.voted_titles)
+    voted = tuple(t for t in close if t in profile.voted_titles)
+    return Reason(topics=topics, liked=liked, terms=terms, voted=voted)

@@ -22,6 +22,11 @@ class Profile:
     liked_texts: tuple[str, ...]
     liked_ids: frozenset[int]
     exclude: tuple[str, ...]
+    # From "more / less like this" votes: the liked ones are also in liked_titles/liked_texts (at the end);
+    # the disliked ones push their near neighbours down (a ranker subtracts the similarity to them).
+    voted_titles: frozenset[str] = frozenset()
+    disliked_texts: tuple[str, ...] = ()
+    disliked_ids: frozenset[int] = frozenset()
 
     @property
     def entries(self) -> tuple[str, ...]:
@@ -29,14 +34,24 @@ class Profile:
         return self.topics + self.liked_texts
 
 
-def build_profile(subscriber: Subscriber, liked: Sequence[Paper | None]) -> Profile:
-    """`liked[i]` is the stored paper subscriber.liked[i] names, or None when none matched."""
+def build_profile(subscriber: Subscriber, liked: Sequence[Paper | None], voted_more: Sequence[Paper] = (),
+                  voted_less: Sequence[Paper] = ()) -> Profile:
+    """`liked[i]` is the stored paper subscriber.liked[i] names, or None when none matched.
+
+    `voted_more` act as liked papers (unless the file already likes them); `voted_less` are disliked.
+    """
     pairs = list(zip(liked, subscriber.liked, strict=True))
+    liked_ids = {p.id for p in liked if p is not None}
+    voted = [p for p in voted_more if p.id not in liked_ids]
     return Profile(
         topics=subscriber.topics,
-        liked_titles=tuple(p.title if p is not None else title for p, title in pairs),
+        liked_titles=tuple(p.title if p is not None else title for p, title in pairs) + tuple(p.title for p in voted),
         # An unmatched liked title still says what the subscriber likes: rank on the bare title.
-        liked_texts=tuple(paper_text(p) if p is not None else title for p, title in pairs),
-        liked_ids=frozenset(p.id for p in liked if p is not None),
+        liked_texts=tuple(paper_text(p) if p is not None else title for p, title in pairs)
+        + tuple(paper_text(p) for p in voted),
+        liked_ids=frozenset(liked_ids | {p.id for p in voted}),
         exclude=subscriber.exclude,
+        voted_titles=frozenset(p.title for p in voted),
+        disliked_texts=tuple(paper_text(p) for p in voted_less),
+        disliked_ids=frozenset(p.id for p in voted_less),
     )

@@ -55,7 +55,8 @@ def choose(papers: Sequence[Paper], totals: Sequence[float] | np.ndarray, *,
 def rank_with(ranker: Ranker[S], exclusions: Exclusions, profile: Profile, candidates: Sequence[Paper], *,
               max_papers: int, min_score: float) -> Ranking:
     """`Ranker.rank` for any ranker: filter, score the rest once, choose, explain the chosen."""
-    pool = [p for p in candidates if p.id not in profile.liked_ids]
+    # Liked papers (and papers voted down) are never recommended back.
+    pool = [p for p in candidates if p.id not in profile.liked_ids and p.id not in profile.disliked_ids]
     kept, excluded = exclusions.split(pool, profile.exclude)
     if not kept or not profile.entries:
         return Ranking((), len(kept), excluded)

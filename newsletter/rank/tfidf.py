@@ -25,6 +25,9 @@ from .words import fold_plural, tokenize
 
 MODEL_ID = "tfidf-v1"
 REASON_TERMS = 3
+# How hard a "less like this" vote pushes down the papers most like the disliked one: this share of the
+# cosine to the closest disliked paper is taken off the score (a near duplicate loses about half its score).
+DISLIKE_WEIGHT = 0.5
 
 
 class _RowCache:
@@ -94,7 +97,7 @@ class TfidfRanker:
 
     def prepare(self, profiles: Sequence[Profile], papers: Sequence[Paper]) -> None:
         """Vectorise every profile entry and paper of a run in two batches (one call beats thousands)."""
-        entries = list(dict.fromkeys(text for p in profiles for text in p.entries))
+        entries = list(dict.fromkeys(text for p in profiles for text in (*p.entries, *p.disliked_texts)))
         if entries:
             self._entries.rows(entries, entries)
         if papers:
@@ -120,8 +123,15 @@ class TfidfRanker:
         # norm; taking the mean of the coverage-adjusted cosines keeps that score
         # (the best of the variants on ../shared/bench, see README) with phrase coverage.
         norm = float(np.sqrt(mean.multiply(mean).sum())) or 1.0
-        total = per_entry.mean(axis=1) / norm
+        total = per_entry.mean(axis=1) / norm - DISLIKE_WEIGHT * self._closest_disliked(profile, docs)
         return TfidfScores(total=total, per_entry=per_entry, coverage=coverage, docs=docs, centroid=normalize(mean))
+
+    def _closest_disliked(self, profile: Profile, docs: sparse.csr_matrix) -> np.ndarray:
+        """Per paper, the cosine to the disliked paper it is closest to (zeros when nothing is disliked)."""
+        if not profile.disliked_texts:
+            return np.zeros(docs.shape[0])
+        disliked = normalize(self._entries.rows(profile.disliked_texts, profile.disliked_texts))
+        return np.asarray((docs @ disliked.T).toarray().max(axis=1))
 
     def explain(self, profile: Profile, scores: TfidfScores, row: int) -> Reason:
         """The topics and liked papers the paper is close to, and the terms that carried its score."""

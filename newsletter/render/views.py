@@ -73,6 +73,7 @@ class PaperView:
     liked: tuple[str, ...]
     terms: tuple[str, ...]
     seen: str  # e.g. "12 Mar 2026", "" when the paper has no sightings
+    paper_id: int = 0  # keys the paper's "more / less like this" links (SubscriberLinks.votes)
 
 
 def link_views(links: tuple[Link, ...]) -> tuple[LinkView, ...]:
@@ -102,4 +103,5 @@ def paper_view(rank: int, scored: ScoredPaper, search_url: str) -> PaperView:
         liked=reason.liked,
         terms=reason.terms,
         seen=format_date(latest) if latest else "",
+        paper_id=paper.id,
     )

@@ -3,6 +3,7 @@
     store = open_store("sqlite:///var/newsletter.sqlite3")   # or a plain path
     store.papers   ingest writes pages and papers, planning reads them   (papers.py)
     store.ledger   digests, deliveries and their state machine           (ledger.py)
+    store.votes    "more / less like this" per subscriber and paper        (votes.py)
     store.keys     the link-signing key                                   (keys.py)
     store.locks    named locks between processes (one digest run, one ingest at a time)  (locks.py)
 """
@@ -13,22 +14,25 @@ from pathlib import Path
 
 from ..errors import StoreError
 from .keys import KeyStore
-from .ledger import ClosedWindow, DeliveryRecord, Ledger
+from .ledger import ClosedWindow, DeliveryRecord, DigestSummary, Ledger, SentDigest
 from .locks import FileLock, RunLock
 from .papers import PaperStore
 from .schema import SCHEMA_VERSION, Database
+from .votes import VoteStore
 
-__all__ = ["SCHEMA_VERSION", "ClosedWindow", "DeliveryRecord", "Store", "open_store", "sqlite_path"]
+__all__ = ["SCHEMA_VERSION", "ClosedWindow", "DeliveryRecord", "DigestSummary", "SentDigest", "Store", "open_store",
+           "sqlite_path"]
 
 
 class Store:
-    """An open database: papers, ledger, keys and locks, closed together."""
+    """An open database: papers, ledger, votes, keys and locks, closed together."""
 
     def __init__(self, db: Database, locks: RunLock) -> None:
         self.db = db
         self.papers = PaperStore(db)
         self.ledger = Ledger(db)
         self.keys = KeyStore(db)
+        self.votes = VoteStore(db)
         self.locks = locks
 
     def schema_version(self) -> int:

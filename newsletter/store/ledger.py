@@ -17,8 +17,8 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from ..errors import StoreError
-from ..models import DeliveryStatus, Digest
-from .schema import Database, deliveries, digest_papers, digests, from_db, to_db
+from ..models import DeliveryStatus, Digest, Reason
+from .schema import Database, deliveries, digest_papers, digests, from_db, papers, to_db
 
 # The only moves a delivery can make.
 TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
@@ -48,6 +48,29 @@ class DeliveryRecord:
     status: DeliveryStatus
     attempts: int
     reply: str
+
+
+@dataclass(frozen=True, slots=True)
+class DigestSummary:
+    """One past digest of a subscriber, for `subscribers show` and the preference page."""
+
+    digest_id: int
+    issued_at: datetime
+    paper_count: int
+    status: str  # a DeliveryStatus value, or "not sent" for a digest with nothing to send
+    titles: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SentDigest:
+    """A digest as recorded when it was sent: enough to render it again ("view in browser")."""
+
+    issued_at: datetime
+    window_start: datetime
+    window_end: datetime
+    through_paper_id: int
+    candidate_count: int
+    papers: tuple[tuple[int, float, Reason], ...]  # (paper id, score, reason) in rank order
 
 
 class Ledger:
@@ -100,7 +123,7 @@ class Ledger:
                 conn.execute(insert(digest_papers), [
                     {"digest_id": digest_id, "paper_id": scored.paper.id, "rank": rank, "score": scored.score,
                      "reason": json.dumps({"topics": scored.reason.topics, "liked": scored.reason.liked,
-                                           "terms": scored.reason.terms})}
+                                           "terms": scored.reason.terms, "voted": scored.reason.voted})}
                     for rank, scored in enumerate(digest.papers, start=1)
                 ])
             if message_id is not None:
@@ -136,9 +159,54 @@ class Ledger:
                 )
         return stuck
 
+    def recent_digests(self, subscriber_id: str, limit: int = 5) -> list[DigestSummary]:
+        """The subscriber's newest digests, newest first, with their papers' titles in rank order."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(digests.c.id, digests.c.issued_at, digests.c.paper_count, deliveries.c.status)
+                .select_from(digests.outerjoin(deliveries, deliveries.c.digest_id == digests.c.id))
+                .where(digests.c.subscriber_id == subscriber_id)
+                .order_by(digests.c.id.desc()).limit(limit)
+            ).all()
+            titles: dict[int, list[str]] = {}
+            if rows:
+                for digest_id, title in conn.execute(
+                    select(digest_papers.c.digest_id, papers.c.title)
+                    .join(papers, papers.c.id == digest_papers.c.paper_id)
+                    .where(digest_papers.c.digest_id.in_([r[0] for r in rows]))
+                    .order_by(digest_papers.c.digest_id, digest_papers.c.rank)
+                ):
+                    titles.setdefault(digest_id, []).append(title)
+        return [DigestSummary(int(i), from_db(at), int(count), status or "not sent", tuple(titles.get(i, ())))
+                for i, at, count, status in rows]
+
+    def sent_digest(self, subscriber_id: str, message_id: str) -> SentDigest | None:
+        """The digest delivered to `subscriber_id` as message `message_id`, or None if there is none."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                select(digests.c.id, digests.c.issued_at, digests.c.window_start, digests.c.window_end,
+                       digests.c.through_paper_id, digests.c.candidate_count)
+                .join(deliveries, deliveries.c.digest_id == digests.c.id)
+                .where(digests.c.subscriber_id == subscriber_id, deliveries.c.message_id == message_id)
+            ).first()
+            if row is None:
+                return None
+            chosen = conn.execute(
+                select(digest_papers.c.paper_id, digest_papers.c.score, digest_papers.c.reason)
+                .where(digest_papers.c.digest_id == row[0]).order_by(digest_papers.c.rank)
+            ).all()
+        return SentDigest(from_db(row[1]), from_db(row[2]), from_db(row[3]), int(row[4]), int(row[5]),
+                          tuple((int(pid), float(score), _reason(text)) for pid, score, text in chosen))
+
     def deliveries_for(self, subscriber_id: str) -> list[DeliveryRecord]:
         with self._db.read() as conn:
             return _records(conn, digests.c.subscriber_id == subscriber_id)
+
+
+def _reason(text: str) -> Reason:
+    data = json.loads(text)
+    return Reason(topics=tuple(data.get("topics", ())), liked=tuple(data.get("liked", ())),
+                  terms=tuple(data.get("terms", ())), voted=tuple(data.get("voted", ())))
 
 
 def _check_transition(current: DeliveryStatus, new: DeliveryStatus) -> None:

@@ -117,8 +117,29 @@ def _create_v1(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+# Tables added by later migrations live in their own MetaData, so `_create_v1` (create_all) never makes them
+# and each migration creates exactly its own table.
+votes_metadata = MetaData()
+
+# "More / less like this" from a subscriber about one paper: one row per (subscriber, paper),
+# a second vote replaces the first (votes.py).
+votes = Table(
+    "votes", votes_metadata,
+    Column("id", Integer, primary_key=True),
+    Column("subscriber_id", String, nullable=False),
+    Column("paper_id", Integer, ForeignKey(papers.c.id), nullable=False),
+    Column("direction", String(8), nullable=False),  # "more" or "less"
+    Column("voted_at", DateTime, nullable=False),
+    UniqueConstraint("subscriber_id", "paper_id"),
+)
+
+
+def _add_votes(conn: Connection) -> None:
+    votes.create(conn)
+
+
 # MIGRATIONS[n] upgrades a version-n database to n+1; version 0 is an empty file.
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1, _add_votes]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # How long a write waits for another process's write transaction before giving up.

@@ -8,6 +8,7 @@ the same contract, so callers never build a subscriber's path themselves.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +30,18 @@ def check_subscriber_id(value: str) -> str:
     if not is_subscriber_id(value):
         raise UnknownSubscriber(f"{quoted(value, 40)} is not a subscriber id: an id is {ID_RULE} (e.g. alice)")
     return value
+
+
+# The version of a subscriber that does not exist: `save(s, expected_version=ABSENT)` only creates.
+ABSENT = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """A subscriber and the version of the stored record it came from (for compare-and-swap writes)."""
+
+    subscriber: Subscriber
+    version: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +70,20 @@ class SubscriberRepository(Protocol):
 
     def get(self, subscriber_id: str) -> Subscriber: ...
 
-    def save(self, subscriber: Subscriber) -> Subscriber:
-        """Create or replace the subscriber; returns it as `get` will now return it."""
+    def read(self, subscriber_id: str) -> Versioned:
+        """The subscriber and its version, for a later `save(..., expected_version=...)`."""
+        ...
+
+    def save(self, subscriber: Subscriber, *, expected_version: str | None = None) -> Subscriber:
+        """Create or replace the subscriber; returns it as `get` will now return it.
+
+        With `expected_version`, EditConflict unless the record is still that version
+        (ABSENT: only create)."""
+        ...
+
+    def update(self, subscriber_id: str, change: Callable[[Subscriber], Subscriber], *,
+               expected_version: str | None = None) -> Subscriber:
+        """Apply `change` to the subscriber as stored now and save it, with no other writer in between."""
         ...
 
     def set_status(self, subscriber_id: str, status: SubscriberStatus) -> Subscriber: ...
@@ -67,15 +92,18 @@ class SubscriberRepository(Protocol):
 
 
 # files.py uses the names above, so it is imported once they exist.
-from .files import FileSubscribers, load_one, load_subscriber_file, load_subscribers  # noqa: E402
+from .files import FileSubscribers, fingerprint, load_one, load_subscriber_file, load_subscribers  # noqa: E402
 
 __all__ = [
+    "ABSENT",
     "ID_RULE",
     "SUBSCRIBER_ID",
     "FileSubscribers",
     "LoadedSubscribers",
     "SubscriberRepository",
+    "Versioned",
     "check_subscriber_id",
+    "fingerprint",
     "is_subscriber_id",
     "load_one",
     "load_subscriber_file",

@@ -2,36 +2,49 @@
 
 Files are validated strictly every time they are read; a bad file is reported with its
 path, the field and the fix, and never stops the other subscribers from loading.
-Writes go through `FileSubscribers.save` only: atomic (temporary file + rename), mode
-0600 (the files hold personal data), and checked to load back to the same Subscriber.
+Writes go through `save`, `update`, `set_status` and `remove` only: round-trip
+(the person's comments, key order and quoting stay; see roundtrip.py), atomic
+(temporary file + rename), mode 0600 (the files hold personal data), checked to
+load back to the same Subscriber, one writer at a time (`flock` on the folder),
+and compare-and-swap on the file's fingerprint when the caller says which
+version it read (`read` -> `expected_version`), so a hand edit is never lost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from ..errors import ConfigError, ProfileError, UnknownSubscriber
+from ..errors import ConfigError, EditConflict, ProfileError, UnknownSubscriber
 from ..models import Subscriber, SubscriberStatus
 from ..text import shorten
 from ..validation import (
     SUBSCRIBER_LIMITS,
     check_email,
     describe_validation_error,
-    dump_yaml,
     parse_yaml_mapping,
-    read_yaml_mapping,
+    read_yaml_text,
 )
-from . import ID_RULE, LoadedSubscribers, SubscriberRepository, check_subscriber_id, is_subscriber_id
+from . import ABSENT, ID_RULE, LoadedSubscribers, SubscriberRepository, Versioned, check_subscriber_id, is_subscriber_id
+from .roundtrip import merge
 
 # `.yaml` first: a new subscriber's file gets that suffix.
 SUFFIXES = (".yaml", ".yml")
+# Length limits, the same for a hand-written file, the CLI and the web form: a topic is a phrase,
+# a liked entry is a paper title, and no list needs more entries than a person can read.
+MAX_NAME = 100
+MAX_PHRASE = 200
+MAX_TITLE = 500
+MAX_ENTRIES = 100
 # The fields in the order a written file lists them.
 FIELDS = ("email", "name", "topics", "exclude", "liked", "max_papers", "status")
 
@@ -59,15 +72,23 @@ class SubscriberFile(BaseModel):
     def _one_line_name(cls, value: str) -> str:
         if "\n" in value or "\r" in value:
             raise ValueError("must be on one line")
+        if len(value.strip()) > MAX_NAME:
+            raise ValueError(f"must be at most {MAX_NAME} characters")
         return value.strip()
 
     @field_validator("topics", "exclude", "liked")
     @classmethod
-    def _clean_phrases(cls, values: list[str]) -> list[str]:
+    def _clean_phrases(cls, values: list[str], info: ValidationInfo) -> list[str]:
         cleaned = [" ".join(v.split()) for v in values]
         if any(not v for v in cleaned):
             raise ValueError("must not contain empty entries")
-        return list(dict.fromkeys(cleaned))  # drop repeats, keep order
+        longest = MAX_TITLE if info.field_name == "liked" else MAX_PHRASE
+        if any(len(v) > longest for v in cleaned):
+            raise ValueError(f"each entry must be at most {longest} characters")
+        unique = list(dict.fromkeys(cleaned))  # drop repeats, keep order
+        if len(unique) > MAX_ENTRIES:
+            raise ValueError(f"must hold at most {MAX_ENTRIES} entries")
+        return unique
 
     @model_validator(mode="after")
     def _has_profile(self) -> SubscriberFile:
@@ -105,39 +126,93 @@ class FileSubscribers:
         check_subscriber_id(subscriber_id)
         paths = self._existing(subscriber_id)
         if not paths:
-            known = sorted(sid for sid in self._files_by_id() if is_subscriber_id(sid))
-            hint = f"; known: {', '.join(known[:20])}{', ...' if len(known) > 20 else ''}" if known else ""
-            where = self.folder / f"{subscriber_id}{SUFFIXES[0]}"
-            raise UnknownSubscriber(f"no subscriber {subscriber_id!r} ({where} does not exist{hint})")
+            raise self._unknown(subscriber_id)
         return self._load(subscriber_id, paths)
 
-    def save(self, subscriber: Subscriber) -> Subscriber:
-        """Create or replace the subscriber's file; returns the subscriber as it now loads."""
+    def read(self, subscriber_id: str) -> Versioned:
+        """The subscriber and the version (fingerprint) of the file it was read from, for `expected_version`."""
+        check_subscriber_id(subscriber_id)
+        path, text = self._current(subscriber_id)
+        if text is None:
+            raise self._unknown(subscriber_id)
+        return Versioned(_from_text(path, text), fingerprint(text))
+
+    def save(self, subscriber: Subscriber, *, expected_version: str | None = None) -> Subscriber:
+        """Create or replace the subscriber's file, keeping the person's comments and key order.
+
+        With `expected_version` (from `read`, or ABSENT for "must not exist yet") the
+        write happens only if the file is still that version; EditConflict otherwise.
+        Returns the subscriber as it now loads.
+        """
         check_subscriber_id(subscriber.id)
-        paths = self._existing(subscriber.id)
-        if len(paths) > 1:
-            raise _clash(subscriber.id, paths)
-        path = paths[0] if paths else self.folder / f"{subscriber.id}{SUFFIXES[0]}"
-        text = dump_yaml(_file_data(path, subscriber))
-        # The same checks a read makes, so nothing is written that would not load back.
-        parse_yaml_mapping(text, path, ProfileError, SUBSCRIBER_LIMITS)
-        _write_atomically(path, text)
-        return load_subscriber_file(path)
+        with self._locked():
+            path, current = self._current(subscriber.id)
+            _check_version(path, current, expected_version)
+            return _write(path, current, subscriber)
+
+    def update(self, subscriber_id: str, change: Callable[[Subscriber], Subscriber], *,
+               expected_version: str | None = None) -> Subscriber:
+        """Apply `change` to the subscriber as the file holds it now, under the folder's lock, and save.
+
+        Reading inside the lock is what makes two editors (CLI and web app) never lose
+        one another's change: the second one's `change` sees the first one's result.
+        """
+        check_subscriber_id(subscriber_id)
+        with self._locked():
+            path, current = self._current(subscriber_id)
+            if current is None:
+                raise self._unknown(subscriber_id)
+            _check_version(path, current, expected_version)
+            changed = change(_from_text(path, current))
+            if changed.id != subscriber_id:
+                raise ProfileError(f"{path}: an edit cannot change the subscriber id; add a new subscriber instead")
+            return _write(path, current, changed)
 
     def set_status(self, subscriber_id: str, status: SubscriberStatus) -> Subscriber:
-        return self.save(replace(self.get(subscriber_id), status=status))
+        return self.update(subscriber_id, lambda s: replace(s, status=status))
 
     def remove(self, subscriber_id: str) -> None:
         """Delete the subscriber's file (both, if ID.yaml and ID.yml clash); UnknownSubscriber if there is none."""
         check_subscriber_id(subscriber_id)
+        with self._locked():
+            paths = self._existing(subscriber_id)
+            if not paths:
+                raise UnknownSubscriber(f"no subscriber {subscriber_id!r} in {self.folder}")
+            for path in paths:
+                try:
+                    path.unlink()
+                except OSError as exc:
+                    raise ProfileError(f"{path}: cannot be removed ({exc.strerror})") from None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time in this folder, across processes: `flock` on the folder itself.
+
+        Locking the folder (not a lock file) leaves nothing behind among the
+        subscriber files, and it still works when a file is replaced by rename.
+        """
+        self._check_folder()
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _current(self, subscriber_id: str) -> tuple[Path, str | None]:
+        """The subscriber's file and its text now (None when there is no file)."""
         paths = self._existing(subscriber_id)
+        if len(paths) > 1:
+            raise _clash(subscriber_id, paths)
         if not paths:
-            raise UnknownSubscriber(f"no subscriber {subscriber_id!r} in {self.folder}")
-        for path in paths:
-            try:
-                path.unlink()
-            except OSError as exc:
-                raise ProfileError(f"{path}: cannot be removed ({exc.strerror})") from None
+            return self.folder / f"{subscriber_id}{SUFFIXES[0]}", None
+        return paths[0], read_yaml_text(paths[0], ProfileError, SUBSCRIBER_LIMITS)
+
+    def _unknown(self, subscriber_id: str) -> UnknownSubscriber:
+        known = sorted(sid for sid in self._files_by_id() if is_subscriber_id(sid))
+        hint = f"; known: {', '.join(known[:20])}{', ...' if len(known) > 20 else ''}" if known else ""
+        where = self.folder / f"{subscriber_id}{SUFFIXES[0]}"
+        return UnknownSubscriber(f"no subscriber {subscriber_id!r} ({where} does not exist{hint})")
 
     def _load(self, subscriber_id: str, paths: list[Path]) -> Subscriber:
         if len(paths) > 1:
@@ -175,6 +250,45 @@ def _clash(subscriber_id: str, paths: list[Path]) -> ProfileError:
                         "keep one and delete the other")
 
 
+def field_errors(subscriber: Subscriber) -> dict[str, str]:
+    """The file's rules applied to `subscriber`: {field: problem}, empty when it would save.
+
+    For forms, which show each problem next to its field; a rule about the whole
+    profile (an active subscriber needs a topic) is reported on `topics`.
+    """
+    raw = {"email": subscriber.email, "name": subscriber.name, "topics": list(subscriber.topics),
+           "exclude": list(subscriber.exclude), "liked": list(subscriber.liked),
+           "max_papers": subscriber.max_papers, "status": subscriber.status}
+    errors: dict[str, str] = {}
+    try:
+        SubscriberFile.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "topics"
+            message = str(err["msg"]).removeprefix("Value error, ")
+            errors.setdefault(name, message[0].lower() + message[1:] if message else "is not valid")
+    return errors
+
+
+def fingerprint(text: str) -> str:
+    """A file's version for compare-and-swap: the SHA-256 of its text (ABSENT for no file)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _check_version(path: Path, current: str | None, expected: str | None) -> None:
+    if expected is None:
+        return
+    actual = ABSENT if current is None else fingerprint(current)
+    if actual == expected:
+        return
+    if expected == ABSENT:
+        raise EditConflict(f"{path}: a subscriber with this id already exists; pick another id or edit that one")
+    if current is None:
+        raise EditConflict(f"{path}: the subscriber was removed after this edit began; nothing was written")
+    raise EditConflict(f"{path}: the file changed after this edit began (edited by hand or by another "
+                       "command); nothing was written. Load it again and redo the change")
+
+
 def _file_data(path: Path, subscriber: Subscriber) -> dict[str, Any]:
     """The subscriber as a file's mapping, validated (and normalised) exactly as reading it would be."""
     raw: dict[str, Any] = {
@@ -187,7 +301,35 @@ def _file_data(path: Path, subscriber: Subscriber) -> dict[str, Any]:
     except ValidationError as exc:
         raise ProfileError(describe_validation_error(path, exc, SubscriberFile)) from None
     values = parsed.model_dump()
-    return {key: values[key] for key in FIELDS if values[key] is not None}
+    return {key: values[key] for key in FIELDS}
+
+
+def _write(path: Path, current: str | None, subscriber: Subscriber) -> Subscriber:
+    """Write `subscriber` into `current` (round trip), check it reads back the same, and replace the file."""
+    values = _file_data(path, subscriber)
+    existing = _parse_or_none(path, current)
+    # A value the file leaves out because it is the default stays left out.
+    for key, default in (("name", subscriber.id), ("status", "active")):
+        if values[key] == default and key not in existing:
+            values[key] = None
+    text = merge(current if existing else None, values, FIELDS)
+    # The same checks a read makes, so nothing is written that would not load back.
+    written = parse_yaml_mapping(text, path, ProfileError, SUBSCRIBER_LIMITS)
+    wanted = {k: v for k, v in values.items() if v is not None}
+    if {k: written[k] for k in FIELDS if k in written} != {k: v for k, v in wanted.items() if v != [] or k in written}:
+        raise ProfileError(f"{path}: the edited file would not read back as written; nothing was written")
+    _write_atomically(path, text)
+    return _from_text(path, text)
+
+
+def _parse_or_none(path: Path, text: str | None) -> dict[str, Any]:
+    """The file's mapping, or {} when there is none or it does not parse (then it is written afresh)."""
+    if text is None:
+        return {}
+    try:
+        return parse_yaml_mapping(text, path, ProfileError, SUBSCRIBER_LIMITS)
+    except ProfileError:
+        return {}
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -210,13 +352,17 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def load_subscriber_file(path: Path) -> Subscriber:
     """Load one subscriber file; raise ProfileError naming the file, field and fix."""
+    return _from_text(path, read_yaml_text(path, ProfileError, SUBSCRIBER_LIMITS))
+
+
+def _from_text(path: Path, text: str) -> Subscriber:
     subscriber_id = path.stem
     if not is_subscriber_id(subscriber_id):
         raise ProfileError(
             f"{path.parent}/{shorten(path.name, 80)}: the file name is the subscriber id, which must be "
             f"{ID_RULE} (e.g. alice.yaml); rename the file"
         )
-    data = read_yaml_mapping(path, ProfileError, SUBSCRIBER_LIMITS)
+    data = parse_yaml_mapping(text, path, ProfileError, SUBSCRIBER_LIMITS)
     try:
         parsed = SubscriberFile.model_validate(data)
     except ValidationError as exc:

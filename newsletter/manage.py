@@ -1,0 +1,67 @@
+"""What a person (CLI) or the preference centre does to one subscriber: add, edit, pause, resume, remove, show.
+
+Reads and writes subscriber files through the SubscriberRepository (round-trip,
+locked, validated) and reads/writes votes through the store; never the config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from .errors import ProfileError
+from .models import Subscriber, SubscriberStatus, Vote
+from .pipeline import RunContext
+from .store import DigestSummary
+from .subscribers import ABSENT, check_subscriber_id
+from .subscribers.edits import Edit, clean
+
+
+def add_subscriber(ctx: RunContext, subscriber_id: str, *, email: str, name: str = "",
+                   topics: tuple[str, ...] = ()) -> Subscriber:
+    """Create subscribers/ID.yaml; EditConflict if the id is taken, ProfileError naming the field if invalid."""
+    check_subscriber_id(subscriber_id)
+    new = Subscriber(id=subscriber_id, email=email, name=name or subscriber_id,
+                     topics=tuple(dict.fromkeys(map(clean, topics))))
+    return ctx.subscribers.save(new, expected_version=ABSENT)
+
+
+def edit_subscriber(ctx: RunContext, subscriber_id: str, edit: Edit, *,
+                    expected_version: str | None = None) -> Subscriber:
+    return ctx.subscribers.update(subscriber_id, edit.apply, expected_version=expected_version)
+
+
+def set_status(ctx: RunContext, subscriber_id: str, status: SubscriberStatus, *,
+               expected_version: str | None = None) -> Subscriber:
+    return ctx.subscribers.update(subscriber_id, lambda s: replace(s, status=status),
+                                  expected_version=expected_version)
+
+
+def remove_subscriber(ctx: RunContext, subscriber_id: str) -> int:
+    """Delete the subscriber's file and their votes; how many votes went with them."""
+    ctx.subscribers.remove(subscriber_id)
+    return ctx.store.votes.forget_subscriber(subscriber_id)
+
+
+def record_vote(ctx: RunContext, subscriber_id: str, paper_id: int, direction: str, now: datetime) -> Vote:
+    """A vote from a signed link; only for a subscriber who still exists."""
+    ctx.subscribers.get(subscriber_id)
+    if direction not in ("more", "less"):
+        raise ProfileError(f"a vote is 'more' or 'less', not {direction!r}")
+    return ctx.store.votes.record(subscriber_id, paper_id, direction, now)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberDetails:
+    subscriber: Subscriber
+    version: str
+    digests: tuple[DigestSummary, ...]
+    votes: tuple[Vote, ...]
+
+
+def subscriber_details(ctx: RunContext, subscriber_id: str, *, digests: int = 5) -> SubscriberDetails:
+    """Profile, status, the last digests and the votes of one subscriber."""
+    current = ctx.subscribers.read(subscriber_id)
+    return SubscriberDetails(current.subscriber, current.version,
+                             tuple(ctx.store.ledger.recent_digests(subscriber_id, digests)),
+                             tuple(ctx.store.votes.for_subscriber(subscriber_id)))

@@ -1,0 +1,131 @@
+"""`newsletter subscribers add / edit / pause / resume / remove / show`: each edit lands in the file, validated."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from helpers import REPO, SAMPLE_PAGES
+from newsletter.cli import main
+
+SUBCOMMANDS = ["list", "add", "edit", "pause", "resume", "remove", "show"]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "cli-test-key")
+    shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")
+    shutil.copytree(REPO / "subscribers", tmp_path / "subscribers")
+    (tmp_path / "var" / "inbox").mkdir(parents=True)
+    for page in SAMPLE_PAGES.glob("*.txt"):
+        shutil.copy(page, tmp_path / "var" / "inbox")
+    return tmp_path
+
+
+def run(project: Path, *args: str, input: str | None = None):
+    return CliRunner().invoke(main, ["--config", str(project / "config.yaml"), "subscribers", *args], input=input)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subscriber_command_has_help(command):
+    result = CliRunner().invoke(main, ["subscribers", command, "--help"])
+    assert result.exit_code == 0 and len(result.output.splitlines()) > 3
+
+
+def test_add_creates_a_file_that_loads_and_refuses_a_taken_id(project):
+    added = run(project, "add", "dora", "--email", "dora@example.org", "--name", "Dora", "--topic", "protein  design",
+                "--topic", "enzymes")
+    assert added.exit_code == 0, added.output
+    assert "added dora: active, dora@example.org, topics: protein design, enzymes" in added.output
+    assert (project / "subscribers" / "dora.yaml").read_text() == (
+        "email: dora@example.org\nname: Dora\ntopics:\n- protein design\n- enzymes\n")
+    taken = run(project, "add", "alice", "--email", "x@example.org", "--topic", "x")
+    assert taken.exit_code == 1 and "a subscriber with this id already exists" in taken.output
+    listing = json.loads(run(project, "--json").output)
+    assert [s["id"] for s in listing["subscribers"]] == ["alice", "bob", "carol", "dora"]
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (["add", "eve", "--email", "eve@gmailcom", "--topic", "x"], "email: has no dot in its domain"),
+        (["add", "eve", "--email", "eve@example.org"], "needs at least one entry under `topics` or `liked`"),
+        (["add", "Eve", "--email", "eve@example.org", "--topic", "x"], "is not a subscriber id"),
+        (["add", "eve", "--email", "eve@example.org", "--topic", "x" * 201], "each entry must be at most 200"),
+        (["edit", "alice", "--max-papers", "500"], "max_papers:"),
+        (["edit", "alice", "--remove-topic", "astrology"], "alice has no topic 'astrology'"),
+        (["edit", "alice"], "nothing to change"),
+        (["edit", "nobody", "--add-topic", "x"], "no subscriber 'nobody'"),
+    ],
+)
+def test_an_invalid_edit_is_one_error_line_and_changes_nothing(project, args, problem):
+    before = {p.name: p.read_text() for p in (project / "subscribers").iterdir()}
+    result = run(project, *args)
+    assert result.exit_code == 1
+    assert problem in result.output and result.output.startswith("error: ")
+    assert {p.name: p.read_text() for p in (project / "subscribers").iterdir()} == before
+
+
+def test_edit_changes_only_what_it_names_and_keeps_the_comments(project):
+    path = project / "subscribers" / "alice.yaml"
+    original = path.read_text()
+    result = run(project, "edit", "alice", "--add-topic", "drug discovery", "--remove-topic", "Retrosynthesis",
+                 "--add-exclude", "survey", "--max-papers", "3")
+    assert result.exit_code == 0, result.output
+    text = path.read_text()
+    assert text.startswith(original.split("email:")[0])  # the explanatory header comment
+    assert "  # Deliberate small typo" in text
+    assert "  - drug discovery\n" in text and "retrosynthesis" not in text
+    # An empty `[]` grows into a block list like the file's others.
+    assert "exclude:\n  - survey\n" in text and "max_papers: 3\n" in text
+    shown = json.loads(run(project, "show", "alice", "--json").output)
+    assert shown["topics"] == ["graph neural networks", "molecular property prediction", "molecule generation",
+                               "drug discovery"]
+    assert (shown["exclude"], shown["max_papers"]) == (["survey"], 3)
+
+
+def test_pause_resume_and_show(project):
+    assert run(project, "pause", "bob").output.strip() == "bob is now paused"
+    assert "status: paused" in (project / "subscribers" / "bob.yaml").read_text()
+    listing = run(project)
+    assert any(line.startswith("bob") and "paused" in line for line in listing.output.splitlines())
+    assert run(project, "resume", "bob").output.strip() == "bob is now active"
+    shown = run(project, "show", "bob")
+    assert shown.exit_code == 0
+    assert shown.output.splitlines()[0] == "bob (Bob) <bob@example.org>: active"
+    assert "no digests yet" in shown.output and "no votes" in shown.output
+
+
+def test_show_lists_the_last_digests_and_votes_and_edit_undoes_a_vote(project):
+    CliRunner().invoke(main, ["--config", str(project / "config.yaml"), "ingest"])
+    digest = CliRunner().invoke(main, ["--config", str(project / "config.yaml"), "digest", "--subscriber", "carol"])
+    assert digest.exit_code == 0, digest.output
+    from newsletter.config import load_config
+    from newsletter.store import open_store
+
+    with open_store(load_config(project / "config.yaml").store_url) as store:
+        first = store.papers.get()[0]
+        store.votes.record("carol", first.id, "less", first.first_seen)
+    shown = json.loads(run(project, "show", "carol", "--json").output)
+    (last,) = shown["digests"]
+    assert last["status"] == "sent" and last["papers"] == len(last["titles"]) > 0
+    assert shown["votes"] == [{"paper_id": first.id, "title": first.title, "vote": "less",
+                               "at": first.first_seen.isoformat()}]
+    text = run(project, "show", "carol").output
+    assert f"less  paper {first.id}" in text
+    assert run(project, "edit", "carol", "--undo-vote", str(first.id)).exit_code == 0
+    assert json.loads(run(project, "show", "carol", "--json").output)["votes"] == []
+
+
+def test_remove_asks_first(project):
+    refused = run(project, "remove", "carol", input="n\n")
+    assert refused.exit_code == 1 and (project / "subscribers" / "carol.yaml").exists()
+    removed = run(project, "remove", "carol", "--yes")
+    assert removed.exit_code == 0 and "removed carol" in removed.output
+    assert not (project / "subscribers" / "carol.yaml").exists()
+    again = run(project, "remove", "carol", "--yes")
+    assert again.exit_code == 1 and "no subscriber 'carol'" in again.output

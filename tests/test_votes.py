@@ -1,0 +1,152 @@
+"""Signed links per purpose, the votes table, and votes reaching the next digest's ranking."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from builders import write_page
+
+from helpers import at
+from newsletter import pipeline
+from newsletter.config import Config, config_from_mapping
+from newsletter.errors import BadToken, StoreError
+from newsletter.links import Signer
+from newsletter.planning import plan_digests
+from newsletter.store import SCHEMA_VERSION, open_store
+from newsletter.store.schema import MIGRATIONS
+from newsletter.subscribers import FileSubscribers
+
+SIGNER = Signer("key-one", "https://digest.example.org", "digest@example.org")
+OTHER_KEY = replace(SIGNER, secret_key="key-two")
+
+
+def token_of(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def tampered(token: str) -> str:
+    i = len(token) // 2
+    return token[:i] + ("A" if token[i] != "A" else "B") + token[i + 1:]
+
+
+def test_each_link_opens_only_for_its_purpose_key_and_subscriber():
+    links = SIGNER.links_for("alice", message_id="<m1@example.org>", paper_ids=[7])
+    manage, unsubscribe = token_of(links.manage), token_of(links.unsubscribe)
+    more, less, view = token_of(links.votes[7].more), token_of(links.votes[7].less), token_of(links.view)
+    assert SIGNER.verify("manage", manage) == "alice" and SIGNER.verify("unsubscribe", unsubscribe) == "alice"
+    assert (SIGNER.verify_vote(more).paper_id, SIGNER.verify_vote(more).direction) == (7, "more")
+    assert SIGNER.verify_vote(less).direction == "less"
+    assert SIGNER.verify_view(view).message_id == "<m1@example.org>"
+    attempts = [
+        lambda: SIGNER.verify("manage", unsubscribe),  # another purpose
+        lambda: SIGNER.verify("unsubscribe", more),
+        lambda: SIGNER.verify_vote(manage),
+        lambda: SIGNER.verify_view(more),
+        lambda: SIGNER.verify("manage", tampered(manage)),  # one character changed
+        lambda: SIGNER.verify_vote(tampered(more)),
+        lambda: OTHER_KEY.verify("manage", manage),  # another installation's key
+        lambda: SIGNER.verify("manage", manage[:-3]),  # truncated
+    ]
+    for attempt in attempts:
+        with pytest.raises(BadToken):
+            attempt()
+
+
+def test_csrf_tokens_belong_to_one_subscriber_and_expire():
+    token = SIGNER.csrf_token("alice")
+    SIGNER.check_csrf("alice", token)
+    with pytest.raises(BadToken, match="belongs to another page"):
+        SIGNER.check_csrf("bob", token)
+    with pytest.raises(BadToken, match="missing or invalid"):
+        SIGNER.check_csrf("alice", "")
+    with pytest.raises(BadToken, match="too old"):
+        SIGNER.check_csrf("alice", token, max_age=-1)
+
+
+# --- the votes table ----------------------------------------------------------------------------
+
+NEIGHBOURS = [
+    ("Graph neural networks for molecular property prediction",
+     "We predict molecular properties with graph neural networks over atoms and bonds of each molecule."),
+    ("Message passing graph neural networks for molecular property prediction at scale",
+     "Message passing over atoms and bonds predicts molecular properties of each molecule at scale."),
+    ("Graph neural networks for traffic forecasting",
+     "We forecast traffic on road networks with graph neural networks over sensors and roads."),
+    ("Graph neural networks for recommendation",
+     "We recommend items to users with graph neural networks over the social graph of friends."),
+    ("Sparse attention for long documents",
+     "A sparse attention pattern lets transformers read long documents with linear memory."),
+]
+
+
+def project(tmp_path: Path) -> Config:
+    (tmp_path / "subscribers").mkdir()
+    (tmp_path / "subscribers" / "ann.yaml").write_text("email: ann@example.org\ntopics: [graph neural networks]\n")
+    config = config_from_mapping({"digest": {"min_score": 0.01}}, tmp_path)
+    page = write_page(tmp_path / "pages", "2026-11-20.txt", "Nov 20", NEIGHBOURS)
+    pipeline.ingest_pages(config, at("2026-11-20", 6), [page])
+    return config
+
+
+def ranked(config: Config) -> list[tuple[str, float, str]]:
+    with pipeline.open_context(config) as ctx:
+        (digest,) = plan_digests(ctx.store, ctx.make_ranker, ctx.policy, [ctx.subscribers.get("ann")],
+                                 at("2026-11-20", 8))
+    return [(s.paper.title, s.score, s.reason.summary()) for s in digest.papers]
+
+
+def paper_id(config: Config, title: str) -> int:
+    with open_store(config.store_url) as store:
+        return next(p.id for p in store.papers.get() if p.title == title)
+
+
+def test_a_vote_is_kept_once_per_paper_replaced_and_undone(tmp_path):
+    config = project(tmp_path)
+    pid = paper_id(config, NEIGHBOURS[0][0])
+    with open_store(config.store_url) as store:
+        store.votes.record("ann", pid, "more", at("2026-11-21", 9))
+        store.votes.record("ann", pid, "less", at("2026-11-21", 10))
+        (vote,) = store.votes.for_subscriber("ann")
+        assert (vote.paper_id, vote.title, vote.direction, vote.voted_at) == (pid, NEIGHBOURS[0][0], "less",
+                                                                                at("2026-11-21", 10))
+        assert store.votes.for_subscriber("bob") == []
+        with pytest.raises(StoreError, match="no paper 9999"):
+            store.votes.record("ann", 9999, "more", at("2026-11-21", 9))
+        assert store.votes.undo("ann", pid) and not store.votes.undo("ann", pid)
+        assert store.votes.for_subscriber("ann") == []
+
+
+def test_a_version_1_database_gains_the_votes_table_and_keeps_its_papers(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with open_store(path) as store:
+        pass
+    # Roll the file back to what release 1 wrote: no votes table, schema version 1.
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE votes")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with open_store(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION == len(MIGRATIONS)
+        assert store.votes.for_subscriber("ann") == []
+
+
+def test_less_like_this_pushes_its_near_neighbour_down_and_more_like_this_says_why(tmp_path):
+    config = project(tmp_path)
+    before = {t: score for t, score, _ in ranked(config)}
+    near, disliked = NEIGHBOURS[1][0], NEIGHBOURS[0][0]
+    with open_store(config.store_url) as store:
+        store.votes.record("ann", paper_id(config, disliked), "less", at("2026-11-20", 7))
+    after = {t: score for t, score, _ in ranked(config)}
+    assert disliked in before and disliked not in after  # the disliked paper itself is never sent back
+    drops = {t: before[t] - after.get(t, 0.0) for t in before if t != disliked}
+    # The paper most like the disliked one loses far more than papers that only share the topic.
+    assert drops[near] > 0 and all(drops[near] > 2 * d for t, d in drops.items() if t != near)
+    with open_store(config.store_url) as store:
+        store.votes.undo("ann", paper_id(config, NEIGHBOURS[0][0]))
+        store.votes.record("ann", paper_id(config, NEIGHBOURS[2][0]), "more", at("2026-11-20", 7))
+    reasons = {t: reason for t, _, reason in ranked(config)}
+    assert NEIGHBOURS[2][0] not in reasons  # liked: not recommended back
+    assert any(r.startswith(f"Because you liked “{NEIGHBOURS[2][0]}”") for r in reasons.values())
+    assert FileSubscribers(tmp_path / "subscribers").get("ann").liked == ()  # votes live in the database
