@@ -44,6 +44,9 @@ def test_the_wheel_holds_every_package_and_the_templates(tmp_path):
     assert {f"{package}/__init__.py" for package in source_packages} <= names, "a subpackage is not packaged"
     assert {"newsletter/templates/digest.mjml.j2", "newsletter/templates/digest.txt.j2",
             "newsletter/py.typed"} <= names
+    shipped = {str(path.relative_to(REPO)) for path in (REPO / "newsletter").rglob("*")
+               if path.is_file() and "__pycache__" not in path.parts}
+    assert shipped <= names, f"left out of the wheel: {sorted(shipped - names)}"
 
 
 def test_a_non_editable_install_renders_with_its_shipped_templates(tmp_path):
