@@ -126,7 +126,7 @@ def fetch(ctx: click.Context, fetch_all: bool) -> None:
     if not config.settings.sources.urls:
         click.echo("no sources in the config: add `sources:` with a list of {url: ..., every: 1h}")
         return
-    reports = pipeline.ingest_sources(config, now(), only_due=not fetch_all)
+    reports = pipeline.ingest_sources(config, now(), only_due=not fetch_all, on_wait=lambda m: click.echo(m, err=True))
     for report in reports:
         click.echo(source_line(report))
     fetched = [r for r in reports if r.outcome != "not due"]

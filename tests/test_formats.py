@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from builders import listing_page
+from page_formats import as_html, as_json, as_rss
 
+from helpers import shared_pages
 from newsletter.errors import PageFormatError
 from newsletter.sources import Folders, ingest
 from newsletter.sources.base import RawPage
@@ -133,6 +135,21 @@ def test_json_list_errors_name_the_item_and_the_field(data, expected):
     assert rejection(raw(json.dumps(data), "application/json")).startswith(f"{ORIGIN}page: {expected}")
 
 
+@pytest.mark.parametrize(
+    ("summary", "text"),
+    [
+        ("the last <EOS> token", "the last <EOS> token"),  # not a tag: kept as written
+        ("if x<y and y>z", "if x<y and y>z"),
+        ("<p>We <b>study</b> x &amp; y.</p><script>alert(1)</script>", "We study x & y."),
+        ("caf&eacute; &#x2013; bar", "caf\u00e9 \u2013 bar"),
+        ("two\nlines\u2028here", "two lines here"),
+    ],
+)
+def test_json_text_keeps_angle_brackets_that_are_not_markup(summary, text):
+    (paper,) = parse(raw(json.dumps([item(summary=summary)]), "application/json"), TODAY).papers
+    assert paper.abstract == text
+
+
 def test_json_that_does_not_parse_names_the_line():
     message = rejection(raw('[\n{"title": "A Title",\n "summary": }\n]', "application/json"))
     assert message.startswith(f"{ORIGIN}page:3: not valid JSON: Expecting value")
@@ -243,3 +260,18 @@ def test_inbox_ingests_html_json_and_feed_files(tmp_path):
     assert (report.new_papers, report.duplicates) == (3, 3)
     assert set(stored) == {SPARSE, GRAPH, "Sparse Attention for Long\u2011Context Retrieval & Ranking"}
     assert sorted(p.name for p in folders.processed.iterdir()) == ["feed.atom", "listing.html", "papers.json"]
+
+
+# -- the real pages in every format -------------------------------------------------------------
+
+
+def test_the_real_pages_give_the_same_papers_in_every_format():
+    for path in shared_pages():
+        text = path.read_bytes()
+        parsed = parse(RawPage(path.name, str(path), text), TODAY)
+        expected = [(p.title, p.abstract) for p in parsed.papers]
+        for data, content_type in [(as_html(text.decode()), "text/html"), (as_json(parsed), "application/json"),
+                                   (as_rss(parsed), "application/rss+xml")]:
+            other = parse(raw(data, content_type, path.name), TODAY)
+            assert [(p.title, p.abstract) for p in other.papers] == expected, (path.name, content_type)
+            assert other.date == parsed.date

@@ -19,9 +19,8 @@ import feedparser
 
 from ..errors import PageFormatError
 from ..models import Link, Page, ParsedPaper
-from ..text import one_line
 from .base import RawPage
-from .html import fragment_text_and_links, plain_text
+from .html import flat, fragment_text_and_links, plain_text
 from .links import classify, extract_links
 from .listing import MAX_TITLE_CHARS
 
@@ -50,7 +49,9 @@ def read_feed(raw: RawPage) -> Any:
     headers = {"content-location": raw.origin} if raw.origin.lower().startswith(("http://", "https://")) else {}
     if raw.content_type:
         headers["content-type"] = raw.content_type
-    feed = feedparser.parse(io.BytesIO(raw.data), response_headers=headers)
+    # Summaries are reduced to text here, so feedparser need not sanitise or rewrite their markup first.
+    feed = feedparser.parse(io.BytesIO(raw.data), response_headers=headers, sanitize_html=False,
+                            resolve_relative_uris=False)
     if not feed.get("version") and not feed.entries:
         reason = feed.get("bozo_exception")
         why = f" ({str(reason).strip()})" if reason else ""
@@ -93,7 +94,7 @@ def entry_summary(entry: Any, origin: str) -> tuple[str, list[str]]:
     value = str(detail["value"])
     if detail.get("type") in HTML_TYPES:
         text, links = fragment_text_and_links(value, origin)
-        return one_line(text), links
+        return flat(text), links
     return plain_text(value), []
 
 

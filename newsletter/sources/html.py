@@ -41,8 +41,12 @@ BLOCKS = frozenset({
 })
 
 
-# Only text that really holds a tag or an entity goes through the HTML parser: "a<b" in a title is text.
-MARKUP = re.compile(r"</?[a-zA-Z][^<>]*>|&(?:#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+\d*);")
+# Only text that holds an HTML tag or an entity goes through the HTML parser: abstracts say "the <EOS>
+# token" or "a<b" as text, and a parser would swallow them.
+HTML_TAGS = ("a|abbr|b|big|blockquote|br|center|code|dd|del|div|dl|dt|em|figcaption|figure|font|h[1-6]|hr|i|iframe|"
+             "img|ins|li|link|math|meta|object|ol|p|pre|s|script|small|span|strike|strong|style|sub|sup|svg|table|"
+             "tbody|td|th|thead|tr|tt|u|ul")
+MARKUP = re.compile(rf"</?(?:{HTML_TAGS})(?:\s[^<>]*)?/?>|&(?:#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+\d*);", re.IGNORECASE)
 
 
 @dataclass(slots=True)
@@ -89,7 +93,12 @@ def parse_tree(raw: RawPage) -> LexborHTMLParser:
 
 def plain_text(value: str) -> str:
     """One line of text from a field that may hold markup: tags gone, entities decoded, whitespace collapsed."""
-    return one_line(html_to_text(value) if MARKUP.search(value) else value)
+    return flat(html_to_text(value) if MARKUP.search(value) else value)
+
+
+def flat(text: str) -> str:
+    """`one_line`, with a fast path: most abstracts hold no control or separator characters at all."""
+    return " ".join(text.split()) if text.isprintable() else one_line(text)
 
 
 def html_to_text(fragment: str) -> str:

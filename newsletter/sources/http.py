@@ -23,6 +23,7 @@ import httpx
 
 from .. import __version__
 from ..errors import SourceError
+from ..text import shorten
 from .base import RawPage
 from .detect import detect
 from .inbox import write_into
@@ -136,7 +137,7 @@ def validators_of(reply: httpx.Response, previous: Validators) -> Validators:
 
 def check_status(url: str, reply: httpx.Response) -> None:
     code = reply.status_code
-    answer = f"the server answered {code} {reply.reason_phrase}".rstrip()
+    answer = f"the server answered {code} {shorten(reply.reason_phrase, 60)}".rstrip()  # the phrase is theirs
     if code >= 500 or code in RETRY_STATUSES:
         raise Retryable(answer)
     if code >= 300:  # a redirect httpx could not follow (no Location) or a client error: trying again won't help

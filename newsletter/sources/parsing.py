@@ -13,6 +13,7 @@ from datetime import date
 
 from ..errors import PageFormatError
 from ..models import Page
+from ..text import shorten
 from .base import Parser, RawPage
 from .detect import detect, media_type
 from .feeds import parse_feed
@@ -50,7 +51,7 @@ def parse(raw: RawPage, today: date) -> Page:
 
 
 def refuse_unsupported(raw: RawPage, _today: date) -> Page:
-    kind = media_type(raw.content_type) or "an unknown type"
+    kind = shorten(media_type(raw.content_type), 60) or "an unknown type"  # the server's words: keep them short
     raise PageFormatError(raw.origin, None, f"the response is {kind}, not a listing, an HTML page, a JSON list "
                                             "or an RSS/Atom feed")
 
