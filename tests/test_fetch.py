@@ -14,6 +14,8 @@ from newsletter import __version__, pipeline
 from newsletter.cli import main
 from newsletter.config import Config, config_from_mapping
 from newsletter.errors import ConfigError
+from newsletter.sources.http import MAX_RETRY_AFTER, FetchPolicy, Validators, new_client, retry_after
+from newsletter.sources.http import fetch as http_fetch
 from newsletter.store import open_store
 from page_server import PageServer, Reply
 
@@ -128,6 +130,30 @@ def test_a_500_then_a_200_is_retried(tmp_path, page_server):
     url = page_server.serve("/p", Reply(500, b"oops"), Reply(200, LISTING))
     (report,) = fetch(config_for(tmp_path, url))
     assert (report.outcome, report.attempts, report.new_papers) == ("ingested", 2, 2)
+
+
+def test_backoff_doubles_and_a_retry_after_is_honoured_up_to_a_bound(page_server):
+    policy = FetchPolicy(timeout=2.0, retries=3, retry_backoff=0.5)
+    url = page_server.serve("/busy", Reply(503, b""), Reply(500, b""), Reply(429, b"", headers={"Retry-After": "3"}),
+                            Reply(200, LISTING))
+    slept: list[float] = []
+    with new_client(policy) as client:
+        response = http_fetch(client, url, Validators(), policy, sleep=slept.append)
+    assert (response.status_code, response.attempts, response.body) == (200, 4, LISTING)
+    assert slept == [0.5, 1.0, 3.0]
+    page_server.serve("/busy", Reply(503, b"", headers={"Retry-After": "3600"}), Reply(200, LISTING))
+    slept.clear()
+    with new_client(policy) as client:
+        http_fetch(client, url, Validators(), policy, sleep=slept.append)
+    assert slept == [MAX_RETRY_AFTER]
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("120", 120.0), ("", None), ("soon", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
+)
+def test_retry_after_reads_seconds_or_a_date(header, seconds):
+    assert retry_after(header) == seconds
 
 
 def test_a_source_that_keeps_failing_is_recorded_and_retried_later(tmp_path, page_server):

@@ -4,7 +4,8 @@ Reads the network; writes nothing but a rejected body (and its `.error` file)
 into the quarantine folder. A fetch is conditional (ETag / Last-Modified from
 the last one), bounded (timeouts, a cap on the body enforced while streaming,
 a few redirects) and retried with exponential backoff on the failures that
-may pass: 5xx, 408/429, timeouts and dropped connections. Every failure ends
+may pass: 5xx, 408/429, timeouts and dropped connections (a Retry-After is
+honoured up to MAX_RETRY_AFTER seconds). Every failure ends
 as a SourceError naming the URL; nothing here raises anything else for a bad
 server.
 """
@@ -16,7 +17,8 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import httpx
@@ -32,6 +34,7 @@ USER_AGENT = f"newsletter/{__version__} (self-hosted research-paper digest; pyth
 # A server that trickles bytes never trips the per-read timeout; the whole download gets this many times it.
 DOWNLOAD_TIMEOUTS = 10
 RETRY_STATUSES = {408, 429}
+MAX_RETRY_AFTER = 10.0  # seconds: the longest Retry-After waited for between attempts
 SUFFIX = {"html": ".html", "json": ".json", "feed": ".xml", "listing": ".txt", "unsupported": ".bin"}
 
 
@@ -68,7 +71,14 @@ class Response:
 
 
 class Retryable(Exception):
-    """A failure that may pass (5xx, a timeout, a dropped connection): worth another try."""
+    """A failure that may pass (5xx, a timeout, a dropped connection): worth another try.
+
+    `wait` is the server's Retry-After in seconds, when it sent one.
+    """
+
+    def __init__(self, message: str, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.wait = wait
 
 
 Fetch = Callable[[str, Validators], Response]
@@ -91,7 +101,9 @@ def fetch(client: httpx.Client, url: str, validators: Validators, policy: FetchP
             if attempt == attempts:
                 tries = f" (tried {attempts} times)" if attempts > 1 else ""
                 raise SourceError(url, f"{exc}{tries}") from None
-            sleep(policy.retry_backoff * 2 ** (attempt - 1))
+            backoff = policy.retry_backoff * 2 ** (attempt - 1)
+            # A Retry-After is honoured up to a bound: one slow site must not hold up the others for long.
+            sleep(max(backoff, min(exc.wait or 0.0, MAX_RETRY_AFTER)))
             continue
         return Response(response.url, response.final_url, response.status_code, response.body,
                         response.content_type, response.validators, attempt)
@@ -139,9 +151,23 @@ def check_status(url: str, reply: httpx.Response) -> None:
     code = reply.status_code
     answer = f"the server answered {code} {shorten(reply.reason_phrase, 60)}".rstrip()  # the phrase is theirs
     if code >= 500 or code in RETRY_STATUSES:
-        raise Retryable(answer)
+        raise Retryable(answer, retry_after(reply.headers.get("retry-after", "")))
     if code >= 300:  # a redirect httpx could not follow (no Location) or a client error: trying again won't help
         raise SourceError(url, answer)
+
+
+def retry_after(value: str) -> float | None:
+    """Retry-After in seconds: a number of seconds, or an HTTP date (RFC 9110); None when absent or unreadable."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 def read_capped(url: str, reply: httpx.Response, policy: FetchPolicy) -> bytes:
