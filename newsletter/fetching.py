@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -50,22 +50,33 @@ class SourceReport:
 
 
 def fetch_sources(store: Store, sources: Sequence[UrlSourceSettings], policy: FetchPolicy, quarantine: Path,
-                  now: datetime, *, only_due: bool = True, client: httpx.Client) -> list[SourceReport]:
-    """Fetch each source (only those due, unless `only_due` is False) and ingest what changed."""
+                  now: datetime, *, only_due: bool = True, client: httpx.Client,
+                  on_report: Callable[[SourceReport], None] | None = None) -> list[SourceReport]:
+    """Fetch each source (only those due, unless `only_due` is False) and ingest what changed.
+
+    `on_report` hears of each source as soon as it is done (a person watching a slow fetch).
+    """
     reports = []
     for source in sources:
-        state = store.sources.get(source.url)
-        if only_due and not state.due(now):
-            reports.append(SourceReport(source.url, "not due", final_url=state.final_url, next_try=state.next_try_at))
-            continue
-        try:
-            report = fetch_one(store, source, state, policy, quarantine, now, client)
-        except Exception as exc:  # a bug or a store problem with one source must not starve the others
-            log.exception("fetching %s failed", source.url)
-            report = record_failure(store, source, state, now, f"{type(exc).__name__}: {exc}")
-        log_report(report)
+        report = fetch_if_due(store, source, policy, quarantine, now, only_due, client)
+        if on_report is not None:
+            on_report(report)
         reports.append(report)
     return reports
+
+
+def fetch_if_due(store: Store, source: UrlSourceSettings, policy: FetchPolicy, quarantine: Path, now: datetime,
+                 only_due: bool, client: httpx.Client) -> SourceReport:
+    state = store.sources.get(source.url)
+    if only_due and not state.due(now):
+        return SourceReport(source.url, "not due", final_url=state.final_url, next_try=state.next_try_at)
+    try:
+        report = fetch_one(store, source, state, policy, quarantine, now, client)
+    except Exception as exc:  # a bug or a store problem with one source must not starve the others
+        log.exception("fetching %s failed", source.url)
+        report = record_failure(store, source, state, now, f"{type(exc).__name__}: {exc}")
+    log_report(report)
+    return report
 
 
 def fetch_one(store: Store, source: UrlSourceSettings, state: SourceState, policy: FetchPolicy, quarantine: Path,

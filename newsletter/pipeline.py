@@ -97,19 +97,22 @@ def ingest_pages(config: Config, now: datetime, paths: Sequence[Path] = (),
 
 def ingest_sources(config: Config, now: datetime, *, only_due: bool = True,
                    transport: httpx.BaseTransport | None = None,
-                   on_wait: Callable[[str], None] | None = None) -> list[SourceReport]:
+                   on_wait: Callable[[str], None] | None = None,
+                   on_report: Callable[[SourceReport], None] | None = None) -> list[SourceReport]:
     """Fetch the URL sources that are due (every one, with only_due=False) and ingest what changed.
 
     The daemon calls this on a timer and `newsletter fetch` by hand. One fetch
     of the sources at a time per database; the inbox ingest does not wait for it.
-    `transport` replaces httpx's network layer (a test seam).
+    `on_report` hears of each source as it is done; `transport` replaces
+    httpx's network layer (a test seam).
     """
     settings = config.settings.sources
     policy = FetchPolicy(timeout=settings.timeout, max_bytes=settings.max_bytes, retries=settings.retries,
                          retry_backoff=settings.retry_backoff, max_redirects=settings.max_redirects)
     with open_store(config.store_url) as store, store.locks.hold("fetch", wait=True, on_wait=on_wait), \
             new_client(policy, transport) as client:
-        return fetch_sources(store, settings.urls, policy, config.quarantine, now, only_due=only_due, client=client)
+        return fetch_sources(store, settings.urls, policy, config.quarantine, now, only_due=only_due, client=client,
+                             on_report=on_report)
 
 
 def source_states(config: Config) -> list[SourceState]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import gzip
+import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -223,6 +225,25 @@ def test_a_body_over_max_bytes_is_refused_not_truncated(tmp_path, page_server, d
     assert stored_titles(config) == [] and not (tmp_path / "var" / "quarantine").exists()
 
 
+def test_a_compressed_body_is_capped_by_its_decompressed_size(tmp_path, page_server):
+    bomb = gzip.compress(LISTING + b"x" * 2_000_000)
+    url = page_server.serve("/bomb", Reply(200, bomb, headers={"Content-Encoding": "gzip"}))
+    assert len(bomb) < 50_000
+    (report,) = fetch(config_for(tmp_path, url, max_bytes=50_000))
+    assert report.outcome == "failed" and "larger than sources.max_bytes" in report.error
+
+
+def test_a_compressed_body_within_the_cap_is_read(tmp_path, page_server):
+    url = page_server.serve("/gz", Reply(200, gzip.compress(LISTING), headers={"Content-Encoding": "gzip"}))
+    assert fetch(config_for(tmp_path, url))[0].new_papers == 2
+
+
+def test_a_redirect_to_another_scheme_is_not_followed(tmp_path, page_server):
+    url = page_server.serve("/ftp", Reply(302, b"", headers={"Location": "ftp://127.0.0.1/listing.txt"}))
+    (report,) = fetch(config_for(tmp_path, url))
+    assert report.outcome == "failed" and report.error.startswith("cannot follow it:")
+
+
 # -- bodies that are none of the formats, and one source failing beside another ----------------
 
 
@@ -284,6 +305,15 @@ def test_fetch_command_prints_one_line_per_source(tmp_path, page_server: PageSer
     assert [line.split("  ")[1] for line in later.output.splitlines()[:2]] == ["not due", "not due"]
     every = CliRunner().invoke(main, ["fetch", "--all", "--config", config])
     assert every.output.splitlines()[0] == f"{good}  not modified"
+
+
+def test_fetch_command_json(tmp_path, page_server: PageServer):
+    good = page_server.serve("/up", Reply(200, LISTING))
+    result = CliRunner().invoke(main, ["fetch", "--json", "--config", str(write_config(tmp_path, good))])
+    assert result.exit_code == 0
+    (row,) = json.loads(result.output)
+    assert (row["url"], row["outcome"], row["new_papers"], row["final_url"]) == (good, "ingested", 2, good)
+    assert datetime.fromisoformat(row["next_try"]) > datetime.now(UTC)
 
 
 def test_fetch_command_without_sources_says_how_to_add_them(tmp_path):
