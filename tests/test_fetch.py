@@ -158,6 +158,15 @@ def test_retry_after_reads_seconds_or_a_date(header, seconds):
     assert retry_after(header) == seconds
 
 
+def test_a_connection_dropped_mid_body_is_retried(tmp_path, page_server):
+    cut = Reply(200, LISTING[:100], headers={"Content-Length": str(len(LISTING))}, length=False)
+    url = page_server.serve("/cut", cut, cut, Reply(200, LISTING))
+    (report,) = fetch(config_for(tmp_path, url, retries=2))
+    assert (report.outcome, report.attempts, report.new_papers) == ("ingested", 3, 2)
+    (failed,) = fetch(config_for(tmp_path / "other", page_server.serve("/cut2", cut), retries=0))
+    assert failed.error.startswith("the connection broke (")
+
+
 def test_a_source_that_keeps_failing_is_recorded_and_retried_later(tmp_path, page_server):
     url = page_server.serve("/p", Reply(503, b"down"))
     config = config_for(tmp_path, url, every="1d", retries=2)
@@ -193,7 +202,7 @@ def test_a_server_slower_than_the_timeout_fails_after_its_retries(tmp_path, page
 
 def test_a_refused_connection_fails_the_source(tmp_path, refused_port):
     (report,) = fetch(config_for(tmp_path, f"http://127.0.0.1:{refused_port}/p", retries=0))
-    assert report.outcome == "failed" and report.error.startswith("cannot fetch it: cannot connect")
+    assert report.outcome == "failed" and report.error.startswith("cannot connect (")
 
 
 def test_redirects_are_followed_and_the_final_url_recorded(tmp_path, page_server):

@@ -127,7 +127,7 @@ def fetch_once(client: httpx.Client, url: str, validators: Validators, policy: F
     except httpx.TimeoutException:
         raise Retryable(f"no answer within {policy.timeout:g} s (sources.timeout)") from None
     except httpx.TransportError as exc:
-        raise Retryable(f"cannot fetch it: {describe_transport_error(exc)}") from None
+        raise Retryable(describe_transport_error(exc)) from None
     except httpx.HTTPError as exc:  # a body that does not decode (bad gzip), a malformed URL
         raise SourceError(url, f"cannot fetch it: {type(exc).__name__}: {exc}") from None
 
@@ -192,8 +192,11 @@ def read_capped(url: str, reply: httpx.Response, policy: FetchPolicy) -> bytes:
 
 def describe_transport_error(exc: httpx.TransportError) -> str:
     text = str(exc) or type(exc).__name__
-    return {"ConnectError": f"cannot connect ({text})", "RemoteProtocolError": f"the connection broke ({text})",
-            "ReadError": f"the connection broke ({text})"}.get(type(exc).__name__, text)
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect ({text})"
+    if isinstance(exc, (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)):
+        return f"the connection broke ({text})"
+    return f"cannot fetch it ({type(exc).__name__}: {text})"
 
 
 class UrlSource:
