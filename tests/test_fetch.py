@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -287,6 +288,16 @@ def test_one_failing_source_does_not_stop_the_others(tmp_path, page_server):
     reports = fetch(config)
     assert [(r.url, r.outcome) for r in reports] == [(bad, "failed"), (good, "ingested")]
     assert len(stored_titles(config)) == 2
+
+
+def test_each_fetch_is_logged_in_one_line(tmp_path, page_server, caplog):
+    bad = page_server.serve("/down", Reply(500, b"down"))
+    good = page_server.serve("/up", Reply(200, LISTING))
+    with caplog.at_level(logging.INFO, logger="newsletter.fetching"):
+        fetch(config_for(tmp_path, bad, good, retries=0))
+    lines = [r.getMessage() for r in caplog.records if r.name == "newsletter.fetching"]
+    assert lines == [f"source {bad}: failed: the server answered 500 Internal Server Error; next try "
+                     f"{NOW + timedelta(minutes=5)}", f"source {good}: ingested, 2 new papers, 0 duplicates"]
 
 
 # -- the command ----------------------------------------------------------------------------
