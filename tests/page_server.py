@@ -23,6 +23,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (past the client's timeout, say)
     length: bool = True  # send Content-Length; without it the body ends when the connection closes
+    drip: float = 0.0  # send the body a byte at a time, this many seconds apart (a trickling server)
 
 
 @dataclass(frozen=True)
@@ -103,5 +104,7 @@ def answer(handler: BaseHTTPRequestHandler, reply: Reply, request: Request) -> N
     if reply.length:
         handler.send_header("Content-Length", str(len(reply.body)))
     handler.end_headers()
-    for start in range(0, len(reply.body), 16_384):
-        handler.wfile.write(reply.body[start:start + 16_384])
+    step = 1 if reply.drip else 16_384
+    for start in range(0, len(reply.body), step):
+        handler.wfile.write(reply.body[start:start + step])
+        time.sleep(reply.drip)

@@ -201,6 +201,13 @@ def test_a_server_slower_than_the_timeout_fails_after_its_retries(tmp_path, page
     assert len(page_server.requests) == 2
 
 
+def test_a_server_that_trickles_its_body_is_cut_off(tmp_path, page_server):
+    # Each byte comes well within the read timeout, so only the whole-download limit (10 × timeout) stops it.
+    url = page_server.serve("/drip", Reply(200, LISTING[:70], drip=0.05))
+    (report,) = fetch(config_for(tmp_path, url, timeout=0.25, retries=0))
+    assert (report.outcome, report.error) == ("failed", "the download took longer than 2.5 s")
+
+
 def test_a_refused_connection_fails_the_source(tmp_path, refused_port):
     (report,) = fetch(config_for(tmp_path, f"http://127.0.0.1:{refused_port}/p", retries=0))
     assert report.outcome == "failed" and report.error.startswith("cannot connect (")
