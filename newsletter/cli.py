@@ -112,6 +112,53 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...]) -> None:
 
 
 @main.command()
+@click.option("--all", "fetch_all", is_flag=True, help="Fetch every source now, due or not.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: one object per source.")
+@config_option
+@click.pass_context
+def fetch(ctx: click.Context, fetch_all: bool, as_json: bool) -> None:
+    """Fetch the URL sources that are due (config `sources:`) and ingest what changed.
+
+    Requests are conditional, so an unchanged page costs a 304 and is not parsed
+    again. A body that is not a listing, HTML page, JSON list or feed is kept in
+    the quarantine folder with a .error file naming the URL. A source that fails
+    is tried again after 5 minutes, then 10, 20 ... (never later than its
+    `every`). Prints one line per source as it is done; exits 1 if a source
+    failed or was quarantined.
+    """
+    from . import pipeline
+
+    config = config_of(ctx)
+    if not config.settings.sources.urls:
+        click.echo("no sources in the config: add `sources:` with a list of {url: ..., every: 1h}")
+        return
+    reports = pipeline.ingest_sources(config, now(), only_due=not fetch_all,
+                                      on_wait=lambda m: click.echo(m, err=True),
+                                      on_report=None if as_json else lambda r: click.echo(source_line(r)))
+    if as_json:
+        rows = [{**asdict(r), "next_try": r.next_try.isoformat() if r.next_try else None} for r in reports]
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        fetched = [r for r in reports if r.outcome != "not due"]
+        click.echo(f"{len(fetched)} of {len(reports)} sources fetched: {sum(r.new_papers for r in reports)} new "
+                   f"papers, {sum(not r.ok for r in reports)} failed or quarantined")
+    if not all(r.ok for r in reports):
+        sys.exit(1)
+
+
+def source_line(report: Any) -> str:
+    if report.outcome in ("ingested", "already ingested"):
+        detail = f"{report.new_papers} new papers, {report.duplicates} duplicates"
+    elif report.outcome in ("failed", "not due"):
+        when = f"next try {report.next_try:%Y-%m-%d %H:%M} UTC" if report.next_try else ""
+        detail = f"{report.error}; {when}" if report.error else when
+    else:
+        detail = report.error
+    moved = f" (now {report.final_url})" if report.final_url and report.final_url != report.url else ""
+    return f"{for_terminal(report.url + moved)}  {report.outcome}  {for_terminal(detail)}".rstrip()
+
+
+@main.command()
 @click.option("--subscriber", "subscribers", multiple=True, metavar="ID",
               help="Only this subscriber (repeatable). Default: every active subscriber.")
 @click.option("--dry-run", is_flag=True, help="Rank and render, but deliver and record nothing.")

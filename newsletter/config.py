@@ -11,11 +11,14 @@ environment variables named here.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .text import quoted
@@ -40,6 +43,78 @@ class PagesSettings(_Strict):
     inbox: FilePath = Path("var/inbox")
     processed: FilePath = Path("var/processed")
     quarantine: FilePath = Path("var/quarantine")
+    # How often the daemon looks in the inbox.
+    poll_seconds: int = Field(default=60, ge=1, le=86_400)
+
+
+# "90s", "30m", "1h", "1d" or a sum such as "1h30m".
+INTERVAL = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+MIN_INTERVAL = timedelta(minutes=1)  # be polite to the sites we read
+
+
+def parse_interval(text: str) -> timedelta:
+    """`1h30m` -> 90 minutes; ValueError with the expected shape otherwise."""
+    match = INTERVAL.match(text.strip().lower())
+    if not text.strip() or match is None:
+        raise ValueError('must look like "30m", "1h", "1d" or "1h30m"')
+    parts = {unit: int(value or 0) for unit, value in match.groupdict().items()}
+    interval = timedelta(days=parts["d"], hours=parts["h"], minutes=parts["m"], seconds=parts["s"])
+    if interval < MIN_INTERVAL:
+        raise ValueError("must be at least 1m: fetching a site more often than once a minute is rude")
+    return interval
+
+
+class UrlSourceSettings(_Strict):
+    url: str
+    every: str = "1h"
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError('must be an http(s) URL such as "https://example.org/papers.html"')
+        return value.strip()
+
+    @field_validator("every")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        parse_interval(value)
+        return value
+
+    @property
+    def interval(self) -> timedelta:
+        return parse_interval(self.every)
+
+
+class SourcesSettings(_Strict):
+    """Pages fetched from URLs; `sources:` may also be just the list of URLs."""
+
+    urls: list[UrlSourceSettings] = []
+    max_bytes: int = Field(default=10_000_000, ge=1_000, le=1_000_000_000)  # a body past this is refused
+    timeout: float = Field(default=30.0, gt=0, le=600)  # seconds per connect or read
+    retries: int = Field(default=2, ge=0, le=10)  # more tries after a 5xx, a timeout or a dropped connection
+    retry_backoff: float = Field(default=1.0, ge=0, le=60)  # seconds before the first retry, doubled each time
+    max_redirects: int = Field(default=5, ge=0, le=20)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_urls(cls, data: Any) -> Any:
+        if isinstance(data, list):
+            return {"urls": data}
+        if not isinstance(data, dict):
+            raise ValueError("must be a list of {url: ..., every: 1h} entries, or a mapping with urls: and limits")
+        return data
+
+    @field_validator("urls")
+    @classmethod
+    def _distinct(cls, value: list[UrlSourceSettings]) -> list[UrlSourceSettings]:
+        seen: set[str] = set()
+        for source in value:
+            if source.url in seen:
+                raise ValueError(f"must list each URL once ({source.url} is there twice)")
+            seen.add(source.url)
+        return value
 
 
 class SenderSettings(_Strict):
@@ -127,6 +202,7 @@ class Settings(_Strict):
     smtp: SmtpSettings = SmtpSettings()
     digest: DigestSettings = DigestSettings()
     web: WebSettings = WebSettings()
+    sources: SourcesSettings = SourcesSettings()
 
     @field_validator("base_url")
     @classmethod

@@ -5,7 +5,7 @@ NewsletterError              anything a user can act on; anything else is a bug
 ├── ProfileError             a subscribers/*.yaml file is malformed or invalid
 │   ├── UnknownSubscriber    a command named a subscriber that does not exist
 │   └── EditConflict         a subscriber file changed between reading it and writing an edit
-├── PageFormatError          a page cannot be parsed (carries the file and line)
+├── PageFormatError          a page cannot be parsed (carries the file or URL, and the line)
 ├── SourceError              a page cannot be read or fetched (permissions, a folder, a broken link)
 ├── StoreError               the database is unusable (e.g. from a newer release)
 │   ├── StoreBusy            another process holds the database longer than we wait
@@ -42,14 +42,20 @@ class EditConflict(ProfileError):
 
 
 class PageFormatError(NewsletterError):
-    """A page cannot be parsed; `path` and `line` say where."""
+    """A page cannot be parsed; `origin` (a file path or a URL) and `line` say where."""
 
-    def __init__(self, path: Path | str, line: int | None, problem: str) -> None:
-        self.path = Path(path)
+    def __init__(self, origin: Path | str, line: int | None, problem: str) -> None:
+        # Kept as written: Path() would fold a URL's "//" and name a page that does not exist.
+        self.origin = str(origin)
         self.line = line
         self.problem = problem
-        where = f"{self.path}:{line}" if line is not None else str(self.path)
+        where = f"{self.origin}:{line}" if line is not None else self.origin
         super().__init__(f"{where}: {problem}")
+
+    @property
+    def path(self) -> Path:
+        """The origin as a path, for a page that came from a file."""
+        return Path(self.origin)
 
 
 class SourceError(NewsletterError):

@@ -21,16 +21,20 @@ from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 
+import httpx
+
 from .config import SECRET_KEY_ENV, Config
 from .deliver import Mailer, build_message, mailer_from_config, new_message_id, serialise
 from .errors import DeliveryError, ProfileError
+from .fetching import SourceReport, fetch_sources
 from .links import Signer
 from .models import DeliveryStatus, Digest, Outcome, Paper, RenderedEmail, Subscriber, SubscriberLinks
 from .planning import DigestPolicy, RankerFactory, plan_digests
 from .rank import fit_ranker
 from .render import Renderer, shipped_templates
 from .sources import Folders, IngestReport, ingest
-from .store import DeliveryRecord, Store, open_store
+from .sources.http import FetchPolicy, new_client
+from .store import DeliveryRecord, SourceState, Store, open_store
 from .subscribers import FileSubscribers, SubscriberRepository
 
 log = logging.getLogger(__name__)
@@ -89,6 +93,32 @@ def ingest_pages(config: Config, now: datetime, paths: Sequence[Path] = (),
     """Ingest the given pages, or the inbox; a second ingest on the same store waits its turn."""
     with open_store(config.store_url) as store, store.locks.hold("ingest", wait=True, on_wait=on_wait):
         return ingest(store.papers, Folders(config.inbox, config.processed, config.quarantine), now, paths)
+
+
+def ingest_sources(config: Config, now: datetime, *, only_due: bool = True,
+                   transport: httpx.BaseTransport | None = None,
+                   on_wait: Callable[[str], None] | None = None,
+                   on_report: Callable[[SourceReport], None] | None = None) -> list[SourceReport]:
+    """Fetch the URL sources that are due (every one, with only_due=False) and ingest what changed.
+
+    The daemon calls this on a timer and `newsletter fetch` by hand. One fetch
+    of the sources at a time per database; the inbox ingest does not wait for it.
+    `on_report` hears of each source as it is done; `transport` replaces
+    httpx's network layer (a test seam).
+    """
+    settings = config.settings.sources
+    policy = FetchPolicy(timeout=settings.timeout, max_bytes=settings.max_bytes, retries=settings.retries,
+                         retry_backoff=settings.retry_backoff, max_redirects=settings.max_redirects)
+    with open_store(config.store_url) as store, store.locks.hold("fetch", wait=True, on_wait=on_wait), \
+            new_client(policy, transport) as client:
+        return fetch_sources(store, settings.urls, policy, config.quarantine, now, only_due=only_due, client=client,
+                             on_report=on_report)
+
+
+def source_states(config: Config) -> list[SourceState]:
+    """What is known about every URL fetched so far (for `status`)."""
+    with open_store(config.store_url) as store:
+        return store.sources.all()
 
 
 # -- planning ----------------------------------------------------------------------------------------

@@ -302,6 +302,9 @@ def _type_hint(kind: str, value: object) -> str:
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     current: Any = model
     for part in loc:
+        if isinstance(part, int):  # an item of a list field: the keys of the item's model
+            current = next(iter(getattr(current, "__args__", ())), None)
+            continue
         field_info = getattr(current, "model_fields", {}).get(part)
         if field_info is None:
             return []

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import trustme
 
+from page_server import PageServer
 from smtp_sink import SmtpSink, StallingServer, StallPoint, refusing_port
 
 # --- SMTP: a real aiosmtpd server (tests/smtp_sink.py) ----------------------------------
@@ -59,3 +60,14 @@ def refused_port() -> Iterator[int]:
     """A port on 127.0.0.1 where every connection is refused for the whole test (see smtp_sink.refusing_port)."""
     with refusing_port() as port:
         yield port
+
+
+# --- HTTP: a real page server on 127.0.0.1 (tests/page_server.py) ---------------------------
+
+
+@pytest.fixture
+def page_server() -> Iterator[PageServer]:
+    """A started PageServer on a free port; `page_server.serve("/path", Reply(...), ...)` returns the URL."""
+    server = PageServer().start()
+    yield server
+    server.stop()

@@ -1,7 +1,7 @@
 """Takes pages from a source into the paper store, one transaction per page, and reports each page.
 
-A Source (the inbox folder today, URLs next) yields raw pages; the parser
-registry turns bytes into a Page; anything with `page_ingested`/`add_page`
+A Source (the inbox folder, inbox.py; one URL, http.py) yields raw pages; the
+parser registry turns bytes into a Page; anything with `page_ingested`/`add_page`
 stores it. A page that is rejected or cannot be read is reported in one line
 and set aside by its source; the pages after it are still ingested.
 """

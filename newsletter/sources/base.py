@@ -18,11 +18,16 @@ from ..models import Page, PageOutcome
 
 @dataclass(frozen=True, slots=True)
 class RawPage:
-    """A page as fetched, not yet parsed: its file name, where it came from (a path or URL) and its bytes."""
+    """A page as fetched, not yet parsed: its name, where it came from (a path or URL) and its bytes.
+
+    `content_type` is the Content-Type a server sent ("" for a file): a hint to
+    the parser registry, checked against the bytes.
+    """
 
     name: str
     origin: str
     data: bytes
+    content_type: str = ""
 
 
 class Source(Protocol):

@@ -43,7 +43,7 @@ SENTENCE_BREAK = re.compile(r"[.!?]\s+[A-Z(]")
 
 def parse_listing(raw: RawPage, today: date) -> Page:
     """Parse one page's bytes; `today` resolves the year of a date line that has none."""
-    path = Path(raw.origin)
+    path = raw.origin  # a file path or a URL, as the errors should name it
     lines = split_lines(decode_page(path, raw.data))
     date_index, page_date = find_date_line(path, lines, today)
     papers = pair_titles_and_abstracts(path, lines, date_index + 1)
@@ -65,7 +65,7 @@ def split_lines(text: str) -> list[str]:
     return [line.strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
 
 
-def decode_page(path: Path, data: bytes) -> str:
+def decode_page(path: Path | str, data: bytes) -> str:
     """Strict UTF-8 (BOM allowed); binary or undecodable files are rejected with the line."""
     nul = data.find(b"\x00")
     if nul >= 0:
@@ -78,7 +78,7 @@ def decode_page(path: Path, data: bytes) -> str:
         raise PageFormatError(path, line, f"not valid UTF-8 (bytes {bad!r}); save the page as UTF-8") from None
 
 
-def find_date_line(path: Path, lines: list[str], today: date) -> tuple[int, date]:
+def find_date_line(path: Path | str, lines: list[str], today: date) -> tuple[int, date]:
     for index, line in enumerate(lines):
         parsed = parse_date_line(line, today)
         if parsed is not None:
@@ -124,7 +124,7 @@ def looks_like_abstract(line: str) -> bool:
     return len(line) > MAX_TITLE_CHARS or (len(line) > 150 and len(SENTENCE_BREAK.findall(line)) >= 2)
 
 
-def pair_titles_and_abstracts(path: Path, lines: list[str], start: int) -> tuple[ParsedPaper, ...]:
+def pair_titles_and_abstracts(path: Path | str, lines: list[str], start: int) -> tuple[ParsedPaper, ...]:
     # (1-based line number, text) of every non-blank line after the date
     content = [(number, line) for number, line in enumerate(lines[start:], start=start + 1) if line]
     if not content:

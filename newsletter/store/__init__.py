@@ -5,6 +5,7 @@
     store.ledger   digests, deliveries and their state machine           (ledger.py)
     store.votes    "more / less like this" per subscriber and paper        (votes.py)
     store.keys     the link-signing key                                   (keys.py)
+    store.sources  each URL source's validators, last outcome and next try (sources.py)
     store.locks    named locks between processes (one digest run, one ingest at a time)  (locks.py)
 """
 
@@ -18,14 +19,15 @@ from .ledger import ClosedWindow, DeliveryRecord, DigestSummary, Ledger, SentDig
 from .locks import FileLock, RunLock
 from .papers import PaperStore
 from .schema import SCHEMA_VERSION, Database
+from .sources import SourceState, SourceStates
 from .votes import VoteStore
 
-__all__ = ["SCHEMA_VERSION", "ClosedWindow", "DeliveryRecord", "DigestSummary", "SentDigest", "Store", "open_store",
-           "sqlite_path"]
+__all__ = ["SCHEMA_VERSION", "ClosedWindow", "DeliveryRecord", "DigestSummary", "SentDigest", "SourceState", "Store",
+           "open_store", "sqlite_path"]
 
 
 class Store:
-    """An open database: papers, ledger, votes, keys and locks, closed together."""
+    """An open database: papers, ledger, votes, source states, keys and locks, closed together."""
 
     def __init__(self, db: Database, locks: RunLock) -> None:
         self.db = db
@@ -33,6 +35,7 @@ class Store:
         self.ledger = Ledger(db)
         self.keys = KeyStore(db)
         self.votes = VoteStore(db)
+        self.sources = SourceStates(db)
         self.locks = locks
 
     def schema_version(self) -> int:

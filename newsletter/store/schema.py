@@ -119,12 +119,12 @@ def _create_v1(conn: Connection) -> None:
 
 # Tables added by later migrations live in their own MetaData, so `_create_v1` (create_all) never makes them
 # and each migration creates exactly its own table.
-votes_metadata = MetaData()
+later_metadata = MetaData()
 
 # "More / less like this" from a subscriber about one paper: one row per (subscriber, paper),
 # a second vote replaces the first (votes.py).
 votes = Table(
-    "votes", votes_metadata,
+    "votes", later_metadata,
     Column("id", Integer, primary_key=True),
     Column("subscriber_id", String, nullable=False),
     Column("paper_id", Integer, ForeignKey(papers.c.id), nullable=False),
@@ -138,8 +138,30 @@ def _add_votes(conn: Connection) -> None:
     votes.create(conn)
 
 
+# One row per fetched URL: what the conditional request sends next time, and how the last fetches went.
+source_state = Table(
+    "source_state", later_metadata,
+    Column("url", Text, primary_key=True),  # as written in config.yaml
+    Column("final_url", Text, nullable=False, default=""),  # after redirects
+    Column("etag", Text, nullable=True),
+    Column("last_modified", Text, nullable=True),
+    Column("sha256", String(64), nullable=True),  # of the last body received
+    Column("last_fetch_at", DateTime, nullable=True),
+    Column("last_success_at", DateTime, nullable=True),
+    Column("last_outcome", String(32), nullable=False, default=""),
+    Column("last_error", Text, nullable=False, default=""),  # why the last fetch failed; "" after a good one
+    Column("body_error", Text, nullable=False, default=""),  # why the body we hold was quarantined
+    Column("failures", Integer, nullable=False, default=0),  # consecutive failed fetches
+    Column("next_try_at", DateTime, nullable=True),
+)
+
+
+def _add_source_state(conn: Connection) -> None:
+    source_state.create(conn, checkfirst=True)
+
+
 # MIGRATIONS[n] upgrades a version-n database to n+1; version 0 is an empty file.
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1, _add_votes]
+MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1, _add_votes, _add_source_state]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # How long a write waits for another process's write transaction before giving up.

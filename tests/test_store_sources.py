@@ -1,0 +1,43 @@
+"""Store: the source_state table (its migration from a version-1 database and its round trip)."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+
+from helpers import at
+from newsletter.store import SCHEMA_VERSION, SourceState, open_store
+from newsletter.store.schema import MIGRATIONS, _add_source_state, later_metadata
+
+
+def test_a_version_1_database_gains_source_state_and_keeps_its_data(tmp_path):
+    path = tmp_path / "a.sqlite3"
+    with open_store(path) as store:
+        key = store.keys.signing_key()
+    # Back to what version 1 wrote: none of the tables later migrations add.
+    with sqlite3.connect(path) as conn:
+        for table in later_metadata.tables:
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    assert MIGRATIONS.index(_add_source_state) >= 1
+    with open_store(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.keys.signing_key() == key
+        assert store.sources.all() == []
+
+
+def test_source_state_round_trips_and_updates_in_place(tmp_path):
+    url = "https://papers.example.org/daily"
+    with open_store(tmp_path / "a.sqlite3") as store:
+        assert store.sources.get(url) == SourceState(url)
+        assert store.sources.get(url).due(at("2026-03-20"))
+        state = SourceState(url, final_url=url + "/", etag='"v1"', last_modified="Fri, 13 Mar 2026 08:00:00 GMT",
+                            sha256="a" * 64, last_fetch_at=at("2026-03-20"), last_success_at=at("2026-03-20"),
+                            last_outcome="ingested", failures=0, next_try_at=at("2026-03-20", 9))
+        store.sources.save(state)
+        assert store.sources.get(url) == state
+        failed = SourceState(url, last_outcome="failed", last_error="down", failures=2,
+                             next_try_at=at("2026-03-20") + timedelta(minutes=10))
+        store.sources.save(failed)
+        assert store.sources.all() == [failed]
+        assert not failed.due(at("2026-03-20")) and failed.due(at("2026-03-20", 9))
