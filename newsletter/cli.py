@@ -185,6 +185,29 @@ def papers(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("folder", metavar="[DIR]", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
+def init(folder: Path) -> None:
+    """Start a project in DIR (default: here): a commented config.yaml, an example subscriber, the folders.
+
+    Files that already exist are kept as they are.
+    """
+    from .scaffold import init_project
+
+    report = init_project(folder)
+    for path in report.written:
+        click.echo(f"wrote {path}")
+    for path in report.kept:
+        click.echo(f"kept  {path} (already there)")
+    config = report.config
+    click.echo("next:\n"
+               f"  1. edit {folder / 'subscribers' / 'example.yaml'} (or: newsletter --config {config} "
+               "subscribers add ID --email ... --topic ...)\n"
+               f"  2. put listing pages in {folder / 'var' / 'inbox'} and run: newsletter --config {config} ingest\n"
+               f"  3. newsletter --config {config} preview example --open   (or `digest` to send)\n"
+               f"  4. newsletter --config {config} serve   (preference pages and the /preview)")
+
+
+@main.command()
 @click.option("--host", default=None, help="Interface to listen on (default: web.host, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: web.port, 8000).")
 @config_option

@@ -129,3 +129,20 @@ def test_remove_asks_first(project):
     assert not (project / "subscribers" / "carol.yaml").exists()
     again = run(project, "remove", "carol", "--yes")
     assert again.exit_code == 1 and "no subscriber 'carol'" in again.output
+
+
+def test_init_writes_a_project_that_runs_and_keeps_what_exists(tmp_path):
+    target = tmp_path / "digest"
+    first = CliRunner().invoke(main, ["init", str(target)])
+    assert first.exit_code == 0, first.output
+    assert f"wrote {target / 'config.yaml'}" in first.output and "next:" in first.output
+    for page in SAMPLE_PAGES.glob("*.txt"):
+        shutil.copy(page, target / "var" / "inbox")
+    config = ["--config", str(target / "config.yaml")]
+    assert CliRunner().invoke(main, [*config, "ingest"]).exit_code == 0
+    listing = CliRunner().invoke(main, [*config, "subscribers", "--json"])
+    assert [s["id"] for s in json.loads(listing.output)["subscribers"]] == ["example"]
+    (target / "config.yaml").write_text("# mine\n")
+    again = CliRunner().invoke(main, ["init", str(target)])
+    assert again.exit_code == 0 and f"kept  {target / 'config.yaml'} (already there)" in again.output
+    assert (target / "config.yaml").read_text() == "# mine\n"

@@ -244,6 +244,8 @@ def test_the_next_digest_frame_and_the_view_in_browser_link(site):
     assert frame.status_code == 200 and frame.headers["x-frame-options"] == "SAMEORIGIN"
     assert "frame-ancestors 'self'" in frame.headers["content-security-policy"]
     assert "sandbox" in frame.headers["content-security-policy"]
+    assert '<base target="_top">' in frame.text  # its links leave the frame
+    assert "/view/" not in frame.text and "/vote/" in frame.text  # never sent: nothing to view, but votes work
     pipeline.run_digests(site.config, NOW)
     outbox = site.config.resolve(site.config.settings.delivery.outbox)
     (eml,) = [p for p in outbox.iterdir() if p.suffix == ".eml" and "alice" in p.read_text(errors="replace")]

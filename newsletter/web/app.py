@@ -171,7 +171,9 @@ class _Web:
     def next_email_html(self, subscriber: Subscriber) -> str:
         (digest,) = plan_digests(self.ctx.store, self.ctx.make_ranker, self.ctx.policy,
                                  [replace(subscriber, status="active")], self.now())
-        return compose(self.ctx, digest).rendered.html
+        # No "view in browser" link: this email was never sent, so there is nothing to view.
+        links = self.ctx.signer.links_for(subscriber.id, paper_ids=[s.paper.id for s in digest.papers])
+        return self.ctx.renderer.render(digest, links).html
 
     # -- links from the email ----------------------------------------------------------------------------
 
@@ -283,6 +285,11 @@ class _Web:
 
 
 def framable(body: str) -> HTMLResponse:
-    """An email's HTML, which our own pages may frame (Guard gives it the email CSP)."""
+    """An email's HTML, which our own pages may frame (Guard gives it the email CSP).
+
+    Its links open in the whole window: our own pages refuse to be framed, and a
+    paper's page should not open inside the preference page either.
+    """
+    body = body.replace("<head>", '<head><base target="_top">', 1)
     return HTMLResponse(body, headers={"X-Frame-Options": "SAMEORIGIN"})
 
