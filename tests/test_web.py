@@ -122,8 +122,13 @@ def test_a_bad_token_gets_a_clear_4xx_page_and_never_data(site):
         assert response.status_code == 400, why
         assert "This link does not work" in response.text and "@example.org" not in response.text, why
     FileSubscribers(site.config.subscribers_dir).remove("carol")
-    gone = site.client.get(site.manage("carol"))
-    assert gone.status_code == 404 and "no longer exists" in gone.text
+    for path in (site.manage("carol"), site.path(site.signer.links_for("carol").unsubscribe),
+                 site.path(site.signer.vote_url("carol", 1, "more"))):
+        gone = site.client.get(path)
+        assert gone.status_code == 404 and "no longer exists" in gone.text, path
+    one_click = site.client.post(site.path(site.signer.links_for("carol").one_click),
+                                 data={"List-Unsubscribe": "One-Click"})
+    assert one_click.status_code == 404 and not site.file("carol").exists()
 
 
 def test_saving_adds_and_removes_topics_keeping_the_file_comments(site):
@@ -211,6 +216,9 @@ def test_one_click_unsubscribe_is_a_post_and_a_get_changes_nothing(site):
     assert FileSubscribers(site.config.subscribers_dir).get("carol").status == "unsubscribed"
     report = pipeline.run_digests(site.config, NOW)
     assert {r.subscriber_id: r.outcome for r in report.results}["carol"] == "unsubscribed"
+    # Per link, at most rate_limit (3) a minute: a flood of POSTs is refused, not written.
+    statuses = [site.client.post(path, data={"List-Unsubscribe": "One-Click"}).status_code for _ in range(4)]
+    assert statuses[-1] == 429
 
 
 def test_a_vote_link_asks_first_records_on_post_and_is_rate_limited(site):
