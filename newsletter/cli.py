@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .config import Config
     from .models import Subscriber, SubscriberStatus
     from .pipeline import RunContext
+    from .sources import PageReport
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,11 +83,42 @@ def warn(message: str) -> None:
     click.echo(f"warning: {for_terminal(message)}", err=True)
 
 
+def verbosity_options(command: F) -> F:
+    command = click.option("--quiet", "-q", is_flag=True, help="Print only problems (the exit status says the rest).")(
+        command)
+    return click.option("--verbose", "-v", is_flag=True, help="Print a line for each item as it is done.")(command)
+
+
+class Progress:
+    """Progress on stderr: a counter rewritten in place on a terminal, a line per item with --verbose,
+    nothing with --quiet or when stderr is not a terminal (a log file gets no carriage returns)."""
+
+    def __init__(self, label: str, *, verbose: bool, quiet: bool, total: int | None = None) -> None:
+        self.label = label
+        self.verbose = verbose and not quiet
+        self.live = not quiet and not verbose and sys.stderr.isatty()
+        self.total = total
+        self.done = 0
+
+    def step(self, line: str) -> None:
+        self.done += 1
+        if self.verbose:
+            click.echo(for_terminal(line), err=True)
+        elif self.live:
+            of = f"/{self.total}" if self.total else ""
+            click.echo(f"\r{self.label}: {self.done}{of}", err=True, nl=False)
+
+    def close(self) -> None:
+        if self.live and self.done:
+            click.echo("\r\x1b[K", err=True, nl=False)  # clear the counter before the summary
+
+
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@verbosity_options
 @config_option
 @click.pass_context
-def ingest(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+def ingest(ctx: click.Context, paths: tuple[Path, ...], verbose: bool, quiet: bool) -> None:
     """Ingest page files or folders (default: every page in the inbox).
 
     Inbox pages are moved to the processed folder; a page that cannot be parsed is
@@ -97,16 +129,24 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     """
     from . import pipeline
 
-    report = pipeline.ingest_pages(config_of(ctx), now(), paths, on_wait=lambda m: click.echo(m, err=True))
+    progress = Progress("pages", verbose=verbose, quiet=quiet)
+
+    def one_page(page: PageReport) -> None:
+        progress.step(f"{page.status}: {page.origin} ({page.new_papers} new, {page.duplicates} duplicates)")
+
+    report = pipeline.ingest_pages(config_of(ctx), now(), paths, on_wait=lambda m: click.echo(m, err=True),
+                                   on_page=one_page)
+    progress.close()
     for page in report.problems:
         click.echo(f"{page.status}: {for_terminal(page.error)}", err=True)
     unreadable = report.count("unreadable")
-    click.echo(
-        f"{len(report.pages)} pages: {report.count('ingested')} ingested, "
-        f"{report.count('already ingested')} already ingested, {len(report.quarantined)} quarantined"
-        f"{f', {unreadable} unreadable' if unreadable else ''}; "
-        f"{report.new_papers} new papers, {report.duplicates} duplicates"
-    )
+    if not quiet:
+        click.echo(
+            f"{len(report.pages)} pages: {report.count('ingested')} ingested, "
+            f"{report.count('already ingested')} already ingested, {len(report.quarantined)} quarantined"
+            f"{f', {unreadable} unreadable' if unreadable else ''}; "
+            f"{report.new_papers} new papers, {report.duplicates} duplicates"
+        )
     if report.problems:
         sys.exit(1)
 
@@ -115,26 +155,33 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...]) -> None:
 @click.option("--subscriber", "subscribers", multiple=True, metavar="ID",
               help="Only this subscriber (repeatable). Default: every active subscriber.")
 @click.option("--dry-run", is_flag=True, help="Rank and render, but deliver and record nothing.")
+@verbosity_options
 @config_option
 @click.pass_context
-def digest(ctx: click.Context, subscribers: tuple[str, ...], dry_run: bool) -> None:
+def digest(ctx: click.Context, subscribers: tuple[str, ...], dry_run: bool, verbose: bool, quiet: bool) -> None:
     """Build and deliver digests now. Exits 1 if a delivery failed or a subscriber file is invalid."""
     from . import pipeline
 
-    report = pipeline.run_digests(config_of(ctx), now(), only=subscribers, dry_run=dry_run)
+    progress = Progress("digests", verbose=verbose, quiet=quiet)
+    report = pipeline.run_digests(config_of(ctx), now(), only=subscribers, dry_run=dry_run,
+                                  on_result=lambda r: progress.step(f"{r.subscriber_id}: {r.outcome}"))
+    progress.close()
     for record in report.interrupted:
         warn(f"an earlier run stopped while sending to {record.subscriber_id} (message {record.message_id}); "
              "it may or may not have arrived and is not resent")
     for error in report.profile_errors:
         click.echo(f"error: {for_terminal(error)}", err=True)
     for result in report.results:
+        if quiet and result.outcome not in ("failed", "not sent", "error"):
+            continue
         active = result.outcome not in ("paused", "unsubscribed")
         papers = f"{result.papers} papers of {result.candidates} new" if active else ""
         line = f"{result.subscriber_id:<20} {result.outcome:<12} {papers:<24} {for_terminal(result.detail)}"
         click.echo(line.rstrip())
     summary = ", ".join(f"{report.count(o)} {o}" for o in ("sent", "would send", "nothing new", "failed", "not sent",
                                                              "error") if report.count(o))
-    click.echo(f"{'dry run: ' if dry_run else ''}{summary or 'no active subscribers'}")
+    if not quiet:
+        click.echo(f"{'dry run: ' if dry_run else ''}{summary or 'no active subscribers'}")
     if not report.ok:
         sys.exit(1)
 

@@ -146,3 +146,44 @@ def test_init_writes_a_project_that_runs_and_keeps_what_exists(tmp_path):
     again = CliRunner().invoke(main, ["init", str(target)])
     assert again.exit_code == 0 and f"kept  {target / 'config.yaml'} (already there)" in again.output
     assert (target / "config.yaml").read_text() == "# mine\n"
+
+
+def test_verbose_prints_each_page_and_subscriber_and_quiet_only_problems(project):
+    config = ["--config", str(project / "config.yaml")]
+    verbose = CliRunner().invoke(main, [*config, "ingest", "--verbose"])
+    assert verbose.exit_code == 0
+    assert sum(line.startswith("ingested: ") for line in verbose.output.splitlines()) == 3
+    quiet = CliRunner().invoke(main, [*config, "digest", "--quiet"])
+    assert quiet.exit_code == 0 and quiet.output == ""
+    (project / "var" / "inbox" / "bad.txt").write_text("no date line here\n")
+    problems = CliRunner().invoke(main, [*config, "ingest", "-q"])
+    assert problems.exit_code == 1 and problems.output.startswith("quarantined: ")
+    assert "pages:" not in problems.output
+
+
+def test_on_a_terminal_progress_is_one_line_rewritten_in_place(project):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    main_fd, child_fd = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from newsletter.cli import main; main()", "--config", str(project / "config.yaml"),
+         "ingest"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=child_fd, env=env)
+    out, _ = process.communicate(timeout=120)
+    os.close(child_fd)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    os.close(main_fd)
+    assert process.returncode == 0
+    assert b"\rpages: 1\rpages: 2\rpages: 3\r\x1b[K" in terminal
+    assert out.decode().startswith("3 pages: 3 ingested")  # stdout (not a terminal here) gets the summary only
