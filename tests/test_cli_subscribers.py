@@ -56,6 +56,8 @@ def test_add_creates_a_file_that_loads_and_refuses_a_taken_id(project):
         (["add", "eve", "--email", "eve@example.org"], "needs at least one entry under `topics` or `liked`"),
         (["add", "Eve", "--email", "eve@example.org", "--topic", "x"], "is not a subscriber id"),
         (["add", "eve", "--email", "eve@example.org", "--topic", "x" * 201], "each entry must be at most 200"),
+        (["add", "eve", "--email", "eve@example.org", "--name", "Eve\r\nBcc: x@example.org", "--topic", "x"],
+         "name: must be on one line"),
         (["edit", "alice", "--max-papers", "500"], "max_papers:"),
         (["edit", "alice", "--remove-topic", "astrology"], "alice has no topic 'astrology'"),
         (["edit", "alice"], "nothing to change"),

@@ -177,6 +177,15 @@ def test_a_form_without_or_with_another_pages_csrf_token_changes_nothing(site):
     assert good.status_code == 303 and "status: paused" in site.file("bob").read_text()
 
 
+def test_resuming_a_profile_without_topics_says_why_on_the_page(site):
+    site.file("dora").write_text("email: dora@example.org\nstatus: paused\n")
+    page = site.client.get(site.manage("dora")).text
+    response = site.client.post(site.manage("dora"), data={"action": "resume", **csrf_and_version(page)})
+    assert response.status_code == 422
+    assert "Nothing changed: an active subscriber needs at least one entry under `topics`" in response.text
+    assert "status: paused" in site.file("dora").read_text()
+
+
 def test_a_megabyte_form_is_refused_before_it_is_read(site):
     before = site.file("alice").read_text()
     token = csrf_and_version(site.client.get(site.manage("alice")).text)

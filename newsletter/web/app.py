@@ -152,7 +152,14 @@ class _Web:
             return self.saved(token, "preferences")
         if action in ("pause", "resume", "unsubscribe"):
             status = {"pause": "paused", "resume": "active", "unsubscribe": "unsubscribed"}[action]
-            self.ctx.subscribers.update(subscriber_id, lambda s: replace(s, status=status))  # type: ignore[arg-type]
+            try:
+                self.ctx.subscribers.update(subscriber_id, lambda s: replace(s, status=status))  # type: ignore
+            except UnknownSubscriber:
+                raise
+            except ProfileError as exc:  # e.g. resuming a profile with no topic: say what to fix, here
+                problem = str(exc).splitlines()[0].split(": ", 1)[-1].removeprefix("(top level): ")
+                return self.render_preferences(token, subscriber_id, status=422,
+                                               notice=f"Nothing changed: {problem}.")
             return self.saved(token, action)
         if action == "undo-vote" and form.get("paper_id", "").isdigit():
             self.ctx.store.votes.undo(subscriber_id, int(form["paper_id"]))
