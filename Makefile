@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test bench lint clean
+.PHONY: demo serve test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(VENV)/.installed
 	$(BIN)/newsletter preview alice --out var/preview
 	$(BIN)/newsletter digest
 	@echo "Emails written to var/outbox/:"; ls var/outbox
+	@echo "Open var/preview/alice.html in a browser to see alice's digest;"
+	@echo "run 'make serve' and open the 'Manage preferences' link of an email to edit a profile."
+
+serve: $(VENV)/.installed
+	$(BIN)/newsletter serve
 
 test: $(VENV)/.installed
 	bash scripts/ensure-chromium

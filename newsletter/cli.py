@@ -9,8 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import webbrowser
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +22,7 @@ from .text import for_terminal
 
 if TYPE_CHECKING:
     from .config import Config
-    from .models import Subscriber, SubscriberStatus
-    from .pipeline import RunContext
+    from .sources import PageReport
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -82,11 +80,42 @@ def warn(message: str) -> None:
     click.echo(f"warning: {for_terminal(message)}", err=True)
 
 
+def verbosity_options(command: F) -> F:
+    command = click.option("--quiet", "-q", is_flag=True, help="Print only problems (the exit status says the rest).")(
+        command)
+    return click.option("--verbose", "-v", is_flag=True, help="Print a line for each item as it is done.")(command)
+
+
+class Progress:
+    """Progress on stderr: a counter rewritten in place on a terminal, a line per item with --verbose,
+    nothing with --quiet or when stderr is not a terminal (a log file gets no carriage returns)."""
+
+    def __init__(self, label: str, *, verbose: bool, quiet: bool, total: int | None = None) -> None:
+        self.label = label
+        self.verbose = verbose and not quiet
+        self.live = not quiet and not verbose and sys.stderr.isatty()
+        self.total = total
+        self.done = 0
+
+    def step(self, line: str) -> None:
+        self.done += 1
+        if self.verbose:
+            click.echo(for_terminal(line), err=True)
+        elif self.live:
+            of = f"/{self.total}" if self.total else ""
+            click.echo(f"\r{self.label}: {self.done}{of}", err=True, nl=False)
+
+    def close(self) -> None:
+        if self.live and self.done:
+            click.echo("\r\x1b[K", err=True, nl=False)  # clear the counter before the summary
+
+
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@verbosity_options
 @config_option
 @click.pass_context
-def ingest(ctx: click.Context, paths: tuple[Path, ...]) -> None:
+def ingest(ctx: click.Context, paths: tuple[Path, ...], verbose: bool, quiet: bool) -> None:
     """Ingest page files or folders (default: every page in the inbox).
 
     Inbox pages are moved to the processed folder; a page that cannot be parsed is
@@ -97,16 +126,24 @@ def ingest(ctx: click.Context, paths: tuple[Path, ...]) -> None:
     """
     from . import pipeline
 
-    report = pipeline.ingest_pages(config_of(ctx), now(), paths, on_wait=lambda m: click.echo(m, err=True))
+    progress = Progress("pages", verbose=verbose, quiet=quiet)
+
+    def one_page(page: PageReport) -> None:
+        progress.step(f"{page.status}: {page.origin} ({page.new_papers} new, {page.duplicates} duplicates)")
+
+    report = pipeline.ingest_pages(config_of(ctx), now(), paths, on_wait=lambda m: click.echo(m, err=True),
+                                   on_page=one_page)
+    progress.close()
     for page in report.problems:
         click.echo(f"{page.status}: {for_terminal(page.error)}", err=True)
     unreadable = report.count("unreadable")
-    click.echo(
-        f"{len(report.pages)} pages: {report.count('ingested')} ingested, "
-        f"{report.count('already ingested')} already ingested, {len(report.quarantined)} quarantined"
-        f"{f', {unreadable} unreadable' if unreadable else ''}; "
-        f"{report.new_papers} new papers, {report.duplicates} duplicates"
-    )
+    if not quiet:
+        click.echo(
+            f"{len(report.pages)} pages: {report.count('ingested')} ingested, "
+            f"{report.count('already ingested')} already ingested, {len(report.quarantined)} quarantined"
+            f"{f', {unreadable} unreadable' if unreadable else ''}; "
+            f"{report.new_papers} new papers, {report.duplicates} duplicates"
+        )
     if report.problems:
         sys.exit(1)
 
@@ -162,26 +199,33 @@ def source_line(report: Any) -> str:
 @click.option("--subscriber", "subscribers", multiple=True, metavar="ID",
               help="Only this subscriber (repeatable). Default: every active subscriber.")
 @click.option("--dry-run", is_flag=True, help="Rank and render, but deliver and record nothing.")
+@verbosity_options
 @config_option
 @click.pass_context
-def digest(ctx: click.Context, subscribers: tuple[str, ...], dry_run: bool) -> None:
+def digest(ctx: click.Context, subscribers: tuple[str, ...], dry_run: bool, verbose: bool, quiet: bool) -> None:
     """Build and deliver digests now. Exits 1 if a delivery failed or a subscriber file is invalid."""
     from . import pipeline
 
-    report = pipeline.run_digests(config_of(ctx), now(), only=subscribers, dry_run=dry_run)
+    progress = Progress("digests", verbose=verbose, quiet=quiet)
+    report = pipeline.run_digests(config_of(ctx), now(), only=subscribers, dry_run=dry_run,
+                                  on_result=lambda r: progress.step(f"{r.subscriber_id}: {r.outcome}"))
+    progress.close()
     for record in report.interrupted:
         warn(f"an earlier run stopped while sending to {record.subscriber_id} (message {record.message_id}); "
              "it may or may not have arrived and is not resent")
     for error in report.profile_errors:
         click.echo(f"error: {for_terminal(error)}", err=True)
     for result in report.results:
+        if quiet and result.outcome not in ("failed", "not sent", "error"):
+            continue
         active = result.outcome not in ("paused", "unsubscribed")
         papers = f"{result.papers} papers of {result.candidates} new" if active else ""
         line = f"{result.subscriber_id:<20} {result.outcome:<12} {papers:<24} {for_terminal(result.detail)}"
         click.echo(line.rstrip())
     summary = ", ".join(f"{report.count(o)} {o}" for o in ("sent", "would send", "nothing new", "failed", "not sent",
                                                              "error") if report.count(o))
-    click.echo(f"{'dry run: ' if dry_run else ''}{summary or 'no active subscribers'}")
+    if not quiet:
+        click.echo(f"{'dry run: ' if dry_run else ''}{summary or 'no active subscribers'}")
     if not report.ok:
         sys.exit(1)
 
@@ -232,6 +276,29 @@ def papers(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("folder", metavar="[DIR]", type=click.Path(file_okay=False, path_type=Path), default=Path("."))
+def init(folder: Path) -> None:
+    """Start a project in DIR (default: here): a commented config.yaml, an example subscriber, the folders.
+
+    Files that already exist are kept as they are.
+    """
+    from .scaffold import init_project
+
+    report = init_project(folder)
+    for path in report.written:
+        click.echo(f"wrote {path}")
+    for path in report.kept:
+        click.echo(f"kept  {path} (already there)")
+    config = report.config
+    click.echo("next:\n"
+               f"  1. edit {folder / 'subscribers' / 'example.yaml'} (or: newsletter --config {config} "
+               "subscribers add ID --email ... --topic ...)\n"
+               f"  2. put listing pages in {folder / 'var' / 'inbox'} and run: newsletter --config {config} ingest\n"
+               f"  3. newsletter --config {config} preview example --open   (or `digest` to send)\n"
+               f"  4. newsletter --config {config} serve   (preference pages and the /preview)")
+
+
+@main.command()
 @click.option("--host", default=None, help="Interface to listen on (default: web.host, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: web.port, 8000).")
 @config_option
@@ -248,181 +315,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     serve_web(config_of(ctx), host=host, port=port)
 
 
-@main.group(invoke_without_command=True)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (for the listing).")
-@config_option
-@click.pass_context
-def subscribers(ctx: click.Context, as_json: bool) -> None:
-    """List subscribers (the default), or add, edit, pause, resume, remove or show one.
+# The `subscribers` group lives in its own module; it uses the helpers above, so it is imported last.
+from .cli_subscribers import subscribers  # noqa: E402
 
-    Edits rewrite subscribers/ID.yaml in place, keeping the person's comments and key
-    order, and are validated with the same rules as the file. An edit made while the
-    web app (or another command) writes the same file waits its turn and loses nothing.
-    """
-    if ctx.invoked_subcommand is None:
-        list_subscribers(ctx, as_json)
-
-
-@subscribers.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@config_option
-@click.pass_context
-def subscribers_list(ctx: click.Context, as_json: bool) -> None:
-    """List subscribers, their status and how many papers their next digest would hold."""
-    list_subscribers(ctx, as_json)
-
-
-def list_subscribers(ctx: click.Context, as_json: bool) -> None:
-    from . import pipeline
-
-    overview = pipeline.subscriber_overview(config_of(ctx), now())
-    if as_json:
-        click.echo(json.dumps({"subscribers": [asdict(s) for s in overview.subscribers],
-                               "errors": list(overview.errors)}, indent=2, ensure_ascii=False))
-    else:
-        if not overview.subscribers and not overview.errors:
-            click.echo(f"no subscribers in {overview.location}: add one ID.yaml file per person "
-                       "(see subscribers/README.md)")
-        for s in overview.subscribers:
-            nxt = f"next: {s.next_digest} papers (of {s.candidates} new)" if s.status == "active" else ""
-            click.echo(f"{s.id:<20} {s.status:<13} {s.email:<32} {nxt}")
-        for error in overview.errors:
-            click.echo(f"error: {for_terminal(error)}", err=True)
-    if overview.errors:
-        sys.exit(1)
-
-
-@contextmanager
-def run_context(ctx: click.Context) -> Iterator[RunContext]:
-    from .pipeline import open_context
-
-    with open_context(config_of(ctx)) as opened:
-        yield opened
-
-
-def describe(subscriber: Subscriber) -> str:
-    topics = ", ".join(subscriber.topics) or "(none)"
-    return for_terminal(f"{subscriber.id}: {subscriber.status}, {subscriber.email}, topics: {topics}")
-
-
-@subscribers.command("add")
-@click.argument("subscriber_id", metavar="ID")
-@click.option("--email", required=True, help="The address digests go to.")
-@click.option("--name", default="", help="How the email greets them (default: the id).")
-@click.option("--topic", "topics", multiple=True, help="A topic phrase (repeatable).")
-@config_option
-@click.pass_context
-def subscribers_add(ctx: click.Context, subscriber_id: str, email: str, name: str, topics: tuple[str, ...]) -> None:
-    """Create subscribers/ID.yaml; refuses an id that is taken."""
-    from .manage import add_subscriber
-
-    with run_context(ctx) as rc:
-        added = add_subscriber(rc, subscriber_id, email=email, name=name, topics=topics)
-    click.echo(f"added {describe(added)}")
-
-
-@subscribers.command("edit")
-@click.argument("subscriber_id", metavar="ID")
-@click.option("--add-topic", multiple=True, help="Add a topic phrase (repeatable).")
-@click.option("--remove-topic", multiple=True, help="Remove a topic phrase (repeatable; any capitals).")
-@click.option("--add-exclude", multiple=True, help="Add a phrase that keeps a paper out (repeatable).")
-@click.option("--remove-exclude", multiple=True, help="Remove an exclude phrase (repeatable).")
-@click.option("--like", multiple=True, metavar="TITLE", help="Add a liked paper by title (repeatable).")
-@click.option("--unlike", multiple=True, metavar="TITLE", help="Remove a liked paper (repeatable).")
-@click.option("--max-papers", type=int, default=None, help="Papers per digest, 1-100; 0 for the config's default.")
-@click.option("--undo-vote", "undo_votes", multiple=True, type=int, metavar="PAPER_ID",
-              help="Forget a 'more / less like this' vote (paper ids as `show` lists them).")
-@config_option
-@click.pass_context
-def subscribers_edit(ctx: click.Context, subscriber_id: str, add_topic: tuple[str, ...],
-                     remove_topic: tuple[str, ...], add_exclude: tuple[str, ...], remove_exclude: tuple[str, ...],
-                     like: tuple[str, ...], unlike: tuple[str, ...], max_papers: int | None,
-                     undo_votes: tuple[int, ...]) -> None:
-    """Change a subscriber's topics, excludes, liked papers, digest size or votes."""
-    from .errors import ProfileError
-    from .manage import edit_subscriber
-    from .subscribers.edits import Edit
-
-    edit = Edit(add_topics=add_topic, remove_topics=remove_topic, add_exclude=add_exclude,
-                remove_exclude=remove_exclude, like=like, unlike=unlike, max_papers=max_papers)
-    with run_context(ctx) as rc:
-        if edit == Edit() and not undo_votes:
-            raise ProfileError("nothing to change: give at least one option (see --help)")
-        edited = edit_subscriber(rc, subscriber_id, edit)
-        for paper_id in undo_votes:
-            if not rc.store.votes.undo(subscriber_id, paper_id):
-                warn(f"{subscriber_id} has no vote on paper {paper_id}")
-    click.echo(f"saved {describe(edited)}")
-
-
-def set_status_command(name: str, status: SubscriberStatus, summary: str) -> None:
-    @subscribers.command(name, help=summary)
-    @click.argument("subscriber_id", metavar="ID")
-    @config_option
-    @click.pass_context
-    def command(ctx: click.Context, subscriber_id: str) -> None:
-        from .manage import set_status
-
-        with run_context(ctx) as rc:
-            changed = set_status(rc, subscriber_id, status)
-        click.echo(f"{changed.id} is now {changed.status}")
-
-
-set_status_command("pause", "paused", "Stop sending digests to ID until `resume` (the profile is kept).")
-set_status_command("resume", "active", "Start sending digests to ID again.")
-
-
-@subscribers.command("remove")
-@click.argument("subscriber_id", metavar="ID")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@config_option
-@click.pass_context
-def subscribers_remove(ctx: click.Context, subscriber_id: str, yes: bool) -> None:
-    """Delete subscribers/ID.yaml and ID's votes (asks first unless --yes)."""
-    from .manage import remove_subscriber
-
-    with run_context(ctx) as rc:
-        rc.subscribers.get(subscriber_id)  # an unknown id is an error before the question
-        if not yes and not click.confirm(f"remove {subscriber_id} and their votes?", err=True):
-            click.echo("nothing removed", err=True)
-            sys.exit(1)
-        votes = remove_subscriber(rc, subscriber_id)
-    click.echo(f"removed {subscriber_id} ({votes} votes)")
-
-
-@subscribers.command("show")
-@click.argument("subscriber_id", metavar="ID")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@config_option
-@click.pass_context
-def subscribers_show(ctx: click.Context, subscriber_id: str, as_json: bool) -> None:
-    """Profile, status, the last digests and the votes of ID."""
-    from .manage import subscriber_details
-
-    with run_context(ctx) as rc:
-        details = subscriber_details(rc, subscriber_id)
-        default_max = rc.policy.max_papers
-    s = details.subscriber
-    if as_json:
-        click.echo(json.dumps({
-            "id": s.id, "email": s.email, "name": s.name, "status": s.status, "topics": list(s.topics),
-            "exclude": list(s.exclude), "liked": list(s.liked), "max_papers": s.max_papers or default_max,
-            "digests": [{"issued_at": d.issued_at.isoformat(), "papers": d.paper_count, "status": d.status,
-                         "titles": list(d.titles)} for d in details.digests],
-            "votes": [{"paper_id": v.paper_id, "title": v.title, "vote": v.direction,
-                       "at": v.voted_at.isoformat()} for v in details.votes],
-        }, indent=2, ensure_ascii=False))
-        return
-    t = for_terminal  # every value from the file or a page is untrusted text: one line, no escapes
-    lines = [f"{s.id} ({t(s.name)}) <{s.email}>: {s.status}",
-             f"  topics:     {t(', '.join(s.topics)) or '(none)'}",
-             f"  exclude:    {t(', '.join(s.exclude)) or '(none)'}",
-             f"  liked:      {t('; '.join(s.liked)) or '(none)'}",
-             f"  max papers: {s.max_papers or f'{default_max} (the default)'}",
-             "  last digests:" if details.digests else "  no digests yet"]
-    lines += [f"    {d.issued_at:%Y-%m-%d %H:%M}  {d.status:<9} {d.paper_count} papers"
-              + (f": {t(d.titles[0])}{' ...' if len(d.titles) > 1 else ''}" if d.titles else "")
-              for d in details.digests]
-    lines.append("  votes (undo with `edit --undo-vote PAPER_ID`):" if details.votes else "  no votes")
-    lines += [f"    {v.direction:<4}  paper {v.paper_id:<6} {v.voted_at:%Y-%m-%d}  {t(v.title)}" for v in details.votes]
-    click.echo("\n".join(lines))
+main.add_command(subscribers)

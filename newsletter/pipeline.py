@@ -32,7 +32,7 @@ from .models import DeliveryStatus, Digest, Outcome, Paper, RenderedEmail, Subsc
 from .planning import DigestPolicy, RankerFactory, plan_digests
 from .rank import fit_ranker
 from .render import Renderer, shipped_templates
-from .sources import Folders, IngestReport, ingest
+from .sources import Folders, IngestReport, PageReport, ingest
 from .sources.http import FetchPolicy, new_client
 from .store import DeliveryRecord, SourceState, Store, open_store
 from .subscribers import FileSubscribers, SubscriberRepository
@@ -89,10 +89,12 @@ def open_context(config: Config) -> Iterator[RunContext]:
 
 
 def ingest_pages(config: Config, now: datetime, paths: Sequence[Path] = (),
-                 on_wait: Callable[[str], None] | None = None) -> IngestReport:
+                 on_wait: Callable[[str], None] | None = None,
+                 on_page: Callable[[PageReport], None] | None = None) -> IngestReport:
     """Ingest the given pages, or the inbox; a second ingest on the same store waits its turn."""
     with open_store(config.store_url) as store, store.locks.hold("ingest", wait=True, on_wait=on_wait):
-        return ingest(store.papers, Folders(config.inbox, config.processed, config.quarantine), now, paths)
+        return ingest(store.papers, Folders(config.inbox, config.processed, config.quarantine), now, paths,
+                      on_page)
 
 
 def ingest_sources(config: Config, now: datetime, *, only_due: bool = True,
@@ -197,23 +199,31 @@ class RunReport:
         return not self.profile_errors and not any(r.outcome in ("failed", "not sent", "error") for r in self.results)
 
 
+# Told about each subscriber as soon as their digest is done (progress on a terminal, `--verbose` lines).
+OnResult = Callable[[SubscriberResult], None]
+
+
 def run_digests(config: Config, now: datetime, *, only: Sequence[str] = (), dry_run: bool = False,
-                mailer: Mailer | None = None) -> RunReport:
+                mailer: Mailer | None = None, on_result: OnResult | None = None) -> RunReport:
     """Build every active subscriber's digest and deliver it (or, with dry_run, only report)."""
     with open_context(config) as ctx:
-        return send_digests(ctx, now, only=only, dry_run=dry_run, mailer=mailer)
+        return send_digests(ctx, now, only=only, dry_run=dry_run, mailer=mailer, on_result=on_result)
 
 
 def send_digests(ctx: RunContext, now: datetime, *, only: Sequence[str] = (), dry_run: bool = False,
-                 mailer: Mailer | None = None) -> RunReport:
+                 mailer: Mailer | None = None, on_result: OnResult | None = None) -> RunReport:
     # One run at a time per database: two at once could both send the same papers.
     with ctx.store.locks.hold("digest"):
         interrupted = () if dry_run else tuple(ctx.store.ledger.mark_interrupted(now))
         planned = plan(ctx, now, only)
+        tell = on_result or (lambda _result: None)
         if dry_run:
-            results = [dry_run_result(ctx, d) for d in planned.digests]
+            results = []
+            for d in planned.digests:
+                results.append(dry_run_result(ctx, d))
+                tell(results[-1])
         else:
-            results = deliver_all(ctx, planned.digests, mailer or ctx.make_mailer(), now)
+            results = deliver_all(ctx, planned.digests, mailer or ctx.make_mailer(), now, tell)
         results += [SubscriberResult(s.id, s.status) for s in planned.inactive]  # type: ignore[arg-type]
         return RunReport(tuple(results), tuple(str(e) for e in planned.profile_errors), interrupted)
 
@@ -231,12 +241,15 @@ def dry_run_result(ctx: RunContext, digest: Digest) -> SubscriberResult:
                             composed.rendered.subject)
 
 
-def deliver_all(ctx: RunContext, digests: Sequence[Digest], mailer: Mailer, now: datetime) -> list[SubscriberResult]:
+def deliver_all(ctx: RunContext, digests: Sequence[Digest], mailer: Mailer, now: datetime,
+                on_result: OnResult | None = None) -> list[SubscriberResult]:
     results: list[SubscriberResult] = []
     try:
         with mailer:
             for digest in digests:
                 results.append(deliver_one(ctx, digest, mailer, now))
+                if on_result is not None:
+                    on_result(results[-1])
     except DeliveryError as exc:
         # The server is unusable for everyone. Nothing is recorded for the rest, so
         # the next run serves them with the same papers.

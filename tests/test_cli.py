@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from helpers import FIXTURE_PAGES, REPO, SAMPLE_PAGES
 from newsletter.cli import main
 
-COMMANDS = ["ingest", "fetch", "digest", "preview", "papers", "subscribers", "serve"]
+COMMANDS = ["ingest", "fetch", "digest", "preview", "papers", "subscribers", "serve", "init"]
 
 
 @pytest.fixture

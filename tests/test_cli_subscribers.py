@@ -56,6 +56,8 @@ def test_add_creates_a_file_that_loads_and_refuses_a_taken_id(project):
         (["add", "eve", "--email", "eve@example.org"], "needs at least one entry under `topics` or `liked`"),
         (["add", "Eve", "--email", "eve@example.org", "--topic", "x"], "is not a subscriber id"),
         (["add", "eve", "--email", "eve@example.org", "--topic", "x" * 201], "each entry must be at most 200"),
+        (["add", "eve", "--email", "eve@example.org", "--name", "Eve\r\nBcc: x@example.org", "--topic", "x"],
+         "name: must be on one line"),
         (["edit", "alice", "--max-papers", "500"], "max_papers:"),
         (["edit", "alice", "--remove-topic", "astrology"], "alice has no topic 'astrology'"),
         (["edit", "alice"], "nothing to change"),
@@ -129,3 +131,61 @@ def test_remove_asks_first(project):
     assert not (project / "subscribers" / "carol.yaml").exists()
     again = run(project, "remove", "carol", "--yes")
     assert again.exit_code == 1 and "no subscriber 'carol'" in again.output
+
+
+def test_init_writes_a_project_that_runs_and_keeps_what_exists(tmp_path):
+    target = tmp_path / "digest"
+    first = CliRunner().invoke(main, ["init", str(target)])
+    assert first.exit_code == 0, first.output
+    assert f"wrote {target / 'config.yaml'}" in first.output and "next:" in first.output
+    for page in SAMPLE_PAGES.glob("*.txt"):
+        shutil.copy(page, target / "var" / "inbox")
+    config = ["--config", str(target / "config.yaml")]
+    assert CliRunner().invoke(main, [*config, "ingest"]).exit_code == 0
+    listing = CliRunner().invoke(main, [*config, "subscribers", "--json"])
+    assert [s["id"] for s in json.loads(listing.output)["subscribers"]] == ["example"]
+    (target / "config.yaml").write_text("# mine\n")
+    again = CliRunner().invoke(main, ["init", str(target)])
+    assert again.exit_code == 0 and f"kept  {target / 'config.yaml'} (already there)" in again.output
+    assert (target / "config.yaml").read_text() == "# mine\n"
+
+
+def test_verbose_prints_each_page_and_subscriber_and_quiet_only_problems(project):
+    config = ["--config", str(project / "config.yaml")]
+    verbose = CliRunner().invoke(main, [*config, "ingest", "--verbose"])
+    assert verbose.exit_code == 0
+    assert sum(line.startswith("ingested: ") for line in verbose.output.splitlines()) == 3
+    quiet = CliRunner().invoke(main, [*config, "digest", "--quiet"])
+    assert quiet.exit_code == 0 and quiet.output == ""
+    (project / "var" / "inbox" / "bad.txt").write_text("no date line here\n")
+    problems = CliRunner().invoke(main, [*config, "ingest", "-q"])
+    assert problems.exit_code == 1 and problems.output.startswith("quarantined: ")
+    assert "pages:" not in problems.output
+
+
+def test_on_a_terminal_progress_is_one_line_rewritten_in_place(project):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    main_fd, child_fd = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from newsletter.cli import main; main()", "--config", str(project / "config.yaml"),
+         "ingest"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=child_fd, env=env)
+    out, _ = process.communicate(timeout=120)
+    os.close(child_fd)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    os.close(main_fd)
+    assert process.returncode == 0
+    assert b"\rpages: 1\rpages: 2\rpages: 3\r\x1b[K" in terminal
+    assert out.decode().startswith("3 pages: 3 ingested")  # stdout (not a terminal here) gets the summary only

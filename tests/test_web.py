@@ -122,8 +122,13 @@ def test_a_bad_token_gets_a_clear_4xx_page_and_never_data(site):
         assert response.status_code == 400, why
         assert "This link does not work" in response.text and "@example.org" not in response.text, why
     FileSubscribers(site.config.subscribers_dir).remove("carol")
-    gone = site.client.get(site.manage("carol"))
-    assert gone.status_code == 404 and "no longer exists" in gone.text
+    for path in (site.manage("carol"), site.path(site.signer.links_for("carol").unsubscribe),
+                 site.path(site.signer.vote_url("carol", 1, "more"))):
+        gone = site.client.get(path)
+        assert gone.status_code == 404 and "no longer exists" in gone.text, path
+    one_click = site.client.post(site.path(site.signer.links_for("carol").one_click),
+                                 data={"List-Unsubscribe": "One-Click"})
+    assert one_click.status_code == 404 and not site.file("carol").exists()
 
 
 def test_saving_adds_and_removes_topics_keeping_the_file_comments(site):
@@ -172,6 +177,15 @@ def test_a_form_without_or_with_another_pages_csrf_token_changes_nothing(site):
     assert good.status_code == 303 and "status: paused" in site.file("bob").read_text()
 
 
+def test_resuming_a_profile_without_topics_says_why_on_the_page(site):
+    site.file("dora").write_text("email: dora@example.org\nstatus: paused\n")
+    page = site.client.get(site.manage("dora")).text
+    response = site.client.post(site.manage("dora"), data={"action": "resume", **csrf_and_version(page)})
+    assert response.status_code == 422
+    assert "Nothing changed: an active subscriber needs at least one entry under `topics`" in response.text
+    assert "status: paused" in site.file("dora").read_text()
+
+
 def test_a_megabyte_form_is_refused_before_it_is_read(site):
     before = site.file("alice").read_text()
     token = csrf_and_version(site.client.get(site.manage("alice")).text)
@@ -211,6 +225,9 @@ def test_one_click_unsubscribe_is_a_post_and_a_get_changes_nothing(site):
     assert FileSubscribers(site.config.subscribers_dir).get("carol").status == "unsubscribed"
     report = pipeline.run_digests(site.config, NOW)
     assert {r.subscriber_id: r.outcome for r in report.results}["carol"] == "unsubscribed"
+    # Per link, at most rate_limit (3) a minute: a flood of POSTs is refused, not written.
+    statuses = [site.client.post(path, data={"List-Unsubscribe": "One-Click"}).status_code for _ in range(4)]
+    assert statuses[-1] == 429
 
 
 def test_a_vote_link_asks_first_records_on_post_and_is_rate_limited(site):
@@ -244,6 +261,8 @@ def test_the_next_digest_frame_and_the_view_in_browser_link(site):
     assert frame.status_code == 200 and frame.headers["x-frame-options"] == "SAMEORIGIN"
     assert "frame-ancestors 'self'" in frame.headers["content-security-policy"]
     assert "sandbox" in frame.headers["content-security-policy"]
+    assert '<base target="_top">' in frame.text  # its links leave the frame
+    assert "/view/" not in frame.text and "/vote/" in frame.text  # never sent: nothing to view, but votes work
     pipeline.run_digests(site.config, NOW)
     outbox = site.config.resolve(site.config.settings.delivery.outbox)
     (eml,) = [p for p in outbox.iterdir() if p.suffix == ".eml" and "alice" in p.read_text(errors="replace")]

@@ -270,3 +270,20 @@ def test_the_email_in_dark_and_light_and_the_preview_pages(live, chromium, tmp_p
         page.frame_locator("iframe").locator(".digest-empty, .digest-paper").first.wait_for()
         screenshot(page, "preview", width, tmp_path_factory)
         page.close()
+
+
+def test_a_vote_link_inside_the_next_digest_frame_opens_in_the_whole_window(live, chromium):
+    with pipeline.open_context(live.config) as ctx:
+        manage = ctx.signer.links_for("bob").manage
+    page = chromium.new_page()
+    page.goto(manage)
+    frame = page.frame_locator('iframe[title="Your next digest"]')
+    frame.get_by_role("link", name="More like this").first.click()
+    page.wait_for_url(re.compile(r".*/vote/.*"))
+    assert page.get_by_role("heading", name="More papers like this?").is_visible()
+    page.get_by_role("button", name="Yes, more like this").click()
+    assert page.get_by_role("heading", name="Thank you").is_visible()
+    with open_store(live.config.store_url) as store:
+        (vote,) = store.votes.for_subscriber("bob")
+    assert vote.direction == "more"
+    page.close()

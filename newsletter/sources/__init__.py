@@ -9,7 +9,7 @@ and set aside by its source; the pages after it are still ingested.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -62,14 +62,24 @@ class IngestReport:
         return tuple(page for page in self.pages if page.status in ("quarantined", "unreadable"))
 
 
-def ingest(papers: PaperStore, folders: Folders, now: datetime, paths: Sequence[Path] = ()) -> IngestReport:
+# Told about each page as soon as it is done (progress on a terminal, `--verbose` lines).
+OnPage = Callable[[PageReport], None]
+
+
+def ingest(papers: PaperStore, folders: Folders, now: datetime, paths: Sequence[Path] = (),
+           on_page: OnPage | None = None) -> IngestReport:
     """Ingest the given files and folders, or every page waiting in the inbox."""
-    return ingest_from(InboxSource(folders, paths), papers, now)
+    return ingest_from(InboxSource(folders, paths), papers, now, on_page)
 
 
-def ingest_from(source: Source, papers: PaperStore, now: datetime) -> IngestReport:
+def ingest_from(source: Source, papers: PaperStore, now: datetime, on_page: OnPage | None = None) -> IngestReport:
     """Ingest every page a source yields; one bad page never stops the others."""
-    return IngestReport(tuple(ingest_one(source, papers, item, now) for item in source.pages()))
+    reports = []
+    for item in source.pages():
+        reports.append(ingest_one(source, papers, item, now))
+        if on_page is not None:
+            on_page(reports[-1])
+    return IngestReport(tuple(reports))
 
 
 def ingest_one(source: Source, papers: PaperStore, item: RawPage | SourceError, now: datetime) -> PageReport:

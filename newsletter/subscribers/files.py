@@ -318,8 +318,18 @@ def _write(path: Path, current: str | None, subscriber: Subscriber) -> Subscribe
     wanted = {k: v for k, v in values.items() if v is not None}
     if {k: written[k] for k in FIELDS if k in written} != {k: v for k, v in wanted.items() if v != [] or k in written}:
         raise ProfileError(f"{path}: the edited file would not read back as written; nothing was written")
+    # A hand edit takes no lock: look once more just before the rename, so the window in which
+    # an editor's save could still be replaced is as short as it can be.
+    _check_version(path, _text_now(path), ABSENT if current is None else fingerprint(current))
     _write_atomically(path, text)
     return _from_text(path, text)
+
+
+def _text_now(path: Path) -> str | None:
+    try:
+        return read_yaml_text(path, ProfileError, SUBSCRIBER_LIMITS)
+    except ProfileError:
+        return None if not (path.exists() or path.is_symlink()) else ""
 
 
 def _parse_or_none(path: Path, text: str | None) -> dict[str, Any]:

@@ -152,7 +152,14 @@ class _Web:
             return self.saved(token, "preferences")
         if action in ("pause", "resume", "unsubscribe"):
             status = {"pause": "paused", "resume": "active", "unsubscribe": "unsubscribed"}[action]
-            self.ctx.subscribers.update(subscriber_id, lambda s: replace(s, status=status))  # type: ignore[arg-type]
+            try:
+                self.ctx.subscribers.update(subscriber_id, lambda s: replace(s, status=status))  # type: ignore
+            except UnknownSubscriber:
+                raise
+            except ProfileError as exc:  # e.g. resuming a profile with no topic: say what to fix, here
+                problem = str(exc).splitlines()[0].split(": ", 1)[-1].removeprefix("(top level): ")
+                return self.render_preferences(token, subscriber_id, status=422,
+                                               notice=f"Nothing changed: {problem}.")
             return self.saved(token, action)
         if action == "undo-vote" and form.get("paper_id", "").isdigit():
             self.ctx.store.votes.undo(subscriber_id, int(form["paper_id"]))
@@ -171,7 +178,9 @@ class _Web:
     def next_email_html(self, subscriber: Subscriber) -> str:
         (digest,) = plan_digests(self.ctx.store, self.ctx.make_ranker, self.ctx.policy,
                                  [replace(subscriber, status="active")], self.now())
-        return compose(self.ctx, digest).rendered.html
+        # No "view in browser" link: this email was never sent, so there is nothing to view.
+        links = self.ctx.signer.links_for(subscriber.id, paper_ids=[s.paper.id for s in digest.papers])
+        return self.ctx.renderer.render(digest, links).html
 
     # -- links from the email ----------------------------------------------------------------------------
 
@@ -283,6 +292,11 @@ class _Web:
 
 
 def framable(body: str) -> HTMLResponse:
-    """An email's HTML, which our own pages may frame (Guard gives it the email CSP)."""
+    """An email's HTML, which our own pages may frame (Guard gives it the email CSP).
+
+    Its links open in the whole window: our own pages refuse to be framed, and a
+    paper's page should not open inside the preference page either.
+    """
+    body = body.replace("<head>", '<head><base target="_top">', 1)
     return HTMLResponse(body, headers={"X-Frame-Options": "SAMEORIGIN"})
 
