@@ -18,8 +18,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .models import WEEKDAYS, Schedule
 from .text import quoted
-from .validation import CONFIG_LIMITS, check_email, describe_validation_error, read_yaml_mapping
+from .validation import (
+    CONFIG_LIMITS,
+    check_clock,
+    check_email,
+    check_timezone,
+    describe_validation_error,
+    read_yaml_mapping,
+)
 
 DEFAULT_CONFIG = Path("config.yaml")
 SECRET_KEY_ENV = "NEWSLETTER_SECRET_KEY"
@@ -40,6 +48,8 @@ class PagesSettings(_Strict):
     inbox: FilePath = Path("var/inbox")
     processed: FilePath = Path("var/processed")
     quarantine: FilePath = Path("var/quarantine")
+    # How often `newsletter run` looks in the inbox for new pages.
+    poll_seconds: int = Field(default=60, ge=1, le=86_400)
 
 
 class SenderSettings(_Strict):
@@ -55,6 +65,8 @@ class SenderSettings(_Strict):
 class DeliverySettings(_Strict):
     method: Literal["outbox", "smtp"] = "outbox"
     outbox: FilePath = Path("var/outbox")
+    # Hard failures (5xx) in a row after which a subscriber is `bounced`: suppressed until reset.
+    bounce_limit: int = Field(default=3, ge=1, le=100)
 
 
 class SmtpSettings(_Strict):
@@ -66,6 +78,8 @@ class SmtpSettings(_Strict):
     timeout: float = Field(default=30.0, gt=0)
     ca_file: FilePath | None = None  # a private CA for a self-hosted relay
     retries: int = Field(default=2, ge=0, le=10)
+    # Runs that may try one message (4xx or a lost connection defers it, with growing waits) before it fails.
+    max_attempts: int = Field(default=8, ge=1, le=50)
 
     def password(self) -> str | None:
         """The password from the environment, or None when no username is set."""
@@ -100,6 +114,34 @@ class DigestSettings(_Strict):
         return value
 
 
+class ScheduleSettings(_Strict):
+    """Defaults for every subscriber file's `schedule`, and how `newsletter run` keeps to them."""
+
+    frequency: Literal["daily", "weekdays", "weekly"] = "daily"
+    day: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"  # for weekly
+    time: str = "07:00"
+    timezone: str = "UTC"
+    # A digest whose slot passed while the daemon was down still goes out (once) within this many hours.
+    grace_hours: int = Field(default=12, ge=1, le=24 * 7)
+    # How often `newsletter run` rereads the subscriber files for added, edited or removed schedules.
+    reconcile_seconds: int = Field(default=60, ge=1, le=86_400)
+
+    @field_validator("time")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        check_clock(value)
+        return value.strip()
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_timezone(value)
+
+    def default_schedule(self) -> Schedule:
+        """The schedule of a subscriber file that sets none of its own."""
+        return Schedule(self.frequency, check_clock(self.time), self.timezone, WEEKDAYS.index(self.day))
+
+
 class Settings(_Strict):
     store: str = "var/newsletter.sqlite3"  # a file path or a database URL (sqlite:///path)
     pages: PagesSettings = PagesSettings()
@@ -111,6 +153,7 @@ class Settings(_Strict):
     delivery: DeliverySettings = DeliverySettings()
     smtp: SmtpSettings = SmtpSettings()
     digest: DigestSettings = DigestSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
 
     @field_validator("base_url")
     @classmethod

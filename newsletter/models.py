@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from datetime import time as dtime
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
 LinkKind = Literal["paper", "code", "project", "model", "data"]
 SubscriberStatus = Literal["active", "paused", "unsubscribed"]
+Frequency = Literal["daily", "weekdays", "weekly"]
 # What a run did for one subscriber, as `newsletter digest` prints it.
-Outcome = Literal["sent", "failed", "not sent", "nothing new", "would send", "paused", "unsubscribed", "error"]
+Outcome = Literal["sent", "failed", "not sent", "nothing new", "would send", "paused", "unsubscribed", "error",
+                  "deferred", "already done", "bounced"]
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class DeliveryStatus(StrEnum):
@@ -21,6 +25,20 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"  # the server (or the outbox) accepted it
     FAILED = "failed"  # refused for this recipient; its papers come round again
     UNKNOWN = "unknown"  # a run died between send and record: never resent, reported once
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When a subscriber's digest goes out: at `time` local to `timezone`, on the days `frequency` names."""
+
+    frequency: Frequency = "daily"
+    time: dtime = dtime(7, 0)
+    timezone: str = "UTC"  # an IANA name, checked when the file is read
+    day: int = 0  # weekly only: 0 = Monday .. 6 = Sunday
+
+    def describe(self) -> str:
+        when = {"daily": "daily", "weekdays": "on weekdays", "weekly": f"every {WEEKDAYS[self.day]}"}[self.frequency]
+        return f"{when} at {self.time.isoformat(timespec='minutes')} {self.timezone}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +123,7 @@ class Subscriber:
     max_papers: int | None = None
     status: SubscriberStatus = "active"
     source: Path | None = None
+    schedule: Schedule = field(default_factory=Schedule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +167,8 @@ class Digest:
     window_end: datetime  # when this digest was planned
     through_paper_id: int  # the highest paper id in play; the next digest starts after it
     candidate_count: int  # how many papers were considered before the cut
+    slot: date | None = None  # the subscriber's local date this digest is for (None: a preview)
+    late: bool = False  # sent well after its slot (the service was down): the intro says so
 
 
 @dataclass(frozen=True, slots=True)

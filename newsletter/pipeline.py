@@ -68,7 +68,7 @@ def open_context(config: Config) -> Iterator[RunContext]:
         templates = config.resolve(settings.templates) if settings.templates is not None else shipped_templates()
         yield RunContext(
             store=store,
-            subscribers=FileSubscribers(config.subscribers_dir),
+            subscribers=FileSubscribers(config.subscribers_dir, settings.schedule.default_schedule()),
             make_ranker=fit_ranker,
             renderer=Renderer(templates, sender_name=settings.sender.name, search_url=settings.digest.search_url),
             signer=Signer(os.environ.get(SECRET_KEY_ENV) or store.keys.signing_key(), settings.base_url,

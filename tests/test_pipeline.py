@@ -328,8 +328,9 @@ def test_bad_and_paused_subscribers_do_not_stop_the_others(tmp_path):
     report = pipeline.run_digests(config, T_DIGEST)
     assert report.count("sent") == 3 and not report.ok
     assert len(report.profile_errors) == 1
-    assert report.profile_errors[0].endswith("eve.yaml: shedule: unknown key; allowed keys here: email, exclude, "
-                                             "liked, max_papers, name, status, topics. Remove it or fix its spelling")
+    assert report.profile_errors[0].endswith("eve.yaml: shedule: unknown key (did you mean 'schedule'?); allowed "
+                                             "keys here: email, exclude, liked, max_papers, name, schedule, status, "
+                                             "topics. Remove it or fix its spelling")
     assert {r.subscriber_id: r.outcome for r in report.results}["fay"] == "paused"
     assert len(list(config.outbox.glob("*.eml"))) == 3
 

@@ -18,11 +18,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError, ProfileError, UnknownSubscriber
-from ..models import Subscriber, SubscriberStatus
+from ..models import WEEKDAYS, Schedule, Subscriber, SubscriberStatus
 from ..text import shorten
 from ..validation import (
     SUBSCRIBER_LIMITS,
+    check_clock,
     check_email,
+    check_timezone,
     describe_validation_error,
     dump_yaml,
     parse_yaml_mapping,
@@ -33,7 +35,44 @@ from . import ID_RULE, LoadedSubscribers, SubscriberRepository, check_subscriber
 # `.yaml` first: a new subscriber's file gets that suffix.
 SUFFIXES = (".yaml", ".yml")
 # The fields in the order a written file lists them.
-FIELDS = ("email", "name", "topics", "exclude", "liked", "max_papers", "status")
+FIELDS = ("email", "name", "topics", "exclude", "liked", "max_papers", "status", "schedule")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class ScheduleFile(BaseModel):
+    """A file's `schedule`; every key is optional and falls back to config.yaml's `schedule`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    frequency: Literal["daily", "weekdays", "weekly"] | None = None
+    day: Weekday | None = None
+    time: str | None = None
+    timezone: str | None = None
+
+    @field_validator("time")
+    @classmethod
+    def _clock(cls, value: str | None) -> str | None:
+        return None if value is None else check_clock(value).isoformat(timespec="seconds").removesuffix(":00")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else check_timezone(value)
+
+    @model_validator(mode="after")
+    def _day_only_when_weekly(self) -> ScheduleFile:
+        if self.day is not None and self.frequency not in ("weekly", None):
+            raise ValueError(f"`day` only applies to frequency: weekly; remove it or set frequency: weekly "
+                             f"(this one is {self.frequency})")
+        return self
+
+    def resolve(self, default: Schedule) -> Schedule:
+        return Schedule(
+            frequency=self.frequency or default.frequency,
+            time=check_clock(self.time) if self.time is not None else default.time,
+            timezone=self.timezone or default.timezone,
+            day=WEEKDAYS.index(self.day) if self.day is not None else default.day,
+        )
 
 
 class SubscriberFile(BaseModel):
@@ -48,6 +87,7 @@ class SubscriberFile(BaseModel):
     liked: list[str] = Field(default_factory=list)
     max_papers: Annotated[int, Field(ge=1, le=100)] | None = None
     status: Literal["active", "paused", "unsubscribed"] = "active"
+    schedule: ScheduleFile | None = None
 
     @field_validator("email")
     @classmethod
@@ -82,8 +122,10 @@ class SubscriberFile(BaseModel):
 class FileSubscribers:
     """Subscribers kept as one YAML file each in `folder`; the file name without suffix is the id."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, default_schedule: Schedule | None = None) -> None:
         self.folder = folder
+        # config.yaml's `schedule`, for files that set none (or only part) of their own.
+        self.default_schedule = default_schedule or Schedule()
 
     @property
     def location(self) -> str:
@@ -118,11 +160,11 @@ class FileSubscribers:
         if len(paths) > 1:
             raise _clash(subscriber.id, paths)
         path = paths[0] if paths else self.folder / f"{subscriber.id}{SUFFIXES[0]}"
-        text = dump_yaml(_file_data(path, subscriber))
+        text = dump_yaml(_file_data(path, subscriber, self.default_schedule))
         # The same checks a read makes, so nothing is written that would not load back.
         parse_yaml_mapping(text, path, ProfileError, SUBSCRIBER_LIMITS)
         _write_atomically(path, text)
-        return load_subscriber_file(path)
+        return load_subscriber_file(path, self.default_schedule)
 
     def set_status(self, subscriber_id: str, status: SubscriberStatus) -> Subscriber:
         return self.save(replace(self.get(subscriber_id), status=status))
@@ -142,7 +184,7 @@ class FileSubscribers:
     def _load(self, subscriber_id: str, paths: list[Path]) -> Subscriber:
         if len(paths) > 1:
             raise _clash(subscriber_id, paths)
-        return load_subscriber_file(paths[0])
+        return load_subscriber_file(paths[0], self.default_schedule)
 
     def _existing(self, subscriber_id: str) -> list[Path]:
         self._check_folder()
@@ -175,19 +217,27 @@ def _clash(subscriber_id: str, paths: list[Path]) -> ProfileError:
                         "keep one and delete the other")
 
 
-def _file_data(path: Path, subscriber: Subscriber) -> dict[str, Any]:
+def _file_data(path: Path, subscriber: Subscriber, default_schedule: Schedule) -> dict[str, Any]:
     """The subscriber as a file's mapping, validated (and normalised) exactly as reading it would be."""
     raw: dict[str, Any] = {
         "email": subscriber.email, "name": subscriber.name, "topics": list(subscriber.topics),
         "exclude": list(subscriber.exclude), "liked": list(subscriber.liked),
         "max_papers": subscriber.max_papers, "status": subscriber.status,
+        # Only a schedule of their own: one that follows config.yaml keeps following it.
+        "schedule": _schedule_data(subscriber.schedule) if subscriber.schedule != default_schedule else None,
     }
     try:
         parsed = SubscriberFile.model_validate(raw)
     except ValidationError as exc:
         raise ProfileError(describe_validation_error(path, exc, SubscriberFile)) from None
-    values = parsed.model_dump()
-    return {key: values[key] for key in FIELDS if values[key] is not None}
+    values = parsed.model_dump(exclude_none=True)
+    return {key: values[key] for key in FIELDS if key in values}
+
+
+def _schedule_data(schedule: Schedule) -> dict[str, str]:
+    data = {"frequency": schedule.frequency, "time": schedule.time.isoformat(timespec="seconds").removesuffix(":00"),
+            "timezone": schedule.timezone}
+    return data | ({"day": WEEKDAYS[schedule.day]} if schedule.frequency == "weekly" else {})
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -208,7 +258,7 @@ def _write_atomically(path: Path, text: str) -> None:
         raise ProfileError(f"{path}: cannot be written ({exc.strerror})") from None
 
 
-def load_subscriber_file(path: Path) -> Subscriber:
+def load_subscriber_file(path: Path, default_schedule: Schedule | None = None) -> Subscriber:
     """Load one subscriber file; raise ProfileError naming the file, field and fix."""
     subscriber_id = path.stem
     if not is_subscriber_id(subscriber_id):
@@ -231,6 +281,8 @@ def load_subscriber_file(path: Path) -> Subscriber:
         max_papers=parsed.max_papers,
         status=parsed.status,
         source=path,
+        schedule=(parsed.schedule.resolve(default_schedule or Schedule()) if parsed.schedule is not None
+                  else default_schedule or Schedule()),
     )
 
 
