@@ -121,7 +121,7 @@ def digest(ctx: click.Context, subscribers: tuple[str, ...], dry_run: bool) -> N
     report = pipeline.run_digests(config_of(ctx), now(), only=subscribers, dry_run=dry_run)
     for record in report.interrupted:
         warn(f"an earlier run stopped while sending to {record.subscriber_id} (message {record.message_id}); "
-             "it may or may not have arrived and is not resent")
+             "it is sent again with the same Message-ID, so a mail client shows at most one copy")
     for error in report.profile_errors:
         click.echo(f"error: {for_terminal(error)}", err=True)
     for result in report.results:
@@ -129,8 +129,9 @@ def digest(ctx: click.Context, subscribers: tuple[str, ...], dry_run: bool) -> N
         papers = f"{result.papers} papers of {result.candidates} new" if active else ""
         line = f"{result.subscriber_id:<20} {result.outcome:<12} {papers:<24} {for_terminal(result.detail)}"
         click.echo(line.rstrip())
-    summary = ", ".join(f"{report.count(o)} {o}" for o in ("sent", "would send", "nothing new", "failed", "not sent",
-                                                             "error") if report.count(o))
+    summary = ", ".join(f"{report.count(o)} {o}" for o in ("sent", "would send", "nothing new", "already done",
+                                                             "deferred", "failed", "not sent", "bounced", "error")
+                        if report.count(o))
     click.echo(f"{'dry run: ' if dry_run else ''}{summary or 'no active subscribers'}")
     if not report.ok:
         sys.exit(1)

@@ -19,12 +19,19 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class DeliveryStatus(StrEnum):
-    """Where a digest's delivery stands; store/ledger.py owns every transition."""
+    """Where a digest's delivery stands; store/ledger.py owns every transition.
 
-    PENDING = "pending"  # recorded before the send; still pending after a crash means "maybe sent"
+    queued -> sending -> sent | deferred | failed; deferred -> sending again when due.
+    A message is stored (bytes and Message-ID) before it is queued, so whatever a crash
+    interrupts is sent again, byte for byte, by the next run: at least once.
+    """
+
+    QUEUED = "queued"  # rendered and stored; not yet handed to the mailer
+    SENDING = "sending"  # handed to the mailer; still `sending` after a crash means "maybe sent": sent again
     SENT = "sent"  # the server (or the outbox) accepted it
-    FAILED = "failed"  # refused for this recipient; its papers come round again
-    UNKNOWN = "unknown"  # a run died between send and record: never resent, reported once
+    DEFERRED = "deferred"  # a 4xx or a lost connection: tried again at `next_attempt_at`
+    FAILED = "failed"  # refused for good (5xx, or out of attempts); its papers come round again
+
 
 
 @dataclass(frozen=True, slots=True)

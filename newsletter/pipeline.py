@@ -3,11 +3,12 @@
 The config is turned into a RunContext once (`open_context`); everything below
 takes the context, or the part of it it uses, never the config.
 
-Delivery is at most once per paper (see store/ledger.py): a digest and a
-`pending` delivery are written before the send and settled after it. If the
-process dies in between, the next run marks the delivery `unknown`, treats its
-papers as sent (a repeat is worse than a gap) and reports it; every other
-subscriber is still served.
+A digest run is plan -> queue -> send (see store/ledger.py and sending.py): each
+subscriber due a digest for their current slot gets it planned, rendered and
+stored with its Message-ID and bytes (`queued`) before anything is sent; then
+every due message is sent. A crash anywhere leaves the ledger saying what is
+left, and the next run sends it, with the same Message-ID: at least once, and
+never two digests for one slot.
 """
 
 from __future__ import annotations
@@ -16,19 +17,22 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from .config import SECRET_KEY_ENV, Config
 from .deliver import Mailer, build_message, mailer_from_config, new_message_id, serialise
-from .errors import DeliveryError, ProfileError
+from .errors import ProfileError
 from .links import Signer
 from .models import DeliveryStatus, Digest, Outcome, Paper, RenderedEmail, Subscriber, SubscriberLinks
 from .planning import DigestPolicy, RankerFactory, plan_digests
 from .rank import fit_ranker
 from .render import Renderer, shipped_templates
+from .sending import SendPolicy, send_queued
+from .slots import Slot, current_slot
 from .sources import Folders, IngestReport, ingest
 from .store import DeliveryRecord, Store, open_store
 from .subscribers import FileSubscribers, SubscriberRepository
@@ -59,6 +63,7 @@ class RunContext:
     policy: DigestPolicy
     make_mailer: Callable[[], Mailer]
     folders: Folders
+    send_policy: SendPolicy = SendPolicy()
 
 
 @contextmanager
@@ -78,6 +83,8 @@ def open_context(config: Config) -> Iterator[RunContext]:
                                 min_score=settings.digest.min_score, send_empty=settings.digest.send_empty),
             make_mailer=lambda: mailer_from_config(config),
             folders=Folders(config.inbox, config.processed, config.quarantine),
+            send_policy=SendPolicy(max_attempts=settings.smtp.max_attempts,
+                                   bounce_limit=settings.delivery.bounce_limit),
         )
 
 
@@ -134,9 +141,11 @@ def compose(ctx: RunContext, digest: Digest) -> Composed:
 
 
 def to_message(ctx: RunContext, digest: Digest, composed: Composed) -> EmailMessage:
+    # The Date on the subscriber's clock: their mail client shows the day the digest is for.
+    local = digest.issued_at.astimezone(ZoneInfo(digest.subscriber.schedule.timezone))
     return build_message(composed.rendered, digest.subscriber, sender_name=ctx.sender.name,
                          sender_address=ctx.sender.address, list_id=ctx.sender.list_id, links=composed.links,
-                         now=digest.issued_at, message_id=composed.message_id)
+                         now=local, message_id=composed.message_id)
 
 
 # -- running digests ------------------------------------------------------------------------------------------
@@ -155,7 +164,7 @@ class SubscriberResult:
 class RunReport:
     results: tuple[SubscriberResult, ...]
     profile_errors: tuple[str, ...] = ()
-    interrupted: tuple[DeliveryRecord, ...] = ()  # deliveries a crashed earlier run left unsettled
+    interrupted: tuple[DeliveryRecord, ...] = ()  # messages a crashed earlier run left in flight: sent again
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
@@ -173,17 +182,68 @@ def run_digests(config: Config, now: datetime, *, only: Sequence[str] = (), dry_
 
 
 def send_digests(ctx: RunContext, now: datetime, *, only: Sequence[str] = (), dry_run: bool = False,
-                 mailer: Mailer | None = None) -> RunReport:
-    # One run at a time per database: two at once could both send the same papers.
-    with ctx.store.locks.hold("digest"):
-        interrupted = () if dry_run else tuple(ctx.store.ledger.mark_interrupted(now))
-        planned = plan(ctx, now, only)
+                 mailer: Mailer | None = None, late_after: timedelta | None = None,
+                 should_stop: Callable[[], bool] = lambda: False, wait: bool = False) -> RunReport:
+    """Plan, queue and send the digest of each subscriber's current slot, then everything else due.
+
+    A subscriber whose slot already has a digest gets nothing new (`already done`). With
+    `late_after`, a digest sent that long after its slot says so in its intro (the daemon
+    catching up after downtime); a digest run by hand never does. `should_stop` is asked
+    between messages; what is left stays queued. `wait` waits for another run's lock.
+    """
+    # One run at a time per database: two planners could otherwise race for the same slots.
+    with ctx.store.locks.hold("digest", wait=wait):
+        subscribers, errors = select_subscribers(ctx, only)
+        results, due = sort_out(ctx, subscribers, now)
+        planned = plan_digests(ctx.store, ctx.make_ranker, ctx.policy, [s for s, _ in due], now)
+        digests = [replace(d, slot=slot.local_date, late=late_after is not None and now - slot.at > late_after)
+                   for d, (_, slot) in zip(planned, due, strict=True)]
         if dry_run:
-            results = [dry_run_result(ctx, d) for d in planned.digests]
-        else:
-            results = deliver_all(ctx, planned.digests, mailer or ctx.make_mailer(), now)
-        results += [SubscriberResult(s.id, s.status) for s in planned.inactive]  # type: ignore[arg-type]
-        return RunReport(tuple(results), tuple(str(e) for e in planned.profile_errors), interrupted)
+            results += [dry_run_result(ctx, d) for d in digests]
+            return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)))
+        queued: dict[str, Digest] = {}
+        for digest, (_, slot) in zip(digests, due, strict=True):
+            result, message_id = queue_digest(ctx, digest, slot, now)
+            if message_id is not None:
+                queued[message_id] = digest
+            if result is not None:
+                results.append(result)
+        interrupted = tuple(r for r in ctx.store.ledger.deliveries_in([DeliveryStatus.SENDING])
+                            if not only or r.subscriber_id in only)
+        sent = send_queued(ctx.store, mailer or ctx.make_mailer(), ctx.send_policy, lambda: now, only=only,
+                           should_stop=should_stop)
+        # A message an earlier run queued for this slot says more than "already done".
+        resumed = {item.subscriber_id for item in sent}
+        results = [r for r in results if not (r.outcome == "already done" and r.subscriber_id in resumed)]
+        for item in sent:
+            this_run = queued.get(item.message_id)  # None for a message an earlier run queued
+            results.append(SubscriberResult(item.subscriber_id, item.outcome,
+                                            len(this_run.papers) if this_run else 0,
+                                            this_run.candidate_count if this_run else 0, item.detail))
+        return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)), interrupted)
+
+
+def sort_out(ctx: RunContext, subscribers: Sequence[Subscriber],
+             now: datetime) -> tuple[list[SubscriberResult], list[tuple[Subscriber, Slot]]]:
+    """Who is due a digest for their current slot; a result for everyone who is not."""
+    ledger = ctx.store.ledger
+    results: list[SubscriberResult] = []
+    due: list[tuple[Subscriber, Slot]] = []
+    for subscriber in subscribers:
+        if subscriber.status != "active":
+            results.append(SubscriberResult(subscriber.id, subscriber.status))
+            continue
+        if ledger.is_bounced(subscriber.id):
+            results.append(SubscriberResult(subscriber.id, "bounced", detail="suppressed after repeated hard "
+                                            f"failures; `newsletter unbounce {subscriber.id}` sends again"))
+            continue
+        slot = current_slot(subscriber.schedule, now)
+        if ledger.slot_taken(subscriber.id, slot.local_date):
+            results.append(SubscriberResult(subscriber.id, "already done",
+                                            detail=f"the digest for {slot.local_date} was made already"))
+            continue
+        due.append((subscriber, slot))
+    return results, due
 
 
 def nothing_new(digest: Digest) -> SubscriberResult:
@@ -199,44 +259,23 @@ def dry_run_result(ctx: RunContext, digest: Digest) -> SubscriberResult:
                             composed.rendered.subject)
 
 
-def deliver_all(ctx: RunContext, digests: Sequence[Digest], mailer: Mailer, now: datetime) -> list[SubscriberResult]:
-    results: list[SubscriberResult] = []
-    try:
-        with mailer:
-            for digest in digests:
-                results.append(deliver_one(ctx, digest, mailer, now))
-    except DeliveryError as exc:
-        # The server is unusable for everyone. Nothing is recorded for the rest, so
-        # the next run serves them with the same papers.
-        log.error("delivery stopped: %s", exc)
-        # The error once, on the subscriber whose send met it; the rest only say why they wait.
-        left = digests[len(results):]
-        results += [SubscriberResult(d.subscriber.id, "not sent", len(d.papers), d.candidate_count,
-                                     str(exc) if i == 0 else "not attempted: delivery stopped")
-                    for i, d in enumerate(left)]
-    return results
-
-
-def deliver_one(ctx: RunContext, digest: Digest, mailer: Mailer, now: datetime) -> SubscriberResult:
+def queue_digest(ctx: RunContext, digest: Digest, slot: Slot,
+                 now: datetime) -> tuple[SubscriberResult | None, str | None]:
+    """Store the digest for its slot with its finished message; (a result if nothing is to be sent, its Message-ID)."""
     sid, count, candidates = digest.subscriber.id, len(digest.papers), digest.candidate_count
     ledger = ctx.store.ledger
     if not ctx.policy.wants_email(digest):
-        ledger.record_digest(digest, message_id=None, now=now)
-        return nothing_new(digest)
+        ledger.enqueue(digest, slot_at=slot.at, message_id=None, message=None, now=now)
+        return nothing_new(digest), None
     try:
         composed = compose(ctx, digest)
-        message = to_message(ctx, digest, composed)
+        raw = serialise(to_message(ctx, digest, composed))
     except Exception as exc:  # one subscriber's broken digest must not stop the others
         log.exception("could not build the digest for %s", sid)
-        return SubscriberResult(sid, "error", count, candidates, f"{type(exc).__name__}: {exc}")
-    digest_id = ledger.record_digest(digest, message_id=composed.message_id, now=now)
-    try:
-        result = mailer.send(message)
-    except DeliveryError as exc:
-        ledger.settle(digest_id, DeliveryStatus.FAILED, attempts=1, reply=str(exc), now=now)
-        raise
-    ledger.settle(digest_id, DeliveryStatus(result.status), attempts=result.attempts, reply=result.reply, now=now)
-    return SubscriberResult(sid, result.status, count, candidates, result.reply)
+        return SubscriberResult(sid, "error", count, candidates, f"{type(exc).__name__}: {exc}"), None
+    if ledger.enqueue(digest, slot_at=slot.at, message_id=composed.message_id, message=raw, now=now) is None:
+        return SubscriberResult(sid, "already done", detail=f"the digest for {slot.local_date} was made already"), None
+    return None, composed.message_id
 
 
 # -- preview and listings ---------------------------------------------------------------------------------

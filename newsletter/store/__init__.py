@@ -13,12 +13,13 @@ from pathlib import Path
 
 from ..errors import StoreError
 from .keys import KeyStore
-from .ledger import ClosedWindow, DeliveryRecord, Ledger
+from .ledger import Bounce, ClosedWindow, DeliveryRecord, Ledger, QueuedMessage
 from .locks import FileLock, RunLock
 from .papers import PaperStore
 from .schema import SCHEMA_VERSION, Database
 
-__all__ = ["SCHEMA_VERSION", "ClosedWindow", "DeliveryRecord", "Store", "open_store", "sqlite_path"]
+__all__ = ["SCHEMA_VERSION", "Bounce", "ClosedWindow", "DeliveryRecord", "QueuedMessage", "Store", "open_store",
+           "sqlite_path"]
 
 
 class Store:
