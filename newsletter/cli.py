@@ -7,6 +7,7 @@ commands, through `newsletter.pipeline`, so `--help` answers at once.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import webbrowser
 from collections.abc import Callable
@@ -205,3 +206,29 @@ def subscribers(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"error: {for_terminal(error)}", err=True)
     if overview.errors:
         sys.exit(1)
+
+
+@main.command()
+@config_option
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run until SIGINT/SIGTERM: ingest the inbox as pages arrive and send each digest at its subscriber's time.
+
+    Schedules come from each subscriber file's `schedule` (defaults: config `schedule`);
+    added, edited and removed files are picked up without a restart. Logs one line per
+    ingest and per delivery to stderr. Refuses to start while another `run` uses the
+    same database. On a stop signal the message in flight is finished and the rest stay
+    queued for the next start.
+    """
+    import logging
+
+    from .schedule import run_daemon
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    # APScheduler's own INFO lines ("Running job ...") would double ours.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    if not run_daemon(config_of(ctx)):
+        # A job is stuck (a stalled server): its message is recorded as `sending` and goes out
+        # again on the next start; exit now rather than wait for the interpreter to join its thread.
+        logging.shutdown()
+        os._exit(0)

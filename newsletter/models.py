@@ -45,7 +45,8 @@ class Schedule:
 
     def describe(self) -> str:
         when = {"daily": "daily", "weekdays": "on weekdays", "weekly": f"every {WEEKDAYS[self.day]}"}[self.frequency]
-        return f"{when} at {self.time.isoformat(timespec='minutes')} {self.timezone}"
+        clock = self.time.isoformat(timespec="seconds" if self.time.second else "minutes")
+        return f"{when} at {clock} {self.timezone}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from .models import DeliveryStatus, Digest, Outcome, Paper, RenderedEmail, Subsc
 from .planning import DigestPolicy, RankerFactory, plan_digests
 from .rank import fit_ranker
 from .render import Renderer, shipped_templates
-from .sending import SendPolicy, send_queued
+from .sending import SendPolicy, Sent, send_queued
 from .slots import Slot, current_slot
 from .sources import Folders, IngestReport, ingest
 from .store import DeliveryRecord, Store, open_store
@@ -221,6 +221,13 @@ def send_digests(ctx: RunContext, now: datetime, *, only: Sequence[str] = (), dr
                                             len(this_run.papers) if this_run else 0,
                                             this_run.candidate_count if this_run else 0, item.detail))
         return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)), interrupted)
+
+
+def send_due(ctx: RunContext, now: datetime, *, should_stop: Callable[[], bool] = lambda: False,
+             wait: bool = False) -> list[Sent]:
+    """Send only what is already queued and due (deferred retries, leftovers of a stopped run); plans nothing."""
+    with ctx.store.locks.hold("digest", wait=wait):
+        return send_queued(ctx.store, ctx.make_mailer(), ctx.send_policy, lambda: now, should_stop=should_stop)
 
 
 def sort_out(ctx: RunContext, subscribers: Sequence[Subscriber],
