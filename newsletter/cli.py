@@ -232,3 +232,62 @@ def run(ctx: click.Context) -> None:
         # again on the next start; exit now rather than wait for the interpreter to join its thread.
         logging.shutdown()
         os._exit(0)
+
+
+@main.command(name="status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@config_option
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool) -> None:
+    """Recent runs, each subscriber's next send (local and UTC), queued/deferred/failed deliveries, bounces, sources."""
+    from .status import status
+
+    report = status(config_of(ctx), now())
+    if as_json:
+        click.echo(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
+        return
+    click.echo(f"daemon: {'running' if report.daemon_running else 'not running'}")
+    click.echo("\nrecent runs:" if report.runs else "\nrecent runs: none yet")
+    for run in report.runs:
+        state = "running or died" if run.ok is None else ("ok" if run.ok else "FAILED")
+        click.echo(f"  {run.started_at:%Y-%m-%d %H:%M} UTC  {run.kind:<7} {state:<15} {for_terminal(run.summary)}")
+    click.echo("\nnext sends:" if report.next_sends else "\nnext sends: no active subscribers")
+    for nxt in report.next_sends:
+        flag = "  (bounced: suppressed)" if nxt.bounced else ""
+        click.echo(f"  {nxt.subscriber_id:<20} {nxt.local:%a %d %b %H:%M %Z} = {nxt.utc:%Y-%m-%d %H:%M} UTC  "
+                   f"[{nxt.schedule}]{flag}")
+    for sid, state in report.inactive:
+        click.echo(f"  {sid:<20} {state}")
+    click.echo("\nqueued and deferred:" if report.unsettled else "\nqueued and deferred: none")
+    for record in report.unsettled:
+        retry = f" retry at {record.next_attempt_at:%Y-%m-%d %H:%M} UTC" if record.next_attempt_at else ""
+        click.echo(f"  {record.subscriber_id:<20} {record.status.value:<9} slot {record.slot} "
+                   f"attempts {record.attempts}{retry}  {for_terminal(record.reply)}")
+    click.echo("\nrecent failures:" if report.failed else "\nrecent failures: none")
+    for record in report.failed:
+        click.echo(f"  {record.subscriber_id:<20} slot {record.slot}  {for_terminal(record.reply)}")
+    click.echo("\nbounced:" if report.bounced else "\nbounced: none")
+    for bounce in report.bounced:
+        click.echo(f"  {bounce.subscriber_id:<20} since {bounce.bounced_at:%Y-%m-%d %H:%M} UTC after "
+                   f"{bounce.hard_failures} hard failures: {for_terminal(bounce.last_reply)}  "
+                   f"(newsletter unbounce {bounce.subscriber_id})")
+    click.echo("\nsources:" if report.sources else "\nsources: no URL sources configured")
+    for source in report.sources:
+        state = "never fetched" if source.last_fetch is None else f"{source.last_fetch:%Y-%m-%d %H:%M} UTC"
+        click.echo(f"  {for_terminal(source.url)}  {state}  {for_terminal(source.detail)}")
+    for error in report.profile_errors:
+        click.echo(f"error: {for_terminal(error)}", err=True)
+
+
+@main.command()
+@click.argument("subscriber_id", metavar="ID")
+@config_option
+@click.pass_context
+def unbounce(ctx: click.Context, subscriber_id: str) -> None:
+    """Send to a bounced subscriber again (after fixing their address): resets their hard-failure count."""
+    from .status import unbounce as reset
+
+    if reset(config_of(ctx), subscriber_id, now()):
+        click.echo(f"{subscriber_id} will get digests again from their next slot")
+    else:
+        click.echo(f"{subscriber_id} was not bounced; nothing changed")

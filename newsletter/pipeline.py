@@ -95,7 +95,14 @@ def ingest_pages(config: Config, now: datetime, paths: Sequence[Path] = (),
                  on_wait: Callable[[str], None] | None = None) -> IngestReport:
     """Ingest the given pages, or the inbox; a second ingest on the same store waits its turn."""
     with open_store(config.store_url) as store, store.locks.hold("ingest", wait=True, on_wait=on_wait):
-        return ingest(store.papers, Folders(config.inbox, config.processed, config.quarantine), now, paths)
+        report = ingest(store.papers, Folders(config.inbox, config.processed, config.quarantine), now, paths)
+        store.runs.add("ingest", now, now, ok=not report.problems, summary=ingest_summary(report))
+        return report
+
+
+def ingest_summary(report: IngestReport) -> str:
+    return (f"{len(report.pages)} pages, {report.new_papers} new papers, {report.duplicates} duplicates, "
+            f"{len(report.quarantined)} quarantined")
 
 
 # -- planning ----------------------------------------------------------------------------------------
@@ -193,34 +200,50 @@ def send_digests(ctx: RunContext, now: datetime, *, only: Sequence[str] = (), dr
     """
     # One run at a time per database: two planners could otherwise race for the same slots.
     with ctx.store.locks.hold("digest", wait=wait):
-        subscribers, errors = select_subscribers(ctx, only)
-        results, due = sort_out(ctx, subscribers, now)
-        planned = plan_digests(ctx.store, ctx.make_ranker, ctx.policy, [s for s, _ in due], now)
-        digests = [replace(d, slot=slot.local_date, late=late_after is not None and now - slot.at > late_after)
-                   for d, (_, slot) in zip(planned, due, strict=True)]
         if dry_run:
-            results += [dry_run_result(ctx, d) for d in digests]
-            return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)))
-        queued: dict[str, Digest] = {}
-        for digest, (_, slot) in zip(digests, due, strict=True):
-            result, message_id = queue_digest(ctx, digest, slot, now)
-            if message_id is not None:
-                queued[message_id] = digest
-            if result is not None:
-                results.append(result)
-        interrupted = tuple(r for r in ctx.store.ledger.deliveries_in([DeliveryStatus.SENDING])
-                            if not only or r.subscriber_id in only)
-        sent = send_queued(ctx.store, mailer or ctx.make_mailer(), ctx.send_policy, lambda: now, only=only,
-                           should_stop=should_stop)
-        # A message an earlier run queued for this slot says more than "already done".
-        resumed = {item.subscriber_id for item in sent}
-        results = [r for r in results if not (r.outcome == "already done" and r.subscriber_id in resumed)]
-        for item in sent:
-            this_run = queued.get(item.message_id)  # None for a message an earlier run queued
-            results.append(SubscriberResult(item.subscriber_id, item.outcome,
-                                            len(this_run.papers) if this_run else 0,
-                                            this_run.candidate_count if this_run else 0, item.detail))
-        return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)), interrupted)
+            return _digest_run(ctx, now, only, True, mailer, late_after, should_stop)
+        with ctx.store.runs.record("digest", now) as entry:
+            report = _digest_run(ctx, now, only, False, mailer, late_after, should_stop)
+            entry.ok = report.ok
+            entry.summary = ", ".join(f"{report.count(o)} {o}" for o in RUN_OUTCOMES if report.count(o))
+            return report
+
+
+# The outcomes a run's summary counts, in the order people read them.
+RUN_OUTCOMES: tuple[Outcome, ...] = ("sent", "would send", "nothing new", "already done", "deferred", "failed",
+                                     "not sent", "bounced", "error")
+
+
+def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bool, mailer: Mailer | None,
+                late_after: timedelta | None, should_stop: Callable[[], bool]) -> RunReport:
+    subscribers, errors = select_subscribers(ctx, only)
+    results, due = sort_out(ctx, subscribers, now)
+    planned = plan_digests(ctx.store, ctx.make_ranker, ctx.policy, [s for s, _ in due], now)
+    digests = [replace(d, slot=slot.local_date, late=late_after is not None and now - slot.at > late_after)
+               for d, (_, slot) in zip(planned, due, strict=True)]
+    if dry_run:
+        results += [dry_run_result(ctx, d) for d in digests]
+        return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)))
+    queued: dict[str, Digest] = {}
+    for digest, (_, slot) in zip(digests, due, strict=True):
+        result, message_id = queue_digest(ctx, digest, slot, now)
+        if message_id is not None:
+            queued[message_id] = digest
+        if result is not None:
+            results.append(result)
+    interrupted = tuple(r for r in ctx.store.ledger.deliveries_in([DeliveryStatus.SENDING])
+                        if not only or r.subscriber_id in only)
+    sent = send_queued(ctx.store, mailer or ctx.make_mailer(), ctx.send_policy, lambda: now, only=only,
+                       should_stop=should_stop)
+    # A message an earlier run queued for this slot says more than "already done".
+    resumed = {item.subscriber_id for item in sent}
+    results = [r for r in results if not (r.outcome == "already done" and r.subscriber_id in resumed)]
+    for item in sent:
+        this_run = queued.get(item.message_id)  # None for a message an earlier run queued
+        results.append(SubscriberResult(item.subscriber_id, item.outcome,
+                                        len(this_run.papers) if this_run else 0,
+                                        this_run.candidate_count if this_run else 0, item.detail))
+    return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)), interrupted)
 
 
 def send_due(ctx: RunContext, now: datetime, *, should_stop: Callable[[], bool] = lambda: False,

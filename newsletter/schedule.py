@@ -38,7 +38,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from .config import Config
 from .errors import NewsletterError, RunLocked, UnknownSubscriber
 from .models import Schedule
-from .pipeline import RunContext, open_context, send_digests, send_due
+from .pipeline import RunContext, ingest_summary, open_context, send_digests, send_due
 from .slots import next_slot
 from .sources import ingest
 
@@ -165,9 +165,9 @@ class Daemon:
             log.error("inbox: %s", exc)
         else:
             if report.pages:
-                log.info("ingested %d pages from %s: %d new papers, %d duplicates, %d quarantined",
-                         len(report.pages), self.ctx.folders.inbox, report.new_papers, report.duplicates,
-                         len(report.quarantined))
+                summary = ingest_summary(report)
+                log.info("ingested %s from %s", summary, self.ctx.folders.inbox)
+                self.ctx.store.runs.add("ingest", now, self.clock(), ok=not report.problems, summary=summary)
         if self.ingest_sources is not None:
             # The lead wires pages-from-URLs here: fetch due sources, ingest them, log one line per fetch.
             try:

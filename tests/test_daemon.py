@@ -78,7 +78,7 @@ def test_the_daemon_sends_at_the_slot_stops_on_sigterm_refuses_a_twin_and_restar
     assert twin.proc.wait(timeout=WAIT) == 1
     assert "error: another newsletter daemon is running" in twin.text()
 
-    first.wait_for("ingested 3 pages")
+    first.wait_for("ingested 3 pages, 21 new papers")
     first.wait_for("delivered")
     assert len(outbox(project, "alice")) == 1
     assert outbox(project, "bob") == outbox(project, "carol") == []

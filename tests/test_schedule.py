@@ -171,3 +171,17 @@ def test_a_job_at_its_slot_is_not_late_and_a_second_firing_doubles_nothing(tmp_p
     assert "comes late" not in " ".join(next(email_of(eml).iter_parts()).get_content().split())
     with pipeline.open_context(config) as ctx:
         assert [r.slot for r in ctx.store.ledger.deliveries_for("alice")] == [date(2026, 11, 20)]
+
+
+def test_the_email_is_dated_on_the_subscribers_clock_and_calendar(tmp_path):
+    config = project(tmp_path)
+    set_schedule(config, "alice", time="07:00", timezone="Asia/Tokyo")
+    pipeline.ingest_pages(config, T_INGEST)
+    # 23:30 UTC on the 20th is 08:30 on the 21st in Tokyo: the slot of the 21st has passed.
+    report = pipeline.run_digests(config, at("2026-11-20", 23).replace(minute=30), only=["alice"])
+    assert report.count("sent") == 1
+    message = email_of(next(config.outbox.glob("*.eml")))
+    assert message["Date"].endswith("+0900")
+    assert message["Subject"].startswith("Paper Digest, 21 Nov 2026")
+    with pipeline.open_context(config) as ctx:
+        assert ctx.store.ledger.deliveries_for("alice")[0].slot == date(2026, 11, 21)

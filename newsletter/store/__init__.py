@@ -4,6 +4,7 @@
     store.papers   ingest writes pages and papers, planning reads them   (papers.py)
     store.ledger   digests, deliveries and their state machine           (ledger.py)
     store.keys     the link-signing key                                   (keys.py)
+    store.runs     the run log `status` shows                              (runs.py)
     store.locks    named locks between processes (one digest run, one ingest at a time)  (locks.py)
 """
 
@@ -16,10 +17,11 @@ from .keys import KeyStore
 from .ledger import Bounce, ClosedWindow, DeliveryRecord, Ledger, QueuedMessage
 from .locks import FileLock, RunLock
 from .papers import PaperStore
+from .runs import RunLog, RunRecord
 from .schema import SCHEMA_VERSION, Database
 
-__all__ = ["SCHEMA_VERSION", "Bounce", "ClosedWindow", "DeliveryRecord", "QueuedMessage", "Store", "open_store",
-           "sqlite_path"]
+__all__ = ["SCHEMA_VERSION", "Bounce", "ClosedWindow", "DeliveryRecord", "QueuedMessage", "RunRecord", "Store",
+           "open_store", "sqlite_path"]
 
 
 class Store:
@@ -30,6 +32,7 @@ class Store:
         self.papers = PaperStore(db)
         self.ledger = Ledger(db)
         self.keys = KeyStore(db)
+        self.runs = RunLog(db)
         self.locks = locks
 
     def schema_version(self) -> int:
