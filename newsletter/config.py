@@ -80,6 +80,8 @@ class SmtpSettings(_Strict):
     retries: int = Field(default=2, ge=0, le=10)
     # Runs that may try one message (4xx or a lost connection defers it, with growing waits) before it fails.
     max_attempts: int = Field(default=8, ge=1, le=50)
+    # A cap on messages per second (a relay's or provider's limit); unset sends as fast as the server answers.
+    max_per_second: float | None = Field(default=None, gt=0, le=10_000)
 
     def password(self) -> str | None:
         """The password from the environment, or None when no username is set."""
@@ -112,6 +114,22 @@ class DigestSettings(_Strict):
         if not value.startswith(("https://", "http://")):
             raise ValueError("must be an http(s) URL")
         return value
+
+
+class DkimSettings(_Strict):
+    """Optional DKIM signing: the key's public half is published as a TXT record at selector._domainkey.domain."""
+
+    domain: str
+    selector: str
+    private_key_file: FilePath
+
+    @field_validator("domain", "selector")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not value or not all(part and part.replace("-", "").isalnum() and part.isascii()
+                                for part in value.split(".")):
+            raise ValueError('must be DNS labels such as "example.org" or "digest2026"')
+        return value.lower()
 
 
 class ScheduleSettings(_Strict):
@@ -154,6 +172,7 @@ class Settings(_Strict):
     smtp: SmtpSettings = SmtpSettings()
     digest: DigestSettings = DigestSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    dkim: DkimSettings | None = None
 
     @field_validator("base_url")
     @classmethod

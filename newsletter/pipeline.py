@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from .config import SECRET_KEY_ENV, Config
 from .deliver import Mailer, build_message, mailer_from_config, new_message_id, serialise
+from .deliver.dkim import DkimSigner
 from .errors import ProfileError
 from .links import Signer
 from .models import DeliveryStatus, Digest, Outcome, Paper, RenderedEmail, Subscriber, SubscriberLinks
@@ -64,6 +65,7 @@ class RunContext:
     make_mailer: Callable[[], Mailer]
     folders: Folders
     send_policy: SendPolicy = SendPolicy()
+    dkim: DkimSigner | None = None  # signs each message as it is queued
 
 
 @contextmanager
@@ -84,7 +86,10 @@ def open_context(config: Config) -> Iterator[RunContext]:
             make_mailer=lambda: mailer_from_config(config),
             folders=Folders(config.inbox, config.processed, config.quarantine),
             send_policy=SendPolicy(max_attempts=settings.smtp.max_attempts,
-                                   bounce_limit=settings.delivery.bounce_limit),
+                                   bounce_limit=settings.delivery.bounce_limit,
+                                   max_per_second=settings.smtp.max_per_second),
+            dkim=DkimSigner.from_file(settings.dkim.domain, settings.dkim.selector,
+                                      config.resolve(settings.dkim.private_key_file)) if settings.dkim else None,
         )
 
 
@@ -145,6 +150,12 @@ class Composed:
 def compose(ctx: RunContext, digest: Digest) -> Composed:
     links = ctx.signer.links_for(digest.subscriber.id)
     return Composed(ctx.renderer.render(digest, links), new_message_id(ctx.sender.address), links)
+
+
+def wire_bytes(ctx: RunContext, digest: Digest, composed: Composed) -> bytes:
+    """The message exactly as it is stored and sent: serialised, then DKIM-signed when configured."""
+    raw = serialise(to_message(ctx, digest, composed))
+    return ctx.dkim.sign(raw) if ctx.dkim is not None else raw
 
 
 def to_message(ctx: RunContext, digest: Digest, composed: Composed) -> EmailMessage:
@@ -299,7 +310,7 @@ def queue_digest(ctx: RunContext, digest: Digest, slot: Slot,
         return nothing_new(digest), None
     try:
         composed = compose(ctx, digest)
-        raw = serialise(to_message(ctx, digest, composed))
+        raw = wire_bytes(ctx, digest, composed)
     except Exception as exc:  # one subscriber's broken digest must not stop the others
         log.exception("could not build the digest for %s", sid)
         return SubscriberResult(sid, "error", count, candidates, f"{type(exc).__name__}: {exc}"), None
@@ -327,7 +338,7 @@ def preview(config: Config, subscriber_id: str, out_dir: Path, now: datetime) ->
         # Any status: a paused subscriber may want to see what resuming would bring.
         (digest,) = plan_digests(ctx.store, ctx.make_ranker, ctx.policy, [subscriber], now)
         composed = compose(ctx, digest)
-        message = serialise(to_message(ctx, digest, composed))  # exactly as sent
+        message = wire_bytes(ctx, digest, composed)  # exactly as sent
     files = PreviewFiles(out_dir / f"{subscriber.id}.html", out_dir / f"{subscriber.id}.txt",
                          out_dir / f"{subscriber.id}.eml", len(digest.papers), digest.candidate_count)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,6 +40,26 @@ LONGEST_RETRY = timedelta(hours=6)
 class SendPolicy:
     max_attempts: int = 8
     bounce_limit: int = 3
+    max_per_second: float | None = None  # smtp.max_per_second: None sends as fast as the server answers
+
+
+class Pacer:
+    """Spaces sends at least 1/per_second apart; `wait()` before each send. The clock and sleep are seams."""
+
+    def __init__(self, per_second: float | None, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.interval = 1.0 / per_second if per_second else 0.0
+        self._clock, self._sleep = clock, sleep
+        self._next: float | None = None
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        now = self._clock()
+        if self._next is not None and now < self._next:
+            self._sleep(self._next - now)
+            now = self._next
+        self._next = now + self.interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +84,10 @@ def retry_delay(attempts: int, rng: random.Random | None = None) -> timedelta:
 
 
 def send_queued(store: Store, mailer: Mailer, policy: SendPolicy, now: Callable[[], datetime], *,
-                only: Sequence[str] = (), should_stop: Callable[[], bool] = lambda: False) -> list[Sent]:
+                only: Sequence[str] = (), should_stop: Callable[[], bool] = lambda: False,
+                pacer: Pacer | None = None) -> list[Sent]:
     """Send every due message (only those of `only` when given), oldest first; one result per message."""
+    pacer = pacer or Pacer(policy.max_per_second)
     queue = store.ledger.due(now(), only)
     results: list[Sent] = []
     try:
@@ -72,6 +95,7 @@ def send_queued(store: Store, mailer: Mailer, policy: SendPolicy, now: Callable[
             for item in queue:
                 if should_stop():
                     break
+                pacer.wait()
                 results.append(_send_one(store, mailer, policy, now, item))
     except DeliveryError as exc:
         # The server is unusable for everyone: what is left stays queued for the next run.

@@ -12,7 +12,7 @@ from helpers import REPO, SAMPLE_PAGES, at
 from newsletter import pipeline
 from newsletter.config import Config, config_from_mapping
 from newsletter.models import DeliveryStatus
-from newsletter.sending import FIRST_RETRY, LONGEST_RETRY, retry_delay
+from newsletter.sending import FIRST_RETRY, LONGEST_RETRY, Pacer, retry_delay, send_queued
 from newsletter.store import open_store
 from smtp_sink import SmtpSink
 
@@ -112,3 +112,49 @@ def test_retry_delays_double_with_jitter_up_to_a_cap():
         assert all(full / 2 <= d <= full for d in delays)
         assert len(set(delays)) > 1, "jitter spreads retries of messages deferred together"
     assert retry_delay(20, rng) <= LONGEST_RETRY
+
+
+class FakeTime:
+    """A clock that moves only when slept on: the pacer's arithmetic, without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_pacer_spaces_sends_to_max_per_second():
+    fake = FakeTime()
+    pacer = Pacer(4.0, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(5):
+        pacer.wait()
+    assert fake.slept == [0.25] * 4
+    fake.now += 10  # a slow server already spaced them: no wait
+    pacer.wait()
+    assert len(fake.slept) == 4
+    unpaced = Pacer(None, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(3):
+        unpaced.wait()
+    assert len(fake.slept) == 4
+
+
+def test_a_run_waits_for_the_pacer_before_each_message(tmp_path, smtp_sink, refused_port):
+    down = project(tmp_path, {"host": "127.0.0.1", "port": refused_port, "security": "none", "timeout": 2})
+    pipeline.ingest_pages(down, T_INGEST)
+    pipeline.run_digests(down, T)  # three messages stored, none sent
+    sink = smtp_sink()
+    config = project(tmp_path, smtp_of(sink, max_per_second=4.0))
+    fake = FakeTime()
+    with pipeline.open_context(config) as ctx:
+        assert ctx.send_policy.max_per_second == 4.0
+        pacer = Pacer(ctx.send_policy.max_per_second, clock=fake.clock, sleep=fake.sleep)
+        sent = send_queued(ctx.store, ctx.make_mailer(), ctx.send_policy, lambda: T + timedelta(hours=1),
+                           pacer=pacer)
+    assert [s.outcome for s in sent] == ["sent"] * 3 and len(sink.messages) == 3
+    assert fake.slept == [0.25, 0.25]  # the second and third waited a quarter second each
