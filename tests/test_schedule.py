@@ -80,6 +80,14 @@ def test_the_slot_trigger_fires_at_each_slot_across_dst_and_survives_pickling():
     assert fires == [datetime(2026, 3, 28, 1, 30, tzinfo=UTC), datetime(2026, 3, 29, 1, 30, tzinfo=UTC),
                      datetime(2026, 3, 30, 0, 30, tzinfo=UTC), datetime(2026, 3, 31, 0, 30, tzinfo=UTC)]
     assert str(trigger) == "slots daily at 02:30 Europe/Berlin"
+    # Falling back in New York: 01:30 happens twice on 1 November, the trigger fires once.
+    new_york = SlotTrigger(Schedule(time=datetime(2026, 1, 1, 1, 30).time(), timezone="America/New_York"))
+    first = new_york.get_next_fire_time(None, datetime(2026, 10, 31, 12, 0, tzinfo=UTC))
+    second = new_york.get_next_fire_time(first, datetime(2026, 10, 31, 12, 0, tzinfo=UTC))
+    third = new_york.get_next_fire_time(second, datetime(2026, 10, 31, 12, 0, tzinfo=UTC))
+    assert [first, second, third] == [datetime(2026, 11, 1, 5, 30, tzinfo=UTC),  # 01:30 EDT
+                                      datetime(2026, 11, 2, 6, 30, tzinfo=UTC),  # 01:30 EST from now on
+                                      datetime(2026, 11, 3, 6, 30, tzinfo=UTC)]
 
 
 # -- jobs and files ------------------------------------------------------------------------------------
@@ -105,7 +113,8 @@ def test_reconcile_follows_added_edited_and_removed_files_and_jobs_survive_a_res
     (config.subscribers_dir / "bob.yaml").write_text("email: [broken\n")  # a typo must not drop bob's job
     second = daemon.reconcile()
     assert (second.added, second.rescheduled, second.removed) == (("dan",), ("alice",), ("carol",))
-    assert digest_jobs(daemon)["alice"].astimezone(datetime.now().astimezone().tzinfo).minute == 15
+    berlin_0915 = Schedule(time=datetime(2026, 1, 1, 9, 15).time(), timezone="Europe/Berlin")
+    assert digest_jobs(daemon)["alice"] == next_slot(berlin_0915, datetime.now(UTC)).at
     assert daemon.reconcile() == type(second)()  # nothing changed: nothing to do
     kept = digest_jobs(daemon)
     daemon.scheduler.shutdown(wait=True)
@@ -139,11 +148,14 @@ def test_after_downtime_a_missed_digest_goes_out_once_and_says_it_is_late(tmp_pa
     pipeline.ingest_pages(config, T_INGEST)
     for sid in ("bob", "carol"):
         (config.subscribers_dir / f"{sid}.yaml").unlink()
+    # alice's time of day was three hours ago, so her latest slot is late whenever the test runs.
+    schedule = Schedule(time=(datetime.now(UTC) - timedelta(hours=3)).time().replace(second=0, microsecond=0))
+    set_schedule(config, "alice", time=schedule.time.strftime("%H:%M"))
     daemon = open_daemon(config, daemons)
     daemon.open()
     daemon.reconcile()
     # The process was down for three days: its job's next run is three slots in the past.
-    three_days_ago = next_slot(Schedule(), datetime.now(UTC) - timedelta(days=3)).at
+    three_days_ago = next_slot(schedule, datetime.now(UTC) - timedelta(days=3)).at
     daemon.scheduler.modify_job(DIGEST_JOB + "alice", jobstore="default", next_run_time=three_days_ago)
     daemon.scheduler.resume()
     wait_for(lambda: list(config.outbox.glob("*.eml")))
@@ -156,7 +168,7 @@ def test_after_downtime_a_missed_digest_goes_out_once_and_says_it_is_late(tmp_pa
     assert "comes late: the digest service was not running then." in html
     with pipeline.open_context(config) as ctx:
         (record,) = ctx.store.ledger.deliveries_for("alice")
-    assert record.slot == current_slot(Schedule(), datetime.now(UTC)).local_date  # the latest missed slot
+    assert record.slot == current_slot(schedule, datetime.now(UTC)).local_date  # the latest missed slot
 
 
 def test_a_job_at_its_slot_is_not_late_and_a_second_firing_doubles_nothing(tmp_path, daemons):
