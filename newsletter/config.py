@@ -82,6 +82,8 @@ class SmtpSettings(_Strict):
     max_attempts: int = Field(default=8, ge=1, le=50)
     # A cap on messages per second (a relay's or provider's limit); unset sends as fast as the server answers.
     max_per_second: float | None = Field(default=None, gt=0, le=10_000)
+    # SMTP sessions sending side by side (a relay that accepts several); max_per_second caps them together.
+    connections: int = Field(default=1, ge=1, le=10)
 
     def password(self) -> str | None:
         """The password from the environment, or None when no username is set."""

@@ -87,7 +87,8 @@ def open_context(config: Config) -> Iterator[RunContext]:
             folders=Folders(config.inbox, config.processed, config.quarantine),
             send_policy=SendPolicy(max_attempts=settings.smtp.max_attempts,
                                    bounce_limit=settings.delivery.bounce_limit,
-                                   max_per_second=settings.smtp.max_per_second),
+                                   max_per_second=settings.smtp.max_per_second,
+                                   connections=settings.smtp.connections if settings.delivery.method == "smtp" else 1),
             dkim=DkimSigner.from_file(settings.dkim.domain, settings.dkim.selector,
                                       config.resolve(settings.dkim.private_key_file)) if settings.dkim else None,
         )
@@ -244,8 +245,10 @@ def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bo
             results.append(result)
     interrupted = tuple(r for r in ctx.store.ledger.deliveries_in([DeliveryStatus.SENDING])
                         if not only or r.subscriber_id in only)
-    sent = send_queued(ctx.store, mailer or ctx.make_mailer(), ctx.send_policy, lambda: now, only=only,
-                       should_stop=should_stop)
+    # A mailer handed in (tests, tools) is one session: it cannot be shared between parallel senders.
+    policy = replace(ctx.send_policy, connections=1) if mailer is not None else ctx.send_policy
+    sent = send_queued(ctx.store, (lambda: mailer) if mailer is not None else ctx.make_mailer, policy,
+                       lambda: now, only=only, should_stop=should_stop)
     # A message an earlier run queued for this slot says more than "already done".
     resumed = {item.subscriber_id for item in sent}
     results = [r for r in results if not (r.outcome == "already done" and r.subscriber_id in resumed)]
@@ -261,7 +264,7 @@ def send_due(ctx: RunContext, now: datetime, *, should_stop: Callable[[], bool] 
              wait: bool = False) -> list[Sent]:
     """Send only what is already queued and due (deferred retries, leftovers of a stopped run); plans nothing."""
     with ctx.store.locks.hold("digest", wait=wait):
-        return send_queued(ctx.store, ctx.make_mailer(), ctx.send_policy, lambda: now, should_stop=should_stop)
+        return send_queued(ctx.store, ctx.make_mailer, ctx.send_policy, lambda: now, should_stop=should_stop)
 
 
 def sort_out(ctx: RunContext, subscribers: Sequence[Subscriber],

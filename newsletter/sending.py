@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +43,7 @@ class SendPolicy:
     max_attempts: int = 8
     bounce_limit: int = 3
     max_per_second: float | None = None  # smtp.max_per_second: None sends as fast as the server answers
+    connections: int = 1  # smtp.connections: sessions sending side by side
 
 
 class Pacer:
@@ -51,15 +54,18 @@ class Pacer:
         self.interval = 1.0 / per_second if per_second else 0.0
         self._clock, self._sleep = clock, sleep
         self._next: float | None = None
+        self._lock = threading.Lock()
 
     def wait(self) -> None:
         if not self.interval:
             return
-        now = self._clock()
-        if self._next is not None and now < self._next:
-            self._sleep(self._next - now)
-            now = self._next
-        self._next = now + self.interval
+        # Book the next free moment under the lock, sleep outside it: parallel senders share one pace.
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._next if self._next is not None else now)
+            self._next = start + self.interval
+        if start > now:
+            self._sleep(start - now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,31 +89,65 @@ def retry_delay(attempts: int, rng: random.Random | None = None) -> timedelta:
     return full * (rng or random).uniform(0.5, 1.0)
 
 
-def send_queued(store: Store, mailer: Mailer, policy: SendPolicy, now: Callable[[], datetime], *,
+def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPolicy, now: Callable[[], datetime], *,
                 only: Sequence[str] = (), should_stop: Callable[[], bool] = lambda: False,
                 pacer: Pacer | None = None) -> list[Sent]:
-    """Send every due message (only those of `only` when given), oldest first; one result per message."""
+    """Send every due message (only those of `only` when given), oldest first; one result per message.
+
+    `policy.connections` workers each open their own mailer (one SMTP session each) and take
+    the next message in turn. A DeliveryError that stops a batch stops every worker after its
+    current message; what nobody took stays queued for the next run.
+    """
     pacer = pacer or Pacer(policy.max_per_second)
     queue = store.ledger.due(now(), only)
-    results: list[Sent] = []
-    try:
-        with mailer:
-            for item in queue:
-                if should_stop():
-                    break
+    todo = deque(enumerate(queue))
+    results: dict[int, Sent] = {}
+    stopped: list[DeliveryError] = []
+    crashed: list[BaseException] = []
+    lock = threading.Lock()
+
+    def take() -> tuple[int, QueuedMessage] | None:
+        with lock:
+            return todo.popleft() if todo and not stopped and not should_stop() else None
+
+    def work() -> None:
+        with make_mailer() as mailer:
+            while (taken := take()) is not None:
+                index, item = taken
                 pacer.wait()
-                results.append(_send_one(store, mailer, policy, now, item))
-    except DeliveryError as exc:
-        # The server is unusable for everyone: what is left stays queued for the next run.
-        log.error("delivery stopped: %s", exc)
-        left = queue[len(results):]
-        results += [Sent(q.record.subscriber_id, "not sent", q.record.message_id,
-                         str(exc) if i == 0 else "not attempted: delivery stopped; still queued")
-                    for i, q in enumerate(left)]
-        return results
-    results += [Sent(q.record.subscriber_id, "not sent", q.record.message_id, "stopping; still queued")
-                for q in queue[len(results):]]
-    return results
+                try:
+                    results[index] = _send_one(store, mailer, policy, now, item)
+                except DeliveryError as exc:
+                    with lock:
+                        first = not stopped
+                        stopped.append(exc)
+                    if first:
+                        log.error("delivery stopped: %s", exc)
+                    results[index] = Sent(item.record.subscriber_id, "not sent", item.record.message_id, str(exc))
+                    return
+
+    def guarded() -> None:
+        try:
+            work()
+        except BaseException as exc:  # re-raised in the caller's thread below
+            with lock:
+                crashed.append(exc)
+                todo.clear()
+
+    workers = min(policy.connections, max(len(queue), 1))
+    if workers == 1:
+        work()  # in this thread: a crash propagates as it is
+    else:
+        threads = [threading.Thread(target=guarded, name=f"send-{n}") for n in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if crashed:
+            raise crashed[0]
+    why = "not attempted: delivery stopped; still queued" if stopped else "stopping; still queued"
+    return [results.get(i) or Sent(q.record.subscriber_id, "not sent", q.record.message_id, why)
+            for i, q in enumerate(queue)]
 
 
 def _send_one(store: Store, mailer: Mailer, policy: SendPolicy, now: Callable[[], datetime],

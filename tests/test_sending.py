@@ -154,7 +154,41 @@ def test_a_run_waits_for_the_pacer_before_each_message(tmp_path, smtp_sink, refu
     with pipeline.open_context(config) as ctx:
         assert ctx.send_policy.max_per_second == 4.0
         pacer = Pacer(ctx.send_policy.max_per_second, clock=fake.clock, sleep=fake.sleep)
-        sent = send_queued(ctx.store, ctx.make_mailer(), ctx.send_policy, lambda: T + timedelta(hours=1),
+        sent = send_queued(ctx.store, ctx.make_mailer, ctx.send_policy, lambda: T + timedelta(hours=1),
                            pacer=pacer)
     assert [s.outcome for s in sent] == ["sent"] * 3 and len(sink.messages) == 3
     assert fake.slept == [0.25, 0.25]  # the second and third waited a quarter second each
+
+
+def many_readers(tmp_path: Path, count: int) -> None:
+    folder = tmp_path / "subscribers"
+    folder.mkdir()
+    for n in range(count):
+        (folder / f"reader{n}.yaml").write_text(f"email: reader{n}@example.org\ntopics: [graph neural networks]\n")
+    (tmp_path / "var" / "inbox").mkdir(parents=True)
+    for page in SAMPLE_PAGES.glob("*.txt"):
+        shutil.copy(page, tmp_path / "var" / "inbox")
+
+
+def test_parallel_connections_share_the_queue_and_deliver_each_message_once(tmp_path, smtp_sink):
+    many_readers(tmp_path, 9)
+    sink = smtp_sink()
+    config = project(tmp_path, smtp_of(sink, connections=3))
+    pipeline.ingest_pages(config, T_INGEST)
+    report = pipeline.run_digests(config, T)
+    assert report.count("sent") == 9
+    assert 2 <= sink.connections <= 3  # sessions side by side (a worker that found the queue empty opens none)
+    assert sorted(r for m in sink.messages for r in m.rcpt_tos) == sorted(f"reader{n}@example.org" for n in range(9))
+
+
+def test_parallel_connections_all_stop_on_a_dead_server_and_lose_nothing(tmp_path, refused_port):
+    many_readers(tmp_path, 9)
+    config = project(tmp_path, {"host": "127.0.0.1", "port": refused_port, "security": "none", "timeout": 2,
+                                "connections": 3})
+    pipeline.ingest_pages(config, T_INGEST)
+    down = pipeline.run_digests(config, T)
+    assert down.count("not sent") == 9
+    with open_store(config.store_path) as store:
+        statuses = [r.status for r in store.ledger.deliveries_in(list(DeliveryStatus))]
+    assert len(statuses) == 9 and 1 <= statuses.count(DeliveryStatus.DEFERRED) <= 3
+    assert statuses.count(DeliveryStatus.QUEUED) == 9 - statuses.count(DeliveryStatus.DEFERRED)
