@@ -155,6 +155,8 @@ def _send_one(store: Store, mailer: Mailer, policy: SendPolicy, now: Callable[[]
     ledger, record = store.ledger, item.record
     resent = record.status is DeliveryStatus.SENDING
     attempt = ledger.start_sending(record.delivery_id, now())
+    if attempt is None:
+        return Sent(record.subscriber_id, "bounced", record.message_id, "withdrawn: the subscriber bounced")
     try:
         result = mailer.send(stored_message(item.message))
     except DeliveryError as exc:

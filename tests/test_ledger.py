@@ -149,6 +149,19 @@ def test_hard_failures_in_a_row_bounce_a_subscriber_until_reset(store):
     assert store.ledger.reset_bounce("alice", at("2026-11-24")) is False
 
 
+def test_bouncing_withdraws_what_else_waits_for_the_address(store):
+    ids = [p.id for p in store.papers.get()]
+    refused = queue(store, digest_of(store, ids[:1], slot=date(2026, 11, 1)), "<1@x>")
+    waiting = queue(store, digest_of(store, ids[1:2], slot=date(2026, 11, 2)), "<2@x>")
+    other = queue(store, digest_of(store, ids[2:], who=replace(ALICE, id="bob")), "<3@x>")
+    store.ledger.start_sending(refused, at("2026-11-23"))
+    assert store.ledger.settle(refused, S.FAILED, reply="550 gone", now=at("2026-11-23"), hard=True, bounce_limit=1)
+    statuses = {r.delivery_id: (r.status, r.reply) for r in store.ledger.deliveries_in(list(S))}
+    assert statuses[waiting] == (S.FAILED, "withdrawn: the subscriber bounced")
+    assert statuses[other] == (S.QUEUED, "")
+    assert store.ledger.delivered_paper_ids("alice") == set()  # both windows open again for after a reset
+
+
 def test_a_database_from_before_the_queue_is_migrated_and_old_deliveries_count_as_sent(tmp_path):
     path = tmp_path / "old.sqlite3"
     with open_store(path) as store:

@@ -192,3 +192,17 @@ def test_parallel_connections_all_stop_on_a_dead_server_and_lose_nothing(tmp_pat
         statuses = [r.status for r in store.ledger.deliveries_in(list(DeliveryStatus))]
     assert len(statuses) == 9 and 1 <= statuses.count(DeliveryStatus.DEFERRED) <= 3
     assert statuses.count(DeliveryStatus.QUEUED) == 9 - statuses.count(DeliveryStatus.DEFERRED)
+
+
+def test_a_bounce_withdraws_the_rest_of_the_subscribers_batch_and_the_run_goes_on(tmp_path, smtp_sink, refused_port):
+    down = project(tmp_path, {"host": "127.0.0.1", "port": refused_port, "security": "none", "timeout": 2})
+    pipeline.ingest_pages(down, T_INGEST)
+    pipeline.run_digests(down, T)  # day 1: stored, not sent
+    sink = smtp_sink(reject=("bob@example.org",))
+    config = project(tmp_path, smtp_of(sink), bounce_limit=1)
+    report = pipeline.run_digests(config, T + timedelta(days=1))  # day 2: two messages each
+    bob = [r for r in report.results if r.subscriber_id == "bob"]
+    assert [r.outcome for r in bob] == ["failed", "bounced"]
+    assert bob[1].detail == "withdrawn: the subscriber bounced"
+    assert report.count("sent") == 4  # alice's and carol's two each
+    assert not any("bob@example.org" in m.rcpt_tos for m in sink.messages)

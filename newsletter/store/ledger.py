@@ -5,6 +5,7 @@ message (Message-ID and the exact bytes) are stored, `queued`, before any send:
 
     queued -> sending -> sent | deferred | failed        deferred -> sending (when due)
     sending -> sending                                   a crash left it in flight: send it again
+    queued | deferred -> failed                          withdrawn: the subscriber just bounced
 
 A delivery still `sending` when the next run starts may or may not have arrived; it is
 sent again with the same bytes, so a mail client shows the repeat (if any) as one message.
@@ -28,9 +29,9 @@ from .schema import Database, deliveries, digest_papers, digests, from_db, subsc
 S = DeliveryStatus
 # The only moves a delivery can make.
 TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
-    S.QUEUED: frozenset({S.SENDING}),
+    S.QUEUED: frozenset({S.SENDING, S.FAILED}),
     S.SENDING: frozenset({S.SENDING, S.SENT, S.DEFERRED, S.FAILED}),
-    S.DEFERRED: frozenset({S.SENDING}),
+    S.DEFERRED: frozenset({S.SENDING, S.FAILED}),
     S.SENT: frozenset(),
     S.FAILED: frozenset(),
 }
@@ -168,10 +169,16 @@ class Ledger:
             records = _records(conn, condition, with_message=True)
         return [QueuedMessage(record, message) for record, message in records]
 
-    def start_sending(self, delivery_id: int, now: datetime) -> int:
-        """Mark a delivery `sending` just before the mailer gets it; returns the attempt number."""
+    def start_sending(self, delivery_id: int, now: datetime) -> int | None:
+        """Mark a delivery `sending` just before the mailer gets it; returns the attempt number.
+
+        None when it was settled since it was read as due (withdrawn because its subscriber
+        bounced earlier in the same batch): there is nothing to send then.
+        """
         with self._db.write() as conn:
             status, attempts = _current(conn, delivery_id)
+            if status is S.FAILED:
+                return None
             _check_transition(status, S.SENDING)
             conn.execute(update(deliveries).where(deliveries.c.id == delivery_id)
                          .values(status=S.SENDING.value, attempts=attempts + 1, updated_at=to_db(now)))
@@ -260,6 +267,14 @@ def _count_hard_failure(conn: Connection, subscriber_id: str, reply: str, now: d
     bounces = bounce_limit is not None and failures >= bounce_limit
     _set_health(conn, subscriber_id, now, hard_failures=failures, last_reply=reply,
                 **({"bounced_at": to_db(now)} if bounces else {}))
+    if bounces:
+        # Whatever else waits for this address would only bounce too; its papers come round after a reset.
+        waiting = select(deliveries.c.id).join(digests, digests.c.id == deliveries.c.digest_id).where(
+            digests.c.subscriber_id == subscriber_id,
+            deliveries.c.status.in_((S.QUEUED.value, S.DEFERRED.value)))
+        conn.execute(update(deliveries).where(deliveries.c.id.in_(waiting)).values(
+            status=S.FAILED.value, reply="withdrawn: the subscriber bounced", next_attempt_at=None,
+            updated_at=to_db(now)))
     return bounces
 
 
