@@ -7,6 +7,7 @@ commands, through `newsletter.pipeline`, so `--help` answers at once.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import webbrowser
 from collections.abc import Callable
@@ -212,7 +213,7 @@ def digest(ctx: click.Context, subscribers: tuple[str, ...], dry_run: bool, verb
     progress.close()
     for record in report.interrupted:
         warn(f"an earlier run stopped while sending to {record.subscriber_id} (message {record.message_id}); "
-             "it may or may not have arrived and is not resent")
+             "it is sent again with the same Message-ID, so a mail client shows at most one copy")
     for error in report.profile_errors:
         click.echo(f"error: {for_terminal(error)}", err=True)
     for result in report.results:
@@ -222,8 +223,9 @@ def digest(ctx: click.Context, subscribers: tuple[str, ...], dry_run: bool, verb
         papers = f"{result.papers} papers of {result.candidates} new" if active else ""
         line = f"{result.subscriber_id:<20} {result.outcome:<12} {papers:<24} {for_terminal(result.detail)}"
         click.echo(line.rstrip())
-    summary = ", ".join(f"{report.count(o)} {o}" for o in ("sent", "would send", "nothing new", "failed", "not sent",
-                                                             "error") if report.count(o))
+    summary = ", ".join(f"{report.count(o)} {o}" for o in ("sent", "would send", "nothing new", "already done",
+                                                             "deferred", "failed", "not sent", "bounced", "error")
+                        if report.count(o))
     if not quiet:
         click.echo(f"{'dry run: ' if dry_run else ''}{summary or 'no active subscribers'}")
     if not report.ok:
@@ -313,6 +315,92 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     from .web import serve as serve_web
 
     serve_web(config_of(ctx), host=host, port=port)
+
+
+
+@main.command()
+@config_option
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run until SIGINT/SIGTERM: ingest the inbox as pages arrive and send each digest at its subscriber's time.
+
+    Schedules come from each subscriber file's `schedule` (defaults: config `schedule`);
+    added, edited and removed files are picked up without a restart. Logs one line per
+    ingest and per delivery to stderr. Refuses to start while another `run` uses the
+    same database. On a stop signal the message in flight is finished and the rest stay
+    queued for the next start.
+    """
+    import logging
+
+    from .schedule import run_daemon
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    # APScheduler's own INFO lines ("Running job ...") would double ours.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    if not run_daemon(config_of(ctx)):
+        # A job is stuck (a stalled server): its message is recorded as `sending` and goes out
+        # again on the next start; exit now rather than wait for the interpreter to join its thread.
+        logging.shutdown()
+        os._exit(0)
+
+
+@main.command(name="status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@config_option
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool) -> None:
+    """Recent runs, each subscriber's next send (local and UTC), queued/deferred/failed deliveries, bounces, sources."""
+    from .status import status
+
+    report = status(config_of(ctx), now())
+    if as_json:
+        click.echo(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
+        return
+    click.echo(f"daemon: {'running' if report.daemon_running else 'not running'}")
+    click.echo("\nrecent runs:" if report.runs else "\nrecent runs: none yet")
+    for run in report.runs:
+        state = "running or died" if run.ok is None else ("ok" if run.ok else "FAILED")
+        click.echo(f"  {run.started_at:%Y-%m-%d %H:%M} UTC  {run.kind:<7} {state:<15} {for_terminal(run.summary)}")
+    click.echo("\nnext sends:" if report.next_sends else "\nnext sends: no active subscribers")
+    for nxt in report.next_sends:
+        flag = "  (bounced: suppressed)" if nxt.bounced else ""
+        click.echo(f"  {nxt.subscriber_id:<20} {nxt.local:%a %d %b %H:%M %Z} = {nxt.utc:%Y-%m-%d %H:%M} UTC  "
+                   f"[{nxt.schedule}]{flag}")
+    for sid, state in report.inactive:
+        click.echo(f"  {sid:<20} {state}")
+    click.echo("\nqueued and deferred:" if report.unsettled else "\nqueued and deferred: none")
+    for record in report.unsettled:
+        retry = f" retry at {record.next_attempt_at:%Y-%m-%d %H:%M} UTC" if record.next_attempt_at else ""
+        click.echo(f"  {record.subscriber_id:<20} {record.status.value:<9} slot {record.slot} "
+                   f"attempts {record.attempts}{retry}  {for_terminal(record.reply)}")
+    click.echo("\nrecent failures:" if report.failed else "\nrecent failures: none")
+    for record in report.failed:
+        click.echo(f"  {record.subscriber_id:<20} slot {record.slot}  {for_terminal(record.reply)}")
+    click.echo("\nbounced:" if report.bounced else "\nbounced: none")
+    for bounce in report.bounced:
+        click.echo(f"  {bounce.subscriber_id:<20} since {bounce.bounced_at:%Y-%m-%d %H:%M} UTC after "
+                   f"{bounce.hard_failures} hard failures: {for_terminal(bounce.last_reply)}  "
+                   f"(newsletter unbounce {bounce.subscriber_id})")
+    click.echo("\nsources:" if report.sources else "\nsources: no URL sources configured")
+    for source in report.sources:
+        state = "never fetched" if source.last_fetch is None else f"{source.last_fetch:%Y-%m-%d %H:%M} UTC"
+        click.echo(f"  {for_terminal(source.url)}  {state}  {for_terminal(source.detail)}")
+    for error in report.profile_errors:
+        click.echo(f"error: {for_terminal(error)}", err=True)
+
+
+@main.command()
+@click.argument("subscriber_id", metavar="ID")
+@config_option
+@click.pass_context
+def unbounce(ctx: click.Context, subscriber_id: str) -> None:
+    """Send to a bounced subscriber again (after fixing their address): resets their hard-failure count."""
+    from .status import unbounce as reset
+
+    if reset(config_of(ctx), subscriber_id, now()):
+        click.echo(f"{subscriber_id} will get digests again from their next slot")
+    else:
+        click.echo(f"{subscriber_id} was not bounced; nothing changed")
 
 
 # The `subscribers` group lives in its own module; it uses the helpers above, so it is imported last.

@@ -21,8 +21,16 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .models import WEEKDAYS, Schedule
 from .text import quoted
-from .validation import CONFIG_LIMITS, check_email, describe_validation_error, read_yaml_mapping
+from .validation import (
+    CONFIG_LIMITS,
+    check_clock,
+    check_email,
+    check_timezone,
+    describe_validation_error,
+    read_yaml_mapping,
+)
 
 DEFAULT_CONFIG = Path("config.yaml")
 SECRET_KEY_ENV = "NEWSLETTER_SECRET_KEY"
@@ -130,6 +138,8 @@ class SenderSettings(_Strict):
 class DeliverySettings(_Strict):
     method: Literal["outbox", "smtp"] = "outbox"
     outbox: FilePath = Path("var/outbox")
+    # Hard failures (5xx) in a row after which a subscriber is `bounced`: suppressed until reset.
+    bounce_limit: int = Field(default=3, ge=1, le=100)
 
 
 class SmtpSettings(_Strict):
@@ -141,6 +151,12 @@ class SmtpSettings(_Strict):
     timeout: float = Field(default=30.0, gt=0)
     ca_file: FilePath | None = None  # a private CA for a self-hosted relay
     retries: int = Field(default=2, ge=0, le=10)
+    # Runs that may try one message (4xx or a lost connection defers it, with growing waits) before it fails.
+    max_attempts: int = Field(default=8, ge=1, le=50)
+    # A cap on messages per second (a relay's or provider's limit); unset sends as fast as the server answers.
+    max_per_second: float | None = Field(default=None, gt=0, le=10_000)
+    # SMTP sessions sending side by side (a relay that accepts several); max_per_second caps them together.
+    connections: int = Field(default=1, ge=1, le=10)
 
     def password(self) -> str | None:
         """The password from the environment, or None when no username is set."""
@@ -190,6 +206,50 @@ class WebSettings(_Strict):
         return os.environ.get(self.admin_token_env) or None
 
 
+class DkimSettings(_Strict):
+    """Optional DKIM signing: the key's public half is published as a TXT record at selector._domainkey.domain."""
+
+    domain: str
+    selector: str
+    private_key_file: FilePath
+
+    @field_validator("domain", "selector")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not value or not all(part and part.replace("-", "").isalnum() and part.isascii()
+                                for part in value.split(".")):
+            raise ValueError('must be DNS labels such as "example.org" or "digest2026"')
+        return value.lower()
+
+
+class ScheduleSettings(_Strict):
+    """Defaults for every subscriber file's `schedule`, and how `newsletter run` keeps to them."""
+
+    frequency: Literal["daily", "weekdays", "weekly"] = "daily"
+    day: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"  # for weekly
+    time: str = "07:00"
+    timezone: str = "UTC"
+    # A digest whose slot passed while the daemon was down still goes out (once) within this many hours.
+    grace_hours: int = Field(default=12, ge=1, le=24 * 7)
+    # How often `newsletter run` rereads the subscriber files for added, edited or removed schedules.
+    reconcile_seconds: int = Field(default=60, ge=1, le=86_400)
+
+    @field_validator("time")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        check_clock(value)
+        return value.strip()
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_timezone(value)
+
+    def default_schedule(self) -> Schedule:
+        """The schedule of a subscriber file that sets none of its own."""
+        return Schedule(self.frequency, check_clock(self.time), self.timezone, WEEKDAYS.index(self.day))
+
+
 class Settings(_Strict):
     store: str = "var/newsletter.sqlite3"  # a file path or a database URL (sqlite:///path)
     pages: PagesSettings = PagesSettings()
@@ -203,6 +263,8 @@ class Settings(_Strict):
     digest: DigestSettings = DigestSettings()
     web: WebSettings = WebSettings()
     sources: SourcesSettings = SourcesSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    dkim: DkimSettings | None = None
 
     @field_validator("base_url")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from datetime import time as dtime
 from enum import StrEnum
 from pathlib import Path
 from typing import Literal
@@ -12,17 +13,42 @@ from typing import Literal
 LinkKind = Literal["paper", "code", "project", "model", "data"]
 SubscriberStatus = Literal["active", "paused", "unsubscribed"]
 VoteDirection = Literal["more", "less"]
+Frequency = Literal["daily", "weekdays", "weekly"]
 # What a run did for one subscriber, as `newsletter digest` prints it.
-Outcome = Literal["sent", "failed", "not sent", "nothing new", "would send", "paused", "unsubscribed", "error"]
+Outcome = Literal["sent", "failed", "not sent", "nothing new", "would send", "paused", "unsubscribed", "error",
+                  "deferred", "already done", "bounced"]
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class DeliveryStatus(StrEnum):
-    """Where a digest's delivery stands; store/ledger.py owns every transition."""
+    """Where a digest's delivery stands; store/ledger.py owns every transition.
 
-    PENDING = "pending"  # recorded before the send; still pending after a crash means "maybe sent"
+    queued -> sending -> sent | deferred | failed; deferred -> sending again when due.
+    A message is stored (bytes and Message-ID) before it is queued, so whatever a crash
+    interrupts is sent again, byte for byte, by the next run: at least once.
+    """
+
+    QUEUED = "queued"  # rendered and stored; not yet handed to the mailer
+    SENDING = "sending"  # handed to the mailer; still `sending` after a crash means "maybe sent": sent again
     SENT = "sent"  # the server (or the outbox) accepted it
-    FAILED = "failed"  # refused for this recipient; its papers come round again
-    UNKNOWN = "unknown"  # a run died between send and record: never resent, reported once
+    DEFERRED = "deferred"  # a 4xx or a lost connection: tried again at `next_attempt_at`
+    FAILED = "failed"  # refused for good (5xx, or out of attempts); its papers come round again
+
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When a subscriber's digest goes out: at `time` local to `timezone`, on the days `frequency` names."""
+
+    frequency: Frequency = "daily"
+    time: dtime = dtime(7, 0)
+    timezone: str = "UTC"  # an IANA name, checked when the file is read
+    day: int = 0  # weekly only: 0 = Monday .. 6 = Sunday
+
+    def describe(self) -> str:
+        when = {"daily": "daily", "weekdays": "on weekdays", "weekly": f"every {WEEKDAYS[self.day]}"}[self.frequency]
+        clock = self.time.isoformat(timespec="seconds" if self.time.second else "minutes")
+        return f"{when} at {clock} {self.timezone}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +133,7 @@ class Subscriber:
     max_papers: int | None = None
     status: SubscriberStatus = "active"
     source: Path | None = None
+    schedule: Schedule = field(default_factory=Schedule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +191,8 @@ class Digest:
     window_end: datetime  # when this digest was planned
     through_paper_id: int  # the highest paper id in play; the next digest starts after it
     candidate_count: int  # how many papers were considered before the cut
+    slot: date | None = None  # the subscriber's local date this digest is for (None: a preview)
+    late: bool = False  # sent well after its slot (the service was down): the intro says so
 
 
 @dataclass(frozen=True, slots=True)

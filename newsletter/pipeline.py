@@ -3,11 +3,12 @@
 The config is turned into a RunContext once (`open_context`); everything below
 takes the context, or the part of it it uses, never the config.
 
-Delivery is at most once per paper (see store/ledger.py): a digest and a
-`pending` delivery are written before the send and settled after it. If the
-process dies in between, the next run marks the delivery `unknown`, treats its
-papers as sent (a repeat is worse than a gap) and reports it; every other
-subscriber is still served.
+A digest run is plan -> queue -> send (see store/ledger.py and sending.py): each
+subscriber due a digest for their current slot gets it planned, rendered and
+stored with its Message-ID and bytes (`queued`) before anything is sent; then
+every due message is sent. A crash anywhere leaves the ledger saying what is
+left, and the next run sends it, with the same Message-ID: at least once, and
+never two digests for one slot.
 """
 
 from __future__ import annotations
@@ -16,22 +17,26 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 
 from .config import SECRET_KEY_ENV, Config
 from .deliver import Mailer, build_message, mailer_from_config, new_message_id, serialise
-from .errors import DeliveryError, ProfileError
+from .deliver.dkim import DkimSigner
+from .errors import ProfileError
 from .fetching import SourceReport, fetch_sources
 from .links import Signer
 from .models import DeliveryStatus, Digest, Outcome, Paper, RenderedEmail, Subscriber, SubscriberLinks
 from .planning import DigestPolicy, RankerFactory, plan_digests
 from .rank import fit_ranker
 from .render import Renderer, shipped_templates
+from .sending import SendPolicy, Sent, send_queued
+from .slots import Slot, current_slot
 from .sources import Folders, IngestReport, PageReport, ingest
 from .sources.http import FetchPolicy, new_client
 from .store import DeliveryRecord, SourceState, Store, open_store
@@ -63,6 +68,8 @@ class RunContext:
     policy: DigestPolicy
     make_mailer: Callable[[], Mailer]
     folders: Folders
+    send_policy: SendPolicy = SendPolicy()
+    dkim: DkimSigner | None = None  # signs each message as it is queued
 
 
 @contextmanager
@@ -72,7 +79,7 @@ def open_context(config: Config) -> Iterator[RunContext]:
         templates = config.resolve(settings.templates) if settings.templates is not None else shipped_templates()
         yield RunContext(
             store=store,
-            subscribers=FileSubscribers(config.subscribers_dir),
+            subscribers=FileSubscribers(config.subscribers_dir, settings.schedule.default_schedule()),
             make_ranker=fit_ranker,
             renderer=Renderer(templates, sender_name=settings.sender.name, search_url=settings.digest.search_url),
             signer=Signer(os.environ.get(SECRET_KEY_ENV) or store.keys.signing_key(), settings.base_url,
@@ -82,6 +89,12 @@ def open_context(config: Config) -> Iterator[RunContext]:
                                 min_score=settings.digest.min_score, send_empty=settings.digest.send_empty),
             make_mailer=lambda: mailer_from_config(config),
             folders=Folders(config.inbox, config.processed, config.quarantine),
+            send_policy=SendPolicy(max_attempts=settings.smtp.max_attempts,
+                                   bounce_limit=settings.delivery.bounce_limit,
+                                   max_per_second=settings.smtp.max_per_second,
+                                   connections=settings.smtp.connections if settings.delivery.method == "smtp" else 1),
+            dkim=DkimSigner.from_file(settings.dkim.domain, settings.dkim.selector,
+                                      config.resolve(settings.dkim.private_key_file)) if settings.dkim else None,
         )
 
 
@@ -93,8 +106,15 @@ def ingest_pages(config: Config, now: datetime, paths: Sequence[Path] = (),
                  on_page: Callable[[PageReport], None] | None = None) -> IngestReport:
     """Ingest the given pages, or the inbox; a second ingest on the same store waits its turn."""
     with open_store(config.store_url) as store, store.locks.hold("ingest", wait=True, on_wait=on_wait):
-        return ingest(store.papers, Folders(config.inbox, config.processed, config.quarantine), now, paths,
-                      on_page)
+        report = ingest(store.papers, Folders(config.inbox, config.processed, config.quarantine), now, paths,
+                        on_page)
+        store.runs.add("ingest", now, now, ok=not report.problems, summary=ingest_summary(report))
+        return report
+
+
+def ingest_summary(report: IngestReport) -> str:
+    return (f"{len(report.pages)} pages, {report.new_papers} new papers, {report.duplicates} duplicates, "
+            f"{len(report.quarantined)} quarantined")
 
 
 def ingest_sources(config: Config, now: datetime, *, only_due: bool = True,
@@ -167,10 +187,18 @@ def compose(ctx: RunContext, digest: Digest) -> Composed:
     return Composed(ctx.renderer.render(digest, links), message_id, links)
 
 
+def wire_bytes(ctx: RunContext, digest: Digest, composed: Composed) -> bytes:
+    """The message exactly as it is stored and sent: serialised, then DKIM-signed when configured."""
+    raw = serialise(to_message(ctx, digest, composed))
+    return ctx.dkim.sign(raw) if ctx.dkim is not None else raw
+
+
 def to_message(ctx: RunContext, digest: Digest, composed: Composed) -> EmailMessage:
+    # The Date on the subscriber's clock: their mail client shows the day the digest is for.
+    local = digest.issued_at.astimezone(ZoneInfo(digest.subscriber.schedule.timezone))
     return build_message(composed.rendered, digest.subscriber, sender_name=ctx.sender.name,
                          sender_address=ctx.sender.address, list_id=ctx.sender.list_id, links=composed.links,
-                         now=digest.issued_at, message_id=composed.message_id)
+                         now=local, message_id=composed.message_id)
 
 
 # -- running digests ------------------------------------------------------------------------------------------
@@ -189,7 +217,7 @@ class SubscriberResult:
 class RunReport:
     results: tuple[SubscriberResult, ...]
     profile_errors: tuple[str, ...] = ()
-    interrupted: tuple[DeliveryRecord, ...] = ()  # deliveries a crashed earlier run left unsettled
+    interrupted: tuple[DeliveryRecord, ...] = ()  # messages a crashed earlier run left in flight: sent again
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
@@ -199,7 +227,7 @@ class RunReport:
         return not self.profile_errors and not any(r.outcome in ("failed", "not sent", "error") for r in self.results)
 
 
-# Told about each subscriber as soon as their digest is done (progress on a terminal, `--verbose` lines).
+# Told about each subscriber once the run has settled them (progress on a terminal, `--verbose` lines).
 OnResult = Callable[[SubscriberResult], None]
 
 
@@ -211,21 +239,102 @@ def run_digests(config: Config, now: datetime, *, only: Sequence[str] = (), dry_
 
 
 def send_digests(ctx: RunContext, now: datetime, *, only: Sequence[str] = (), dry_run: bool = False,
-                 mailer: Mailer | None = None, on_result: OnResult | None = None) -> RunReport:
-    # One run at a time per database: two at once could both send the same papers.
-    with ctx.store.locks.hold("digest"):
-        interrupted = () if dry_run else tuple(ctx.store.ledger.mark_interrupted(now))
-        planned = plan(ctx, now, only)
-        tell = on_result or (lambda _result: None)
+                 mailer: Mailer | None = None, late_after: timedelta | None = None,
+                 should_stop: Callable[[], bool] = lambda: False, wait: bool = False,
+                 on_result: OnResult | None = None) -> RunReport:
+    """Plan, queue and send the digest of each subscriber's current slot, then everything else due.
+
+    A subscriber whose slot already has a digest gets nothing new (`already done`). With
+    `late_after`, a digest sent that long after its slot says so in its intro (the daemon
+    catching up after downtime); a digest run by hand never does. `should_stop` is asked
+    between messages; what is left stays queued. `wait` waits for another run's lock.
+    """
+    # One run at a time per database: two planners could otherwise race for the same slots.
+    with ctx.store.locks.hold("digest", wait=wait):
         if dry_run:
-            results = []
-            for d in planned.digests:
-                results.append(dry_run_result(ctx, d))
-                tell(results[-1])
-        else:
-            results = deliver_all(ctx, planned.digests, mailer or ctx.make_mailer(), now, tell)
-        results += [SubscriberResult(s.id, s.status) for s in planned.inactive]  # type: ignore[arg-type]
-        return RunReport(tuple(results), tuple(str(e) for e in planned.profile_errors), interrupted)
+            return _told(_digest_run(ctx, now, only, True, mailer, late_after, should_stop), on_result)
+        with ctx.store.runs.record("digest", now) as entry:
+            report = _told(_digest_run(ctx, now, only, False, mailer, late_after, should_stop), on_result)
+            entry.ok = report.ok
+            entry.summary = ", ".join(f"{report.count(o)} {o}" for o in RUN_OUTCOMES if report.count(o))
+            return report
+
+
+def _told(report: RunReport, on_result: OnResult | None) -> RunReport:
+    """Tell the progress display about each subscriber (after the run: sends may run in parallel)."""
+    if on_result is not None:
+        for result in report.results:
+            on_result(result)
+    return report
+
+
+# The outcomes a run's summary counts, in the order people read them.
+RUN_OUTCOMES: tuple[Outcome, ...] = ("sent", "would send", "nothing new", "already done", "deferred", "failed",
+                                     "not sent", "bounced", "error")
+
+
+def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bool, mailer: Mailer | None,
+                late_after: timedelta | None, should_stop: Callable[[], bool]) -> RunReport:
+    subscribers, errors = select_subscribers(ctx, only)
+    results, due = sort_out(ctx, subscribers, now)
+    planned = plan_digests(ctx.store, ctx.make_ranker, ctx.policy, [s for s, _ in due], now)
+    digests = [replace(d, slot=slot.local_date, late=late_after is not None and now - slot.at > late_after)
+               for d, (_, slot) in zip(planned, due, strict=True)]
+    if dry_run:
+        results += [dry_run_result(ctx, d) for d in digests]
+        return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)))
+    queued: dict[str, Digest] = {}
+    for digest, (_, slot) in zip(digests, due, strict=True):
+        result, message_id = queue_digest(ctx, digest, slot, now)
+        if message_id is not None:
+            queued[message_id] = digest
+        if result is not None:
+            results.append(result)
+    interrupted = tuple(r for r in ctx.store.ledger.deliveries_in([DeliveryStatus.SENDING])
+                        if not only or r.subscriber_id in only)
+    # A mailer handed in (tests, tools) is one session: it cannot be shared between parallel senders.
+    policy = replace(ctx.send_policy, connections=1) if mailer is not None else ctx.send_policy
+    sent = send_queued(ctx.store, (lambda: mailer) if mailer is not None else ctx.make_mailer, policy,
+                       lambda: now, only=only, should_stop=should_stop)
+    # A message an earlier run queued for this slot says more than "already done".
+    resumed = {item.subscriber_id for item in sent}
+    results = [r for r in results if not (r.outcome == "already done" and r.subscriber_id in resumed)]
+    for item in sent:
+        this_run = queued.get(item.message_id)  # None for a message an earlier run queued
+        results.append(SubscriberResult(item.subscriber_id, item.outcome,
+                                        len(this_run.papers) if this_run else 0,
+                                        this_run.candidate_count if this_run else 0, item.detail))
+    return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)), interrupted)
+
+
+def send_due(ctx: RunContext, now: datetime, *, should_stop: Callable[[], bool] = lambda: False,
+             wait: bool = False) -> list[Sent]:
+    """Send only what is already queued and due (deferred retries, leftovers of a stopped run); plans nothing."""
+    with ctx.store.locks.hold("digest", wait=wait):
+        return send_queued(ctx.store, ctx.make_mailer, ctx.send_policy, lambda: now, should_stop=should_stop)
+
+
+def sort_out(ctx: RunContext, subscribers: Sequence[Subscriber],
+             now: datetime) -> tuple[list[SubscriberResult], list[tuple[Subscriber, Slot]]]:
+    """Who is due a digest for their current slot; a result for everyone who is not."""
+    ledger = ctx.store.ledger
+    results: list[SubscriberResult] = []
+    due: list[tuple[Subscriber, Slot]] = []
+    for subscriber in subscribers:
+        if subscriber.status != "active":
+            results.append(SubscriberResult(subscriber.id, subscriber.status))
+            continue
+        if ledger.is_bounced(subscriber.id):
+            results.append(SubscriberResult(subscriber.id, "bounced", detail="suppressed after repeated hard "
+                                            f"failures; `newsletter unbounce {subscriber.id}` sends again"))
+            continue
+        slot = current_slot(subscriber.schedule, now)
+        if ledger.slot_taken(subscriber.id, slot.local_date):
+            results.append(SubscriberResult(subscriber.id, "already done",
+                                            detail=f"the digest for {slot.local_date} was made already"))
+            continue
+        due.append((subscriber, slot))
+    return results, due
 
 
 def nothing_new(digest: Digest) -> SubscriberResult:
@@ -241,47 +350,23 @@ def dry_run_result(ctx: RunContext, digest: Digest) -> SubscriberResult:
                             composed.rendered.subject)
 
 
-def deliver_all(ctx: RunContext, digests: Sequence[Digest], mailer: Mailer, now: datetime,
-                on_result: OnResult | None = None) -> list[SubscriberResult]:
-    results: list[SubscriberResult] = []
-    try:
-        with mailer:
-            for digest in digests:
-                results.append(deliver_one(ctx, digest, mailer, now))
-                if on_result is not None:
-                    on_result(results[-1])
-    except DeliveryError as exc:
-        # The server is unusable for everyone. Nothing is recorded for the rest, so
-        # the next run serves them with the same papers.
-        log.error("delivery stopped: %s", exc)
-        # The error once, on the subscriber whose send met it; the rest only say why they wait.
-        left = digests[len(results):]
-        results += [SubscriberResult(d.subscriber.id, "not sent", len(d.papers), d.candidate_count,
-                                     str(exc) if i == 0 else "not attempted: delivery stopped")
-                    for i, d in enumerate(left)]
-    return results
-
-
-def deliver_one(ctx: RunContext, digest: Digest, mailer: Mailer, now: datetime) -> SubscriberResult:
+def queue_digest(ctx: RunContext, digest: Digest, slot: Slot,
+                 now: datetime) -> tuple[SubscriberResult | None, str | None]:
+    """Store the digest for its slot with its finished message; (a result if nothing is to be sent, its Message-ID)."""
     sid, count, candidates = digest.subscriber.id, len(digest.papers), digest.candidate_count
     ledger = ctx.store.ledger
     if not ctx.policy.wants_email(digest):
-        ledger.record_digest(digest, message_id=None, now=now)
-        return nothing_new(digest)
+        ledger.enqueue(digest, slot_at=slot.at, message_id=None, message=None, now=now)
+        return nothing_new(digest), None
     try:
         composed = compose(ctx, digest)
-        message = to_message(ctx, digest, composed)
+        raw = wire_bytes(ctx, digest, composed)
     except Exception as exc:  # one subscriber's broken digest must not stop the others
         log.exception("could not build the digest for %s", sid)
-        return SubscriberResult(sid, "error", count, candidates, f"{type(exc).__name__}: {exc}")
-    digest_id = ledger.record_digest(digest, message_id=composed.message_id, now=now)
-    try:
-        result = mailer.send(message)
-    except DeliveryError as exc:
-        ledger.settle(digest_id, DeliveryStatus.FAILED, attempts=1, reply=str(exc), now=now)
-        raise
-    ledger.settle(digest_id, DeliveryStatus(result.status), attempts=result.attempts, reply=result.reply, now=now)
-    return SubscriberResult(sid, result.status, count, candidates, result.reply)
+        return SubscriberResult(sid, "error", count, candidates, f"{type(exc).__name__}: {exc}"), None
+    if ledger.enqueue(digest, slot_at=slot.at, message_id=composed.message_id, message=raw, now=now) is None:
+        return SubscriberResult(sid, "already done", detail=f"the digest for {slot.local_date} was made already"), None
+    return None, composed.message_id
 
 
 # -- preview and listings ---------------------------------------------------------------------------------
@@ -303,7 +388,7 @@ def preview(config: Config, subscriber_id: str, out_dir: Path, now: datetime) ->
         # Any status: a paused subscriber may want to see what resuming would bring.
         (digest,) = plan_digests(ctx.store, ctx.make_ranker, ctx.policy, [subscriber], now)
         composed = compose(ctx, digest)
-        message = serialise(to_message(ctx, digest, composed))  # exactly as sent
+        message = wire_bytes(ctx, digest, composed)  # exactly as sent
     files = PreviewFiles(out_dir / f"{subscriber.id}.html", out_dir / f"{subscriber.id}.txt",
                          out_dir / f"{subscriber.id}.eml", len(digest.papers), digest.candidate_count)
     out_dir.mkdir(parents=True, exist_ok=True)

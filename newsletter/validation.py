@@ -12,8 +12,11 @@ import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import time
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import yaml
 from email_validator import EmailNotValidError, validate_email
@@ -283,8 +286,9 @@ def _explain(err: Any, model: type[BaseModel]) -> str:
         return "is required; add it"
     if kind == "value_error":
         problem = one_line(err["msg"].removeprefix("Value error, "))
-        # A rule about the whole file (loc is empty) would otherwise quote the whole file back.
-        return problem if not err["loc"] else f"{problem}, got {got}"
+        # A rule about the whole file (loc is empty) would otherwise quote the whole file back;
+        # a problem that already quotes the value need not repeat it.
+        return problem if not err["loc"] or problem.startswith(got) else f"{problem}, got {got}"
     return f"{one_line(err['msg']).lower()}, got {got}{_type_hint(kind, err.get('input'))}"
 
 
@@ -303,12 +307,15 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     current: Any = model
     for part in loc:
         if isinstance(part, int):  # an item of a list field: the keys of the item's model
-            current = next(iter(getattr(current, "__args__", ())), None)
+            if not hasattr(current, "model_fields"):  # (the list's item model may be unwrapped already)
+                current = next(iter(getattr(current, "__args__", ())), None)
             continue
         field_info = getattr(current, "model_fields", {}).get(part)
         if field_info is None:
             return []
         current = field_info.annotation
+        # `Section | None`: the keys are the section's.
+        current = next((arg for arg in get_args(current) if hasattr(arg, "model_fields")), current)
     return sorted(getattr(current, "model_fields", {}))
 
 
@@ -343,3 +350,35 @@ def check_email(value: str) -> str:
         raise ValueError(f"has no dot in its domain {checked.ascii_domain!r} (only localhost may go without one); "
                          'use a full domain such as "alice@example.org"')
     return str(checked.normalized)
+
+
+# --- schedules -------------------------------------------------------------------------------
+
+CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?")
+
+
+def check_clock(value: str) -> time:
+    """"07:30" (24-hour, local) as a time; seconds ("07:30:15") are allowed for tests and tight schedules."""
+    match = CLOCK.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError('must look like "07:30" (24-hour clock, quoted in YAML)')
+    hour, minute, second = match.groups()
+    return time(int(hour), int(minute), int(second or 0))
+
+
+def check_timezone(value: str) -> str:
+    """`value` if it is an IANA time zone name; ValueError with the closest name when it is misspelt."""
+    if isinstance(value, str) and value in _zone_names():
+        try:
+            ZoneInfo(value)
+            return value
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    close = difflib.get_close_matches(str(value), sorted(_zone_names()), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else '; use an IANA name such as "Europe/Berlin" or "UTC"'
+    raise ValueError(f"{quoted(value, 60)} is not a time zone{hint}")
+
+
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones()) | {"UTC"}

@@ -97,10 +97,16 @@ class SmtpSink:
         defer_data: int = 0,
         drop_data: int | tuple[int, ...] = 0,
         stall_data: tuple[int, ...] = (),
+        hold_data: tuple[int, ...] = (),
+        hold_rcpt: tuple[int, ...] = (),
     ) -> None:
         """`reject`: recipients answered 550; `defer_data`: the first N DATA commands are answered 451.
         DATA commands are numbered from 1 over all sessions: `drop_data` closes the connection on those
         numbers (an int N means 1..N); `stall_data` never answers those, as a stalled server would.
+        `hold_data`: those DATA commands are recorded in `messages` but their 250 never comes, so a
+        client killed meanwhile cannot know the message arrived; `hold_rcpt`: those RCPT commands
+        (numbered from 1 over all sessions) are never answered. `data_commands` and
+        `rcpt_commands` count what arrived, so a test can act at the moment a command is in flight.
         TLS needs `ca` (and `ca_file` for clients)."""
         if security != "none" and ca is None:
             raise ValueError("a TLS sink needs a trustme.CA")
@@ -117,9 +123,20 @@ class SmtpSink:
         self._defer_left = defer_data
         self._drop_at = set(range(1, drop_data + 1)) if isinstance(drop_data, int) else set(drop_data)
         self._stall_at = set(stall_data)
+        self.hold_data = set(hold_data)  # may be changed between runs of a test
+        self.hold_rcpt = set(hold_rcpt)
         self._data_commands = 0
+        self._rcpt_commands = 0
         self._lock = threading.Lock()
         self._controller: Controller | None = None
+
+    @property
+    def data_commands(self) -> int:
+        return self._data_commands
+
+    @property
+    def rcpt_commands(self) -> int:
+        return self._rcpt_commands
 
     @property
     def connections(self) -> int:
@@ -212,6 +229,11 @@ class SmtpSink:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        with self._lock:
+            self._rcpt_commands += 1
+            held = self._rcpt_commands in self.hold_rcpt
+        if held:
+            await asyncio.sleep(STALL_SECONDS)
         if address.lower() in self._reject:
             return f"550 5.1.1 <{address}>: recipient address rejected: user unknown"
         envelope.rcpt_tos.append(address)
@@ -237,7 +259,10 @@ class SmtpSink:
             login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
             tls = self.security == "ssl" or session.ssl is not None
             self.messages.append(Received(str(envelope.mail_from), tuple(envelope.rcpt_tos), raw, parsed, login, tls))
-            return f"250 2.0.0 OK: queued as {len(self.messages)}"
+            held = number in self.hold_data
+        if held:  # recorded, never confirmed
+            await asyncio.sleep(STALL_SECONDS)
+        return f"250 2.0.0 OK: queued as {len(self.messages)}"
 
     def _greeted(self, peer: Any) -> None:
         with self._lock:

@@ -34,7 +34,8 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
     ("text", "expected"),
     [
         ("stor: x.sqlite3\n", "stor: unknown key (did you mean 'store'?); allowed keys here: base_url, delivery"),
-        ("smtp: {prot: 25}\n", "smtp.prot: unknown key (did you mean 'port'?); allowed keys here: ca_file, host"),
+        ("smtp: {prot: 25}\n", "smtp.prot: unknown key (did you mean 'port'?); allowed keys here: ca_file, "
+                                "connections, host"),
         ("smtp: {port: many}\n", "smtp.port:"),
         ("smtp: {security: tls}\n", "smtp.security: must be one of 'none', 'starttls' or 'ssl', got 'tls'"),
         ("delivery: {method: pigeon}\n", "delivery.method: must be one of 'outbox' or 'smtp'"),

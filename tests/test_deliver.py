@@ -426,7 +426,7 @@ def test_retries_exhausted_is_failed_with_the_last_reply(smtp_sink: Callable[...
     sink = smtp_sink(defer_data=10)
     with smtp_mailer(sink, sleeps, retries=2) as mailer:
         result = mailer.send(message_for())
-    assert result == DeliveryResult("failed", "451 4.3.0 temporary failure, try again later", 3)
+    assert result == DeliveryResult("failed", "451 4.3.0 temporary failure, try again later", 3, transient=True)
     assert sink.messages == []
     assert sleeps == [1.0, 2.0]
 

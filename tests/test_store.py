@@ -20,9 +20,9 @@ from helpers import FIXTURE_PAGES, at
 from newsletter import pipeline
 from newsletter.config import config_from_mapping
 from newsletter.errors import RunLocked, StoreBusy, StoreError
-from newsletter.models import DeliveryStatus, Digest, Page, ScoredPaper, Subscriber
+from newsletter.models import Digest, Page, ScoredPaper, Subscriber
 from newsletter.sources.listing import parse_page
-from newsletter.store import SCHEMA_VERSION, ClosedWindow, Store, open_store
+from newsletter.store import SCHEMA_VERSION, Store, open_store
 from newsletter.store.schema import Database
 from newsletter.titles import title_key
 
@@ -75,46 +75,6 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path):
         open_store(path)
 
 
-def test_sent_papers_are_remembered_and_close_the_window(store):
-    ids = [p.id for p in store.papers.get()]
-    digest_id = store.ledger.record_digest(digest_of(store, ids[:2], "2026-11-21", "2026-11-23"),
-                                    message_id="<1@x>", now=at("2026-11-23"))
-    # Pending counts as delivered: after a crash we would rather miss than repeat.
-    assert store.ledger.delivered_paper_ids("alice") == set(ids[:2])
-    store.ledger.settle(digest_id, DeliveryStatus.SENT, attempts=1, reply="250 OK", now=at("2026-11-23"))
-    assert store.ledger.delivered_paper_ids("alice") == set(ids[:2])
-    assert store.ledger.last_closed_window("alice") == ClosedWindow(at("2026-11-23"), 3)
-    assert store.ledger.delivered_paper_ids("bob") == set() and store.ledger.last_closed_window("bob") is None
-
-
-def test_a_failed_delivery_leaves_its_papers_and_window_open(store):
-    ids = [p.id for p in store.papers.get()]
-    digest_id = store.ledger.record_digest(digest_of(store, ids, "2026-11-21", "2026-11-23"),
-                                    message_id="<1@x>", now=at("2026-11-23"))
-    store.ledger.settle(digest_id, DeliveryStatus.FAILED, attempts=3, reply="451 try later", now=at("2026-11-23"))
-    assert store.ledger.delivered_paper_ids("alice") == set()
-    assert store.ledger.last_closed_window("alice") is None
-    assert store.ledger.deliveries_for("alice")[0].reply == "451 try later"
-
-
-def test_an_empty_digest_closes_the_window_without_a_delivery(store):
-    store.ledger.record_digest(digest_of(store, [], "2026-11-21", "2026-11-23"), message_id=None,
-                               now=at("2026-11-23"))
-    assert store.ledger.last_closed_window("alice") == ClosedWindow(at("2026-11-23"), 3)
-    assert store.ledger.deliveries_for("alice") == []
-
-
-def test_pending_deliveries_of_a_crashed_run_become_unknown(store):
-    ids = [p.id for p in store.papers.get()]
-    store.ledger.record_digest(digest_of(store, ids[:1], "2026-11-21", "2026-11-23"), message_id="<1@x>",
-                               now=at("2026-11-23"))
-    stuck = store.ledger.mark_interrupted(at("2026-11-24"))
-    assert [(r.subscriber_id, r.status) for r in stuck] == [("alice", "pending")]
-    assert store.ledger.deliveries_for("alice")[0].status == "unknown"
-    assert store.ledger.delivered_paper_ids("alice") == {ids[0]}
-    assert store.ledger.mark_interrupted(at("2026-11-24")) == []
-
-
 def test_papers_in_play_by_id_or_by_first_seen(store):
     ids = [p.id for p in store.papers.get()]
     first_seen = store.papers.get()[0].first_seen
@@ -128,19 +88,6 @@ def test_papers_in_play_by_id_or_by_first_seen(store):
 def test_timestamps_must_be_timezone_aware(store):
     with pytest.raises(ValueError, match="timezone-aware"):
         store.papers.in_play(10, after_id=None, since=at("2026-11-21").replace(tzinfo=None))
-
-
-# -- the delivery state machine -------------------------------------------------------------
-
-
-def test_a_settled_delivery_cannot_change_again(store):
-    ids = [p.id for p in store.papers.get()]
-    digest_id = store.ledger.record_digest(digest_of(store, ids, "2026-11-21", "2026-11-23"),
-                                           message_id="<1@x>", now=at("2026-11-23"))
-    store.ledger.settle(digest_id, DeliveryStatus.SENT, attempts=1, reply="250 OK", now=at("2026-11-23"))
-    with pytest.raises(StoreError, match="cannot go from sent to failed"):
-        store.ledger.settle(digest_id, DeliveryStatus.FAILED, attempts=1, reply="", now=at("2026-11-23"))
-    assert store.ledger.deliveries_for("alice")[0].status is DeliveryStatus.SENT
 
 
 # -- files, keys and locks shared between processes -------------------------------------------

@@ -35,7 +35,7 @@ def test_a_subscriber_file_becomes_a_subscriber(tmp_path):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (GOOD + "schedule: daily\n", "schedule: unknown key; allowed keys here: email, exclude, liked"),
+        (GOOD + "shedule: daily\n", "shedule: unknown key (did you mean 'schedule'?); allowed keys here: email, "),
         (GOOD + "status: gone\n", "status: must be one of 'active', 'paused' or 'unsubscribed'"),
         (GOOD + "max_papers: 500\n", "max_papers:"),
         (GOOD + "topics: graph neural networks\n", "topics:"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..config import Config
 from .base import DeliveryResult, Mailer
-from .message import WIRE_POLICY, build_message, new_message_id, serialise
+from .message import WIRE_POLICY, build_message, new_message_id, serialise, stored_message
 from .outbox import OutboxMailer
 from .smtp import SmtpMailer
 
@@ -27,6 +27,7 @@ __all__ = [
     "mailer_from_config",
     "new_message_id",
     "serialise",
+    "stored_message",
 ]
 
 

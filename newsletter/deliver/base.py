@@ -14,6 +14,9 @@ class DeliveryResult:
     status: Literal["sent", "failed"]
     reply: str
     attempts: int
+    # A `failed` that a later try may turn into `sent` (4xx replies that outlasted this batch's retries):
+    # the ledger defers it rather than giving up.
+    transient: bool = False
 
 
 class Mailer(Protocol):

@@ -7,6 +7,7 @@ from datetime import datetime
 from email import policy as email_policy
 from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
+from email.parser import BytesParser
 from email.policy import EmailPolicy, Policy
 from email.utils import format_datetime, getaddresses, make_msgid
 from typing import Any
@@ -80,8 +81,31 @@ def build_message(
 
 
 def serialise(message: EmailMessage) -> bytes:
-    """The message as it goes on the wire: CRLF line ends, no line over 998 characters."""
+    """The message as it goes on the wire: CRLF line ends, no line over 998 characters.
+
+    A message read back from the ledger goes out exactly as it was stored.
+    """
+    if isinstance(message, StoredMessage) and message.wire:
+        return message.wire
     return message.as_bytes(policy=WIRE_POLICY)
+
+
+class StoredMessage(EmailMessage):
+    """A message rebuilt from the bytes the ledger stored; `wire` is those bytes, sent unchanged.
+
+    Re-serialising a parsed message could fold a header differently, and a resend after a
+    crash must be the very message that may already have arrived (same Message-ID, same bytes).
+    """
+
+    wire: bytes = b""
+
+
+def stored_message(raw: bytes) -> EmailMessage:
+    """The message whose wire form is `raw`; mailers send `raw` itself (see serialise)."""
+    message = BytesParser(StoredMessage, policy=WIRE_POLICY).parsebytes(raw)
+    assert isinstance(message, StoredMessage)
+    message.wire = raw
+    return message
 
 
 def addresses(message: EmailMessage, *names: str) -> list[str]:

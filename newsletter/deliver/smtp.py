@@ -115,7 +115,7 @@ class SmtpMailer:
                 return DeliveryResult("sent", reply, attempt)
             if code >= 500 or deferrals >= self.settings.retries:
                 self._reset()
-                return DeliveryResult("failed", reply, attempt)
+                return DeliveryResult("failed", reply, attempt, transient=code < 500)
             deferrals += 1
             self._drop()  # 4xx: try again later on a fresh session
             self._sleep(_backoff(deferrals))

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from datetime import date
 from importlib import resources
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import jinja2
 import mrml
@@ -94,7 +96,7 @@ class Renderer:
             paper_view(rank, scored, self.search_url)
             for rank, scored in enumerate(digest.papers, start=1)
         ]
-        issue_date = format_date(digest.issued_at.date())
+        issue_date = format_date(local_date(digest))
         subject, preheader = self._headline(papers, issue_date)
         context = self._context(digest, links, papers, issue_date)
         context.update(subject=subject, preheader=preheader)
@@ -129,6 +131,7 @@ class Renderer:
             "sender_name": self.sender_name,
             "issue_date": issue_date,
             "since": format_date(digest.window_start.date()),
+            "late_note": late_note(digest),
             "papers": papers,
             "paper_count": len(papers),
             "candidate_count": digest.candidate_count,
@@ -138,3 +141,19 @@ class Renderer:
             "links": links,
             "digest": digest,
         }
+
+
+def local_date(digest: Digest) -> date:
+    """The day the digest is for, on the subscriber's calendar: its slot, or today where they live."""
+    if digest.slot is not None:
+        return digest.slot
+    return digest.issued_at.astimezone(ZoneInfo(digest.subscriber.schedule.timezone)).date()
+
+
+def late_note(digest: Digest) -> str:
+    """One sentence for a digest that goes out well after its slot (the service was down); "" otherwise."""
+    if not digest.late or digest.slot is None:
+        return ""
+    schedule = digest.subscriber.schedule
+    return (f"This digest was due on {format_date(digest.slot)} at {schedule.time:%H:%M} ({schedule.timezone}) "
+            "and comes late: the digest service was not running then.")

@@ -6,6 +6,7 @@
     store.votes    "more / less like this" per subscriber and paper        (votes.py)
     store.keys     the link-signing key                                   (keys.py)
     store.sources  each URL source's validators, last outcome and next try (sources.py)
+    store.runs     the run log `status` shows                              (runs.py)
     store.locks    named locks between processes (one digest run, one ingest at a time)  (locks.py)
 """
 
@@ -15,14 +16,16 @@ from pathlib import Path
 
 from ..errors import StoreError
 from .keys import KeyStore
-from .ledger import ClosedWindow, DeliveryRecord, DigestSummary, Ledger, SentDigest
+from .ledger import Bounce, ClosedWindow, DeliveryRecord, DigestSummary, Ledger, QueuedMessage, SentDigest
 from .locks import FileLock, RunLock
 from .papers import PaperStore
+from .runs import RunLog, RunRecord
 from .schema import SCHEMA_VERSION, Database
 from .sources import SourceState, SourceStates
 from .votes import VoteStore
 
-__all__ = ["SCHEMA_VERSION", "ClosedWindow", "DeliveryRecord", "DigestSummary", "SentDigest", "SourceState", "Store",
+__all__ = ["SCHEMA_VERSION", "Bounce", "ClosedWindow", "DeliveryRecord", "DigestSummary", "QueuedMessage", "RunRecord",
+           "SentDigest", "SourceState", "Store",
            "open_store", "sqlite_path"]
 
 
@@ -36,6 +39,7 @@ class Store:
         self.keys = KeyStore(db)
         self.votes = VoteStore(db)
         self.sources = SourceStates(db)
+        self.runs = RunLog(db)
         self.locks = locks
 
     def schema_version(self) -> int:

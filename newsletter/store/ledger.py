@@ -1,34 +1,44 @@
-"""The delivery ledger: which digest went (or may have gone) to whom, and the delivery state machine.
+"""The delivery ledger: digests per slot, the queue of stored messages, bounces, and the delivery state machine.
 
-Delivery is at most once per paper. A digest and a `pending` delivery are written
-before the send and settled (`sent` or `failed`) after it; a delivery still
-`pending` when the next run starts was interrupted between the two and becomes
-`unknown`: its papers count as sent, because a repeat is worse than a gap.
-Nothing outside this module writes a status.
+Delivery is at least once, with a stable Message-ID. A digest, its slot and its
+message (Message-ID and the exact bytes) are stored, `queued`, before any send:
+
+    queued -> sending -> sent | deferred | failed        deferred -> sending (when due)
+    sending -> sending                                   a crash left it in flight: send it again
+    queued | deferred -> failed                          withdrawn: the subscriber just bounced
+
+A delivery still `sending` when the next run starts may or may not have arrived; it is
+sent again with the same bytes, so a mail client shows the repeat (if any) as one message.
+Nothing outside this module writes a status, a slot or a bounce.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ..errors import StoreError
 from ..models import DeliveryStatus, Digest, Reason
-from .schema import Database, deliveries, digest_papers, digests, from_db, papers, to_db
+from .schema import Database, deliveries, digest_papers, digests, from_db, papers, subscriber_health, to_db
 
+S = DeliveryStatus
 # The only moves a delivery can make.
 TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
-    DeliveryStatus.PENDING: frozenset({DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN}),
-    DeliveryStatus.SENT: frozenset(),
-    DeliveryStatus.FAILED: frozenset(),
-    DeliveryStatus.UNKNOWN: frozenset(),
+    S.QUEUED: frozenset({S.SENDING, S.FAILED}),
+    S.SENDING: frozenset({S.SENDING, S.SENT, S.DEFERRED, S.FAILED}),
+    S.DEFERRED: frozenset({S.SENDING, S.FAILED}),
+    S.SENT: frozenset(),
+    S.FAILED: frozenset(),
 }
-# A delivery whose papers count as delivered: sent, or possibly sent (never risk a repeat).
-DELIVERED = (DeliveryStatus.SENT, DeliveryStatus.PENDING, DeliveryStatus.UNKNOWN)
+# Deliveries whose papers count as delivered: sent, or on their way (never plan them twice).
+DELIVERED = (S.SENT, S.QUEUED, S.SENDING, S.DEFERRED)
+# What a run sends: everything not yet settled (deferred ones only once due).
+UNSETTLED = (S.QUEUED, S.SENDING, S.DEFERRED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +58,26 @@ class DeliveryRecord:
     status: DeliveryStatus
     attempts: int
     reply: str
+    delivery_id: int = 0
+    slot: date | None = None
+    next_attempt_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A stored message waiting to be (re)sent, exactly as it was first built."""
+
+    record: DeliveryRecord
+    message: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Bounce:
+    subscriber_id: str
+    hard_failures: int
+    bounced_at: datetime | None
+    last_reply: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +107,10 @@ class Ledger:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    # -- what has been served ------------------------------------------------------------------
+
     def last_closed_window(self, subscriber_id: str) -> ClosedWindow | None:
-        """The newest digest window that is closed: delivered, possibly delivered, or empty.
+        """The newest digest window that is closed: delivered, on its way, or empty.
 
         A failed delivery does not close its window, so its papers come round again.
         """
@@ -94,7 +126,7 @@ class Ledger:
         return ClosedWindow(from_db(row[0]), int(row[1])) if row is not None else None
 
     def delivered_paper_ids(self, subscriber_id: str) -> set[int]:
-        """Every paper this subscriber has (or may have, after a crash) been sent."""
+        """Every paper this subscriber has been sent or has on its way."""
         with self._db.read() as conn:
             rows = conn.execute(
                 select(digest_papers.c.paper_id)
@@ -104,19 +136,35 @@ class Ledger:
             )
             return {row[0] for row in rows}
 
-    def record_digest(self, digest: Digest, *, message_id: str | None, now: datetime) -> int:
-        """Store a digest and, when it is about to be sent, its `pending` delivery, in one transaction.
+    def slot_taken(self, subscriber_id: str, slot: date) -> bool:
+        """Whether the subscriber already has a digest (sent, queued, failed or empty) for this slot."""
+        with self._db.read() as conn:
+            return _slot_taken(conn, subscriber_id, slot)
 
-        With no message id the digest is recorded as deliberately not sent (nothing matched):
-        its window closes without a delivery.
+    # -- the queue ------------------------------------------------------------------------------
+
+    def enqueue(self, digest: Digest, *, slot_at: datetime | None, message_id: str | None,
+                message: bytes | None, now: datetime) -> int | None:
+        """Store a digest for its slot and, with a message, its `queued` delivery, in one transaction.
+
+        Returns the digest id, or None when the slot already has a digest (another run
+        got there first): nothing is written then. With no message the digest is recorded
+        as deliberately not sent (nothing matched): its window and slot close without a delivery.
         """
+        if (message_id is None) != (message is None):
+            raise ValueError("a queued digest needs both its Message-ID and its bytes")
         with self._db.write() as conn:
+            # The write lock is held from BEGIN, so this check and the insert cannot interleave
+            # with another process's; the unique index is the last word if they somehow did.
+            if digest.slot is not None and _slot_taken(conn, digest.subscriber.id, digest.slot):
+                return None
             digest_id = int(conn.execute(
                 insert(digests).values(
                     subscriber_id=digest.subscriber.id, issued_at=to_db(digest.issued_at),
                     window_start=to_db(digest.window_start), window_end=to_db(digest.window_end),
                     through_paper_id=digest.through_paper_id,
                     candidate_count=digest.candidate_count, paper_count=len(digest.papers),
+                    slot_date=digest.slot, slot_at=to_db(slot_at) if slot_at is not None else None,
                 )
             ).inserted_primary_key[0])  # type: ignore[index]
             if digest.papers:
@@ -129,35 +177,85 @@ class Ledger:
             if message_id is not None:
                 conn.execute(insert(deliveries).values(
                     digest_id=digest_id, recipient=digest.subscriber.email, message_id=message_id,
-                    status=DeliveryStatus.PENDING.value, attempts=0, reply="", updated_at=to_db(now),
+                    status=S.QUEUED.value, attempts=0, reply="", updated_at=to_db(now), message=message,
                 ))
         return digest_id
 
-    def settle(self, digest_id: int, status: DeliveryStatus, *, attempts: int, reply: str, now: datetime) -> None:
-        """Record what the mailer said about a pending delivery (`sent` or `failed`)."""
-        with self._db.write() as conn:
-            current = conn.execute(
-                select(deliveries.c.status).where(deliveries.c.digest_id == digest_id)
-            ).scalar()
-            if current is None:
-                raise StoreError(f"digest {digest_id} has no delivery to settle")
-            _check_transition(DeliveryStatus(current), status)
-            conn.execute(
-                update(deliveries).where(deliveries.c.digest_id == digest_id)
-                .values(status=status.value, attempts=attempts, reply=reply, updated_at=to_db(now))
-            )
+    def due(self, now: datetime, subscriber_ids: Sequence[str] = ()) -> list[QueuedMessage]:
+        """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due."""
+        ready = or_(deliveries.c.status.in_((S.QUEUED.value, S.SENDING.value)),
+                    and_(deliveries.c.status == S.DEFERRED.value, deliveries.c.next_attempt_at <= to_db(now)))
+        condition: ColumnElement[bool] = and_(ready, deliveries.c.message.is_not(None))
+        if subscriber_ids:
+            condition = and_(condition, digests.c.subscriber_id.in_(list(subscriber_ids)))
+        with self._db.read() as conn:
+            records = _records(conn, condition, with_message=True)
+        return [QueuedMessage(record, message) for record, message in records]
 
-    def mark_interrupted(self, now: datetime) -> list[DeliveryRecord]:
-        """Turn deliveries left `pending` by a crashed run into `unknown`, and return them."""
+    def start_sending(self, delivery_id: int, now: datetime) -> int | None:
+        """Mark a delivery `sending` just before the mailer gets it; returns the attempt number.
+
+        None when it was settled since it was read as due (withdrawn because its subscriber
+        bounced earlier in the same batch): there is nothing to send then.
+        """
         with self._db.write() as conn:
-            stuck = _records(conn, deliveries.c.status == DeliveryStatus.PENDING.value)
-            if stuck:
-                conn.execute(
-                    update(deliveries).where(deliveries.c.status == DeliveryStatus.PENDING.value)
-                    .values(status=DeliveryStatus.UNKNOWN.value, reply="run interrupted between send and record",
-                            updated_at=to_db(now))
-                )
-        return stuck
+            status, attempts = _current(conn, delivery_id)
+            if status is S.FAILED:
+                return None
+            _check_transition(status, S.SENDING)
+            conn.execute(update(deliveries).where(deliveries.c.id == delivery_id)
+                         .values(status=S.SENDING.value, attempts=attempts + 1, updated_at=to_db(now)))
+        return attempts + 1
+
+    def settle(self, delivery_id: int, status: DeliveryStatus, *, reply: str, now: datetime,
+               retry_at: datetime | None = None, hard: bool = False, bounce_limit: int | None = None) -> bool:
+        """Record what the mailer said about a delivery in flight: `sent`, `deferred` (until `retry_at`) or `failed`.
+
+        A `hard` failure (the server refused the address) counts towards the subscriber's bounce
+        limit; a `sent` resets the count. Returns True when this failure made the subscriber bounced.
+        """
+        if (status is S.DEFERRED) != (retry_at is not None):
+            raise ValueError("a deferred delivery needs retry_at, and only a deferred one")
+        with self._db.write() as conn:
+            current, _ = _current(conn, delivery_id)
+            _check_transition(current, status)
+            conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
+                status=status.value, reply=reply, updated_at=to_db(now),
+                next_attempt_at=to_db(retry_at) if retry_at is not None else None))
+            subscriber_id = conn.execute(
+                select(digests.c.subscriber_id).join(deliveries, deliveries.c.digest_id == digests.c.id)
+                .where(deliveries.c.id == delivery_id)).scalar_one()
+            if status is S.SENT:
+                _set_health(conn, subscriber_id, now, hard_failures=0)
+            elif status is S.FAILED and hard:
+                return _count_hard_failure(conn, subscriber_id, reply, now, bounce_limit)
+        return False
+
+    # -- bounces -----------------------------------------------------------------------------------
+
+    def bounced(self) -> list[Bounce]:
+        """Subscribers suppressed after too many hard failures, oldest first."""
+        with self._db.read() as conn:
+            rows = conn.execute(select(subscriber_health).where(subscriber_health.c.bounced_at.is_not(None))
+                                .order_by(subscriber_health.c.bounced_at))
+            return [Bounce(r.subscriber_id, r.hard_failures, from_db(r.bounced_at), r.last_reply) for r in rows]
+
+    def is_bounced(self, subscriber_id: str) -> bool:
+        with self._db.read() as conn:
+            return conn.execute(select(subscriber_health.c.bounced_at)
+                                .where(subscriber_health.c.subscriber_id == subscriber_id)).scalar() is not None
+
+    def reset_bounce(self, subscriber_id: str, now: datetime) -> bool:
+        """Let a bounced subscriber receive digests again; False if they were not bounced."""
+        with self._db.write() as conn:
+            was = conn.execute(select(subscriber_health.c.bounced_at)
+                               .where(subscriber_health.c.subscriber_id == subscriber_id)).scalar()
+            if was is None:
+                return False
+            _set_health(conn, subscriber_id, now, hard_failures=0, bounced_at=None)
+        return True
+
+    # -- reading ----------------------------------------------------------------------------------------
 
     def recent_digests(self, subscriber_id: str, limit: int = 5) -> list[DigestSummary]:
         """The subscriber's newest digests, newest first, with their papers' titles in rank order."""
@@ -200,7 +298,23 @@ class Ledger:
 
     def deliveries_for(self, subscriber_id: str) -> list[DeliveryRecord]:
         with self._db.read() as conn:
-            return _records(conn, digests.c.subscriber_id == subscriber_id)
+            return [r for r, _ in _records(conn, digests.c.subscriber_id == subscriber_id)]
+
+    def deliveries_in(self, statuses: Sequence[DeliveryStatus]) -> list[DeliveryRecord]:
+        with self._db.read() as conn:
+            return [r for r, _ in _records(conn, deliveries.c.status.in_([s.value for s in statuses]))]
+
+
+def _slot_taken(conn: Connection, subscriber_id: str, slot: date) -> bool:
+    return conn.execute(select(digests.c.id).where(digests.c.subscriber_id == subscriber_id,
+                                                   digests.c.slot_date == slot).limit(1)).first() is not None
+
+
+def _current(conn: Connection, delivery_id: int) -> tuple[DeliveryStatus, int]:
+    row = conn.execute(select(deliveries.c.status, deliveries.c.attempts).where(deliveries.c.id == delivery_id)).first()
+    if row is None:
+        raise StoreError(f"no delivery {delivery_id}")
+    return S(row[0]), int(row[1])
 
 
 def _reason(text: str) -> Reason:
@@ -214,13 +328,43 @@ def _check_transition(current: DeliveryStatus, new: DeliveryStatus) -> None:
         raise StoreError(f"a delivery cannot go from {current} to {new}")
 
 
-def _records(conn: Connection, condition: object) -> list[DeliveryRecord]:
-    rows = conn.execute(
-        select(deliveries.c.digest_id, digests.c.subscriber_id, deliveries.c.recipient, deliveries.c.message_id,
-               deliveries.c.status, deliveries.c.attempts, deliveries.c.reply)
-        .join(digests, digests.c.id == deliveries.c.digest_id)
-        .where(condition)  # type: ignore[arg-type]
-        .order_by(deliveries.c.id)
-    )
-    return [DeliveryRecord(digest_id, sid, recipient, message_id, DeliveryStatus(status), attempts, reply)
-            for digest_id, sid, recipient, message_id, status, attempts, reply in rows]
+def _count_hard_failure(conn: Connection, subscriber_id: str, reply: str, now: datetime,
+                        bounce_limit: int | None) -> bool:
+    failures = (conn.execute(select(subscriber_health.c.hard_failures)
+                             .where(subscriber_health.c.subscriber_id == subscriber_id)).scalar() or 0) + 1
+    bounces = bounce_limit is not None and failures >= bounce_limit
+    _set_health(conn, subscriber_id, now, hard_failures=failures, last_reply=reply,
+                **({"bounced_at": to_db(now)} if bounces else {}))
+    if bounces:
+        # Whatever else waits for this address would only bounce too; its papers come round after a reset.
+        waiting = select(deliveries.c.id).join(digests, digests.c.id == deliveries.c.digest_id).where(
+            digests.c.subscriber_id == subscriber_id,
+            deliveries.c.status.in_((S.QUEUED.value, S.DEFERRED.value)))
+        conn.execute(update(deliveries).where(deliveries.c.id.in_(waiting)).values(
+            status=S.FAILED.value, reply="withdrawn: the subscriber bounced", next_attempt_at=None,
+            updated_at=to_db(now)))
+    return bounces
+
+
+def _set_health(conn: Connection, subscriber_id: str, now: datetime, **values: object) -> None:
+    values["updated_at"] = to_db(now)
+    done = conn.execute(update(subscriber_health).where(subscriber_health.c.subscriber_id == subscriber_id)
+                        .values(**values))
+    if done.rowcount == 0:
+        conn.execute(insert(subscriber_health).values(subscriber_id=subscriber_id, **values))
+
+
+def _records(conn: Connection, condition: ColumnElement[bool], *,
+             with_message: bool = False) -> list[tuple[DeliveryRecord, bytes]]:
+    columns = [deliveries.c.digest_id, digests.c.subscriber_id, deliveries.c.recipient, deliveries.c.message_id,
+               deliveries.c.status, deliveries.c.attempts, deliveries.c.reply, deliveries.c.id, digests.c.slot_date,
+               deliveries.c.next_attempt_at, deliveries.c.updated_at]
+    if with_message:
+        columns.append(deliveries.c.message)
+    rows = conn.execute(select(*columns).join(digests, digests.c.id == deliveries.c.digest_id)
+                        .where(condition).order_by(deliveries.c.id))
+    return [(DeliveryRecord(row[0], row[1], row[2], row[3], S(row[4]), row[5], row[6], row[7], row[8],
+                            from_db(row[9]) if row[9] is not None else None,
+                            from_db(row[10]) if row[10] is not None else None),
+             row[11] if with_message else b"")
+            for row in rows]

@@ -18,12 +18,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Date,
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -88,7 +91,14 @@ digests = Table(
     Column("through_paper_id", Integer, nullable=False),
     Column("candidate_count", Integer, nullable=False),
     Column("paper_count", Integer, nullable=False),
+    # The subscriber's local date this digest is for, and its due instant (added by _add_delivery_queue;
+    # NULL for digests from before schedules, which the unique key below ignores).
+    Column("slot_date", Date, nullable=True),
+    Column("slot_at", DateTime, nullable=True),
 )
+# One digest per subscriber per slot, enforced here rather than by any process's memory:
+# a hand-run digest, a restart or a second process cannot double a slot.
+DIGEST_SLOT = Index("ux_digests_subscriber_slot", digests.c.subscriber_id, digests.c.slot_date, unique=True)
 
 digest_papers = Table(
     "digest_papers", metadata,
@@ -110,6 +120,31 @@ deliveries = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("reply", Text, nullable=False, default=""),
     Column("updated_at", DateTime, nullable=False),
+    # The exact bytes to send (added by _add_delivery_queue): a resend after a crash is the same message.
+    Column("message", LargeBinary, nullable=True),
+    Column("next_attempt_at", DateTime, nullable=True),  # when a deferred delivery is due again
+)
+DELIVERY_STATUS = Index("ix_deliveries_status", deliveries.c.status)
+
+# Hard failures in a row per subscriber; `bounced_at` set means suppressed until someone resets it.
+subscriber_health = Table(
+    "subscriber_health", metadata,
+    Column("subscriber_id", String, primary_key=True),
+    Column("hard_failures", Integer, nullable=False, default=0),
+    Column("bounced_at", DateTime, nullable=True),
+    Column("last_reply", Text, nullable=False, default=""),
+    Column("updated_at", DateTime, nullable=False),
+)
+
+# One row per digest run or ingest, for `newsletter status`.
+runs = Table(
+    "runs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),  # "digest" or "ingest"
+    Column("started_at", DateTime, nullable=False, index=True),
+    Column("finished_at", DateTime, nullable=True),
+    Column("ok", Boolean, nullable=True),  # NULL while running, or when the process died
+    Column("summary", Text, nullable=False, default=""),
 )
 
 
@@ -135,7 +170,7 @@ votes = Table(
 
 
 def _add_votes(conn: Connection) -> None:
-    votes.create(conn)
+    votes.create(conn, checkfirst=True)
 
 
 # One row per fetched URL: what the conditional request sends next time, and how the last fetches went.
@@ -160,8 +195,28 @@ def _add_source_state(conn: Connection) -> None:
     source_state.create(conn, checkfirst=True)
 
 
+
+def _add_delivery_queue(conn: Connection) -> None:
+    """The ledger becomes a queue: slots on digests, stored messages and retry times on deliveries,
+    bounce counts and a run log. Idempotent, because _create_v1 builds today's tables whole on a new file.
+
+    Deliveries an older release left `pending` or `unknown` count as sent: that release never
+    resent them, and their bytes were not kept, so they cannot be sent again now.
+    """
+    for table, column in ((digests, "slot_date"), (digests, "slot_at"), (deliveries, "message"),
+                          (deliveries, "next_attempt_at")):
+        existing = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table.name})")}
+        if column not in existing:
+            kind = table.c[column].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column} {kind}")
+    DIGEST_SLOT.create(conn, checkfirst=True)
+    DELIVERY_STATUS.create(conn, checkfirst=True)
+    metadata.create_all(conn, tables=[subscriber_health, runs])
+    conn.execute(update(deliveries).where(deliveries.c.status.in_(("pending", "unknown"))).values(status="sent"))
+
+
 # MIGRATIONS[n] upgrades a version-n database to n+1; version 0 is an empty file.
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1, _add_votes, _add_source_state]
+MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1, _add_votes, _add_source_state, _add_delivery_queue]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # How long a write waits for another process's write transaction before giving up.

@@ -25,11 +25,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..errors import ConfigError, EditConflict, ProfileError, UnknownSubscriber
-from ..models import Subscriber, SubscriberStatus
+from ..models import WEEKDAYS, Schedule, Subscriber, SubscriberStatus
 from ..text import shorten
 from ..validation import (
     SUBSCRIBER_LIMITS,
+    check_clock,
     check_email,
+    check_timezone,
     describe_validation_error,
     parse_yaml_mapping,
     read_yaml_text,
@@ -46,7 +48,44 @@ MAX_PHRASE = 200
 MAX_TITLE = 500
 MAX_ENTRIES = 100
 # The fields in the order a written file lists them.
-FIELDS = ("email", "name", "topics", "exclude", "liked", "max_papers", "status")
+FIELDS = ("email", "name", "topics", "exclude", "liked", "max_papers", "status", "schedule")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class ScheduleFile(BaseModel):
+    """A file's `schedule`; every key is optional and falls back to config.yaml's `schedule`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    frequency: Literal["daily", "weekdays", "weekly"] | None = None
+    day: Weekday | None = None
+    time: str | None = None
+    timezone: str | None = None
+
+    @field_validator("time")
+    @classmethod
+    def _clock(cls, value: str | None) -> str | None:
+        return None if value is None else check_clock(value).isoformat(timespec="seconds").removesuffix(":00")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else check_timezone(value)
+
+    @model_validator(mode="after")
+    def _day_only_when_weekly(self) -> ScheduleFile:
+        if self.day is not None and self.frequency not in ("weekly", None):
+            raise ValueError(f"`day` only applies to frequency: weekly; remove it or set frequency: weekly "
+                             f"(this one is {self.frequency})")
+        return self
+
+    def resolve(self, default: Schedule) -> Schedule:
+        return Schedule(
+            frequency=self.frequency or default.frequency,
+            time=check_clock(self.time) if self.time is not None else default.time,
+            timezone=self.timezone or default.timezone,
+            day=WEEKDAYS.index(self.day) if self.day is not None else default.day,
+        )
 
 
 class SubscriberFile(BaseModel):
@@ -61,6 +100,7 @@ class SubscriberFile(BaseModel):
     liked: list[str] = Field(default_factory=list)
     max_papers: Annotated[int, Field(ge=1, le=100)] | None = None
     status: Literal["active", "paused", "unsubscribed"] = "active"
+    schedule: ScheduleFile | None = None
 
     @field_validator("email")
     @classmethod
@@ -103,8 +143,10 @@ class SubscriberFile(BaseModel):
 class FileSubscribers:
     """Subscribers kept as one YAML file each in `folder`; the file name without suffix is the id."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, default_schedule: Schedule | None = None) -> None:
         self.folder = folder
+        # config.yaml's `schedule`, for files that set none (or only part) of their own.
+        self.default_schedule = default_schedule or Schedule()
 
     @property
     def location(self) -> str:
@@ -135,7 +177,7 @@ class FileSubscribers:
         path, text = self._current(subscriber_id)
         if text is None:
             raise self._unknown(subscriber_id)
-        return Versioned(_from_text(path, text), fingerprint(text))
+        return Versioned(_from_text(path, text, self.default_schedule), fingerprint(text))
 
     def save(self, subscriber: Subscriber, *, expected_version: str | None = None) -> Subscriber:
         """Create or replace the subscriber's file, keeping the person's comments and key order.
@@ -148,7 +190,7 @@ class FileSubscribers:
         with self._locked():
             path, current = self._current(subscriber.id)
             _check_version(path, current, expected_version)
-            return _write(path, current, subscriber)
+            return _write(path, current, subscriber, self.default_schedule)
 
     def update(self, subscriber_id: str, change: Callable[[Subscriber], Subscriber], *,
                expected_version: str | None = None) -> Subscriber:
@@ -163,10 +205,10 @@ class FileSubscribers:
             if current is None:
                 raise self._unknown(subscriber_id)
             _check_version(path, current, expected_version)
-            changed = change(_from_text(path, current))
+            changed = change(_from_text(path, current, self.default_schedule))
             if changed.id != subscriber_id:
                 raise ProfileError(f"{path}: an edit cannot change the subscriber id; add a new subscriber instead")
-            return _write(path, current, changed)
+            return _write(path, current, changed, self.default_schedule)
 
     def set_status(self, subscriber_id: str, status: SubscriberStatus) -> Subscriber:
         return self.update(subscriber_id, lambda s: replace(s, status=status))
@@ -217,7 +259,7 @@ class FileSubscribers:
     def _load(self, subscriber_id: str, paths: list[Path]) -> Subscriber:
         if len(paths) > 1:
             raise _clash(subscriber_id, paths)
-        return load_subscriber_file(paths[0])
+        return load_subscriber_file(paths[0], self.default_schedule)
 
     def _existing(self, subscriber_id: str) -> list[Path]:
         self._check_folder()
@@ -289,24 +331,34 @@ def _check_version(path: Path, current: str | None, expected: str | None) -> Non
                        "command); nothing was written. Load it again and redo the change")
 
 
-def _file_data(path: Path, subscriber: Subscriber) -> dict[str, Any]:
+def _file_data(path: Path, subscriber: Subscriber, default_schedule: Schedule) -> dict[str, Any]:
     """The subscriber as a file's mapping, validated (and normalised) exactly as reading it would be."""
     raw: dict[str, Any] = {
         "email": subscriber.email, "name": subscriber.name, "topics": list(subscriber.topics),
         "exclude": list(subscriber.exclude), "liked": list(subscriber.liked),
         "max_papers": subscriber.max_papers, "status": subscriber.status,
+        # Only a schedule of their own: one that follows config.yaml keeps following it.
+        "schedule": _schedule_data(subscriber.schedule) if subscriber.schedule != default_schedule else None,
     }
     try:
         parsed = SubscriberFile.model_validate(raw)
     except ValidationError as exc:
         raise ProfileError(describe_validation_error(path, exc, SubscriberFile)) from None
     values = parsed.model_dump()
+    if values["schedule"] is not None:
+        values["schedule"] = {key: value for key, value in values["schedule"].items() if value is not None}
     return {key: values[key] for key in FIELDS}
 
 
-def _write(path: Path, current: str | None, subscriber: Subscriber) -> Subscriber:
+def _schedule_data(schedule: Schedule) -> dict[str, str]:
+    data = {"frequency": schedule.frequency, "time": schedule.time.isoformat(timespec="seconds").removesuffix(":00"),
+            "timezone": schedule.timezone}
+    return data | ({"day": WEEKDAYS[schedule.day]} if schedule.frequency == "weekly" else {})
+
+
+def _write(path: Path, current: str | None, subscriber: Subscriber, default_schedule: Schedule) -> Subscriber:
     """Write `subscriber` into `current` (round trip), check it reads back the same, and replace the file."""
-    values = _file_data(path, subscriber)
+    values = _file_data(path, subscriber, default_schedule)
     existing = _parse_or_none(path, current)
     # A value the file leaves out because it is the default stays left out.
     for key, default in (("name", subscriber.id), ("status", "active")):
@@ -322,7 +374,7 @@ def _write(path: Path, current: str | None, subscriber: Subscriber) -> Subscribe
     # an editor's save could still be replaced is as short as it can be.
     _check_version(path, _text_now(path), ABSENT if current is None else fingerprint(current))
     _write_atomically(path, text)
-    return _from_text(path, text)
+    return _from_text(path, text, default_schedule)
 
 
 def _text_now(path: Path) -> str | None:
@@ -360,12 +412,12 @@ def _write_atomically(path: Path, text: str) -> None:
         raise ProfileError(f"{path}: cannot be written ({exc.strerror})") from None
 
 
-def load_subscriber_file(path: Path) -> Subscriber:
+def load_subscriber_file(path: Path, default_schedule: Schedule | None = None) -> Subscriber:
     """Load one subscriber file; raise ProfileError naming the file, field and fix."""
-    return _from_text(path, read_yaml_text(path, ProfileError, SUBSCRIBER_LIMITS))
+    return _from_text(path, read_yaml_text(path, ProfileError, SUBSCRIBER_LIMITS), default_schedule)
 
 
-def _from_text(path: Path, text: str) -> Subscriber:
+def _from_text(path: Path, text: str, default_schedule: Schedule | None = None) -> Subscriber:
     subscriber_id = path.stem
     if not is_subscriber_id(subscriber_id):
         raise ProfileError(
@@ -386,6 +438,8 @@ def _from_text(path: Path, text: str) -> Subscriber:
         liked=tuple(parsed.liked),
         max_papers=parsed.max_papers,
         status=parsed.status,
+        schedule=(parsed.schedule.resolve(default_schedule or Schedule()) if parsed.schedule is not None
+                  else default_schedule or Schedule()),
         source=path,
     )
 

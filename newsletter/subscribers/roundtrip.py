@@ -67,6 +67,8 @@ def _replace(document: CommentedMap, key: str, value: Any) -> None:
     old = document[key]
     if isinstance(old, CommentedSeq) and isinstance(value, list):
         _edit_list(old, value)
+    elif isinstance(old, CommentedMap) and isinstance(value, dict) and dict(old) == value:
+        return  # an unchanged section (schedule) stays as written, comments and all
     elif old != value or type(old) is not type(value):
         document[key] = _fresh(value)
 

@@ -1,0 +1,134 @@
+"""At least once, with a stable Message-ID: 200 digests, a child process SIGKILLed at several points, then run again.
+
+The mail server is a real aiosmtpd sink in this process; the child is a real `digest` run
+(tests/crash_child.py) against the same SQLite file. After every crash a plain run finishes
+the job. Every subscriber must end with exactly one Message-ID in the mailbox; a Message-ID
+may arrive twice only for the message in flight at a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from builders import generated_titles
+
+from helpers import REPO, SAMPLE_PAGES, at
+from newsletter import pipeline
+from newsletter.config import load_config
+from newsletter.models import DeliveryStatus
+from newsletter.store import open_store
+from smtp_sink import SmtpSink
+
+SUBSCRIBERS = 200
+T_INGEST = at("2026-11-20", 6)
+T_DIGEST = at("2026-11-20", 8)
+CHILD = Path(__file__).with_name("crash_child.py")
+WAIT = 120.0  # seconds a child may take to reach the point we kill it at; a hang fails the test
+
+
+def make_project(tmp_path: Path, sink: SmtpSink) -> Path:
+    folder = tmp_path / "subscribers"
+    folder.mkdir()
+    rng = random.Random(6)
+    topics = [" ".join(t.split()[:2]).lower() for t in generated_titles(60, seed=6)]
+    for n in range(SUBSCRIBERS):
+        data = {"email": f"reader{n:03d}@example.org", "topics": rng.sample(topics, 2)}
+        (folder / f"reader{n:03d}.yaml").write_text(yaml.safe_dump(data))
+    inbox = tmp_path / "var" / "inbox"
+    inbox.mkdir(parents=True)
+    for page in SAMPLE_PAGES.glob("*.txt"):
+        shutil.copy(page, inbox)
+    smtp = sink.settings(retries=0).model_dump(mode="json", exclude_none=True)
+    config = {"digest": {"lookback_days": 7, "send_empty": True}, "delivery": {"method": "smtp"}, "smtp": smtp}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def child(config: Path, **kill: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}", **{k: str(v) for k, v in kill.items()}}
+    return subprocess.Popen([sys.executable, str(CHILD), str(config), T_DIGEST.isoformat()], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def killed_by_itself(proc: subprocess.Popen[str]) -> None:
+    _, err = proc.communicate(timeout=WAIT)
+    assert proc.returncode == -signal.SIGKILL, err
+
+
+def kill_when(proc: subprocess.Popen[str], ready: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not ready():
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "the child never reached the kill point"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=WAIT)
+
+
+def statuses(config: Path) -> Counter[str]:
+    with open_store(load_config(config).store_url) as store:
+        return Counter(r.status.value for r in store.ledger.deliveries_in(list(DeliveryStatus)))
+
+
+def test_sigkill_anywhere_then_run_again_delivers_each_digest_once_by_message_id(tmp_path, smtp_sink):
+    sink = smtp_sink()
+    config = make_project(tmp_path, sink)
+    pipeline.ingest_pages(load_config(config), T_INGEST)
+
+    # 1. Half way through storing the digests: nothing was sent yet.
+    killed_by_itself(child(config, KILL_AFTER_QUEUED=100))
+    assert statuses(config) == {"queued": 100} and sink.messages == []
+    # 2. Every digest stored, killed as the first send begins (marked `sending`, never on the wire).
+    killed_by_itself(child(config, KILL_BEFORE_SEND=1))
+    assert statuses(config) == {"queued": 199, "sending": 1} and sink.messages == []
+    # 3. Between sends: the server accepted the 30th, the ledger never heard of it.
+    killed_by_itself(child(config, KILL_AFTER_SEND=30))
+    assert statuses(config) == {"sent": 29, "sending": 1, "queued": 170} and len(sink.messages) == 30
+    in_flight_at_3 = str(sink.messages[-1].message["Message-ID"])
+    # 4. Mid-RCPT: the server never answers the recipient of the next message but 20.
+    target = sink.rcpt_commands + 20
+    sink.hold_rcpt = {target}
+    kill_when(child(config), lambda: sink.rcpt_commands >= target)
+    sink.hold_rcpt = set()
+    # 5. Mid-DATA: the server has the message but the child dies before its 250.
+    target = sink.data_commands + 20
+    sink.hold_data = {target}
+    kill_when(child(config), lambda: len(sink.messages) >= target)
+    sink.hold_data = set()
+    assert statuses(config)["sending"] == 1
+    in_flight_at_5 = str(sink.messages[-1].message["Message-ID"])
+
+    # 6. Run again, to the end.
+    final = child(config)
+    _, err = final.communicate(timeout=WAIT)
+    assert final.returncode == 0, err
+    assert statuses(config) == {"sent": SUBSCRIBERS}
+
+    by_reader: dict[str, set[str]] = {}
+    copies: Counter[str] = Counter()
+    for received in sink.messages:
+        (rcpt,) = received.rcpt_tos
+        by_reader.setdefault(rcpt, set()).add(str(received.message["Message-ID"]))
+        copies[str(received.message["Message-ID"])] += 1
+    assert len(by_reader) == SUBSCRIBERS, "nobody is skipped"
+    assert all(len(ids) == 1 for ids in by_reader.values()), "one Message-ID per subscriber"
+    repeated = {mid for mid, n in copies.items() if n > 1}
+    # Only a message in flight at a crash repeats: the one accepted just before kill 3 and the one
+    # held at kill 5 (the server had both, the ledger could not know). Each arrives exactly twice.
+    assert repeated == {in_flight_at_3, in_flight_at_5}
+    assert all(copies[mid] == 2 for mid in repeated)
+    for mid in repeated:
+        first, second = (m.raw for m in sink.messages if m.message["Message-ID"] == mid)
+        assert first == second, "a resend is the stored message, byte for byte"
+    assert len(sink.messages) == SUBSCRIBERS + 2

@@ -1,0 +1,126 @@
+"""`newsletter run` as a real process: one digest at its slot, inbox polling, SIGTERM, a second daemon, a restart.
+
+Slots are set a few seconds ahead (schedule times may carry seconds), so the test waits
+for real time, briefly; the daemon's log on stderr says when it is ready.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+
+from helpers import FIXTURE_PAGES, REPO, SAMPLE_PAGES
+
+WAIT = 60.0
+
+
+class Running:
+    """A `newsletter run` process whose stderr goes to a file the test reads."""
+
+    def __init__(self, project: Path, name: str) -> None:
+        self.log = project / f"{name}.log"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "newsletter", "--config", str(project / "config.yaml"),
+                                          "run"], cwd=project, env=env, stdout=log, stderr=log)
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def wait_for(self, needle: str) -> None:
+        deadline = time.monotonic() + WAIT
+        while needle not in self.text():
+            assert self.proc.poll() is None, f"exited {self.proc.returncode}:\n{self.text()}"
+            assert time.monotonic() < deadline, f"never logged {needle!r}:\n{self.text()}"
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=WAIT)
+
+
+def make_project(tmp_path: Path, slot: datetime) -> Path:
+    folder = tmp_path / "subscribers"
+    shutil.copytree(REPO / "subscribers", folder, ignore=shutil.ignore_patterns("*.md"))
+    alice = yaml.safe_load((folder / "alice.yaml").read_text())
+    alice["schedule"] = {"time": slot.strftime("%H:%M:%S"), "timezone": "UTC"}
+    (folder / "alice.yaml").write_text(yaml.safe_dump(alice))
+    (tmp_path / "var" / "inbox").mkdir(parents=True)
+    for page in SAMPLE_PAGES.glob("*.txt"):
+        shutil.copy(page, tmp_path / "var" / "inbox")
+    # bob and carol keep the default time, two hours ago: their next slot is tomorrow.
+    config = {"digest": {"lookback_days": 7}, "pages": {"poll_seconds": 1},
+              "schedule": {"reconcile_seconds": 1, "time": (slot - timedelta(hours=2)).strftime("%H:%M")}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    return tmp_path
+
+
+def outbox(project: Path, who: str) -> list[Path]:
+    return sorted((project / "var" / "outbox").glob(f"*{who}@example.org*.eml"))
+
+
+def test_the_daemon_sends_at_the_slot_stops_on_sigterm_refuses_a_twin_and_restarts_without_doubling(tmp_path):
+    slot = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
+    project = make_project(tmp_path, slot)
+    first = Running(project, "first")
+    first.wait_for("running: 3 digest jobs")
+
+    twin = Running(project, "twin")
+    assert twin.proc.wait(timeout=WAIT) == 1
+    assert "error: another newsletter daemon is running" in twin.text()
+
+    first.wait_for("ingested 3 pages, 21 new papers")
+    first.wait_for("delivered")
+    assert len(outbox(project, "alice")) == 1
+    assert outbox(project, "bob") == outbox(project, "carol") == []
+    assert first.stop() == 0
+    assert "stopped" in first.text()
+
+    # A restart keeps the jobs (in the database) and sends nothing twice.
+    with sqlite3.connect(project / "var" / "newsletter.sqlite3") as db:
+        jobs = sorted(row[0] for row in db.execute("SELECT id FROM apscheduler_jobs"))
+    assert jobs == ["digest:alice", "digest:bob", "digest:carol"]
+    second = Running(project, "second")
+    second.wait_for("running: 3 digest jobs")
+    assert "scheduled" not in second.text()  # nothing was added: the jobs were already there
+    # A page dropped into the inbox while it runs is ingested within a poll.
+    shutil.copy(FIXTURE_PAGES / "good-extra-chrome.txt", project / "var" / "inbox")
+    second.wait_for("ingested 1 pages")
+    assert second.stop() == 0
+    assert len(outbox(project, "alice")) == 1
+    assert "delivered" not in second.text()
+
+
+def test_sigterm_mid_send_exits_0_and_the_next_start_resends_the_same_message(tmp_path, smtp_sink):
+    sink = smtp_sink(hold_data=(1,))  # the first message arrives but its 250 never comes
+    slot = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
+    project = make_project(tmp_path, slot)
+    config = yaml.safe_load((project / "config.yaml").read_text())
+    config |= {"delivery": {"method": "smtp"},
+               "smtp": sink.settings(timeout=60.0).model_dump(mode="json", exclude_none=True)}
+    (project / "config.yaml").write_text(yaml.safe_dump(config))
+    first = Running(project, "first")
+    deadline = time.monotonic() + WAIT
+    while not sink.messages:
+        assert first.proc.poll() is None and time.monotonic() < deadline, first.text()
+        time.sleep(0.05)
+    assert first.stop() == 0  # after at most STOP_WAIT, without waiting for the server
+    assert "stays `sending`" in first.text()
+    with sqlite3.connect(project / "var" / "newsletter.sqlite3") as db:
+        assert db.execute("SELECT status FROM deliveries").fetchall() == [("sending",)]
+
+    sink.hold_data = set()
+    second = Running(project, "second")
+    second.wait_for("delivered")
+    assert second.stop() == 0
+    first_copy, second_copy = sink.messages
+    assert first_copy.raw == second_copy.raw  # the same Message-ID, the same bytes

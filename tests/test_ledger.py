@@ -1,0 +1,192 @@
+"""The delivery ledger on a real SQLite file: slots, the queue and its state machine, bounces, the migration."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from datetime import date, timedelta
+
+import pytest
+
+from helpers import FIXTURE_PAGES, at
+from newsletter.errors import StoreError
+from newsletter.models import DeliveryStatus, Digest, ScoredPaper, Subscriber
+from newsletter.sources.listing import parse_page
+from newsletter.store import SCHEMA_VERSION, ClosedWindow, Store, open_store
+
+S = DeliveryStatus
+ALICE = Subscriber(id="alice", email="alice@example.org", name="Alice", topics=("graphs",))
+SLOT = date(2026, 11, 23)
+
+
+@pytest.fixture
+def store(tmp_path):
+    with open_store(tmp_path / "store.sqlite3") as opened:
+        page = FIXTURE_PAGES / "good-extra-chrome.txt"
+        opened.papers.add_page(parse_page(page, page.read_bytes(), at("2026-11-22").date()), at("2026-11-22"))
+        yield opened
+
+
+def digest_of(store: Store, paper_ids: list[int], end: str = "2026-11-23", slot: date | None = SLOT,
+              who: Subscriber = ALICE) -> Digest:
+    papers = store.papers.get(paper_ids)
+    return Digest(subscriber=who, papers=tuple(ScoredPaper(p, 0.5) for p in papers), issued_at=at(end),
+                  window_start=at("2026-11-21"), window_end=at(end), through_paper_id=store.papers.max_id(),
+                  candidate_count=len(papers), slot=slot)
+
+
+def queue(store: Store, digest: Digest, message_id: str = "<1@x>") -> int:
+    digest_id = store.ledger.enqueue(digest, slot_at=at("2026-11-23", 7), message_id=message_id,
+                                     message=b"Message-ID: " + message_id.encode() + b"\r\n\r\nbody\r\n",
+                                     now=at("2026-11-23"))
+    assert digest_id is not None
+    return next(r.delivery_id for r in store.ledger.deliveries_for(digest.subscriber.id) if r.digest_id == digest_id)
+
+
+def test_a_queued_digest_counts_as_delivered_and_closes_its_window(store):
+    ids = [p.id for p in store.papers.get()]
+    delivery = queue(store, digest_of(store, ids[:2]))
+    # Queued is on its way: the next slot must not plan the same papers again.
+    assert store.ledger.delivered_paper_ids("alice") == set(ids[:2])
+    assert store.ledger.last_closed_window("alice") == ClosedWindow(at("2026-11-23"), 3)
+    store.ledger.start_sending(delivery, at("2026-11-23"))
+    store.ledger.settle(delivery, S.SENT, reply="250 OK", now=at("2026-11-23"))
+    assert store.ledger.delivered_paper_ids("alice") == set(ids[:2])
+    assert store.ledger.delivered_paper_ids("bob") == set() and store.ledger.last_closed_window("bob") is None
+
+
+def test_a_failed_delivery_leaves_its_papers_and_window_open(store):
+    ids = [p.id for p in store.papers.get()]
+    delivery = queue(store, digest_of(store, ids))
+    store.ledger.start_sending(delivery, at("2026-11-23"))
+    store.ledger.settle(delivery, S.FAILED, reply="550 no such user", now=at("2026-11-23"), hard=True)
+    assert store.ledger.delivered_paper_ids("alice") == set()
+    assert store.ledger.last_closed_window("alice") is None
+    assert store.ledger.deliveries_for("alice")[0].reply == "550 no such user"
+
+
+def test_an_empty_digest_closes_its_window_and_slot_without_a_delivery(store):
+    assert store.ledger.enqueue(digest_of(store, []), slot_at=None, message_id=None, message=None,
+                                now=at("2026-11-23")) is not None
+    assert store.ledger.last_closed_window("alice") == ClosedWindow(at("2026-11-23"), 3)
+    assert store.ledger.deliveries_for("alice") == []
+    assert store.ledger.slot_taken("alice", SLOT)
+
+
+def test_one_digest_per_subscriber_per_slot(store, tmp_path):
+    ids = [p.id for p in store.papers.get()]
+    queue(store, digest_of(store, ids[:1]))
+    assert store.ledger.enqueue(digest_of(store, ids[1:]), slot_at=None, message_id="<2@x>", message=b"x",
+                                now=at("2026-11-23")) is None
+    assert [r.message_id for r in store.ledger.deliveries_for("alice")] == ["<1@x>"]
+    # Another subscriber, or another slot, is free.
+    queue(store, digest_of(store, ids[1:], who=replace(ALICE, id="bob")), "<3@x>")
+    queue(store, digest_of(store, ids[1:], slot=SLOT + timedelta(days=1)), "<4@x>")
+    # The database itself refuses a second row for the slot, whoever writes it.
+    with sqlite3.connect(tmp_path / "store.sqlite3") as raw, pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+        raw.execute("INSERT INTO digests (subscriber_id, issued_at, window_start, window_end, through_paper_id, "
+                    "candidate_count, paper_count, slot_date) VALUES ('alice', '2026-11-23', '2026-11-23', "
+                    "'2026-11-23', 1, 0, 0, '2026-11-23')")
+
+
+def test_the_state_machine_allows_only_its_moves(store):
+    ids = [p.id for p in store.papers.get()]
+    delivery = queue(store, digest_of(store, ids))
+    with pytest.raises(StoreError, match="cannot go from queued to sent"):
+        store.ledger.settle(delivery, S.SENT, reply="", now=at("2026-11-23"))
+    assert store.ledger.start_sending(delivery, at("2026-11-23")) == 1
+    assert store.ledger.start_sending(delivery, at("2026-11-23")) == 2  # resumed after a crash
+    store.ledger.settle(delivery, S.DEFERRED, reply="451 later", now=at("2026-11-23"),
+                        retry_at=at("2026-11-23", 9))
+    store.ledger.start_sending(delivery, at("2026-11-23", 9))
+    store.ledger.settle(delivery, S.SENT, reply="250 OK", now=at("2026-11-23", 9))
+    with pytest.raises(StoreError, match="cannot go from sent to failed"):
+        store.ledger.settle(delivery, S.FAILED, reply="", now=at("2026-11-23"))
+    with pytest.raises(StoreError, match="cannot go from sent to sending"):
+        store.ledger.start_sending(delivery, at("2026-11-23"))
+    with pytest.raises(ValueError, match="retry_at"):
+        store.ledger.settle(delivery, S.DEFERRED, reply="", now=at("2026-11-23"))
+    (record,) = store.ledger.deliveries_for("alice")
+    assert (record.status, record.attempts, record.next_attempt_at) == (S.SENT, 3, None)
+
+
+def test_due_holds_queued_in_flight_and_due_deferred_messages_with_their_bytes(store):
+    ids = [p.id for p in store.papers.get()]
+    later = queue(store, digest_of(store, ids[:1], slot=date(2026, 11, 21)), "<a@x>")
+    flying = queue(store, digest_of(store, ids[1:2], slot=date(2026, 11, 22)), "<b@x>")
+    queue(store, digest_of(store, ids[2:], who=replace(ALICE, id="bob")), "<c@x>")
+    store.ledger.start_sending(later, at("2026-11-23"))
+    store.ledger.settle(later, S.DEFERRED, reply="451", now=at("2026-11-23"), retry_at=at("2026-11-23", 10))
+    store.ledger.start_sending(flying, at("2026-11-23"))
+
+    def due(hour: int, *only: str) -> list[str]:
+        return [q.record.message_id for q in store.ledger.due(at("2026-11-23", hour), only)]
+
+    assert due(9) == ["<b@x>", "<c@x>"]
+    assert due(10) == ["<a@x>", "<b@x>", "<c@x>"]
+    assert due(10, "bob") == ["<c@x>"]
+    assert store.ledger.due(at("2026-11-23", 9))[0].message == b"Message-ID: <b@x>\r\n\r\nbody\r\n"
+
+
+def test_hard_failures_in_a_row_bounce_a_subscriber_until_reset(store):
+    ids = [p.id for p in store.papers.get()]
+
+    def attempt(day: int, status: DeliveryStatus) -> bool:
+        delivery = queue(store, digest_of(store, ids[:1], slot=date(2026, 11, day)), f"<{day}@x>")
+        store.ledger.start_sending(delivery, at("2026-11-23"))
+        return store.ledger.settle(delivery, status, reply=f"{status} on {day}", now=at("2026-11-23"),
+                                   hard=status is S.FAILED, bounce_limit=2)
+
+    assert attempt(1, S.FAILED) is False
+    assert attempt(2, S.SENT) is False  # a success starts the count again
+    assert attempt(3, S.FAILED) is False and not store.ledger.is_bounced("alice")
+    assert attempt(4, S.FAILED) is True
+    assert store.ledger.is_bounced("alice")
+    (bounce,) = store.ledger.bounced()
+    assert (bounce.subscriber_id, bounce.hard_failures, bounce.last_reply) == ("alice", 2, "failed on 4")
+    assert store.ledger.reset_bounce("alice", at("2026-11-24")) is True
+    assert not store.ledger.is_bounced("alice") and store.ledger.bounced() == []
+    assert store.ledger.reset_bounce("alice", at("2026-11-24")) is False
+
+
+def test_bouncing_withdraws_what_else_waits_for_the_address(store):
+    ids = [p.id for p in store.papers.get()]
+    refused = queue(store, digest_of(store, ids[:1], slot=date(2026, 11, 1)), "<1@x>")
+    waiting = queue(store, digest_of(store, ids[1:2], slot=date(2026, 11, 2)), "<2@x>")
+    other = queue(store, digest_of(store, ids[2:], who=replace(ALICE, id="bob")), "<3@x>")
+    store.ledger.start_sending(refused, at("2026-11-23"))
+    assert store.ledger.settle(refused, S.FAILED, reply="550 gone", now=at("2026-11-23"), hard=True, bounce_limit=1)
+    statuses = {r.delivery_id: (r.status, r.reply) for r in store.ledger.deliveries_in(list(S))}
+    assert statuses[waiting] == (S.FAILED, "withdrawn: the subscriber bounced")
+    assert statuses[other] == (S.QUEUED, "")
+    assert store.ledger.delivered_paper_ids("alice") == set()  # both windows open again for after a reset
+
+
+def test_a_database_from_before_the_queue_is_migrated_and_old_deliveries_count_as_sent(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    with open_store(path) as store:
+        page = FIXTURE_PAGES / "good-extra-chrome.txt"
+        store.papers.add_page(parse_page(page, page.read_bytes(), at("2026-11-22").date()), at("2026-11-22"))
+    # Take the file back to schema 1 as the previous release left it, with its last two statuses in it.
+    with sqlite3.connect(path) as raw:
+        raw.executescript("""
+            DROP INDEX ux_digests_subscriber_slot; DROP INDEX ix_deliveries_status;
+            ALTER TABLE digests DROP COLUMN slot_date; ALTER TABLE digests DROP COLUMN slot_at;
+            ALTER TABLE deliveries DROP COLUMN message; ALTER TABLE deliveries DROP COLUMN next_attempt_at;
+            DROP TABLE subscriber_health; DROP TABLE runs;
+            UPDATE meta SET value = '1' WHERE key = 'schema_version';
+            INSERT INTO digests VALUES (1, 'alice', '2026-11-20', '2026-11-19', '2026-11-20', 1, 1, 1);
+            INSERT INTO digest_papers VALUES (1, 1, 1, 0.5, '{}');
+            INSERT INTO deliveries VALUES (1, 1, 'alice@example.org', '<old@x>', 'pending', 0, '', '2026-11-20');
+            INSERT INTO digests VALUES (2, 'bob', '2026-11-20', '2026-11-19', '2026-11-20', 1, 1, 1);
+            INSERT INTO deliveries VALUES (2, 2, 'bob@example.org', '<old2@x>', 'unknown', 0, '', '2026-11-20');
+        """)
+    with open_store(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert [r.status for r in store.ledger.deliveries_for("alice") + store.ledger.deliveries_for("bob")] == \
+            [S.SENT, S.SENT]
+        assert store.ledger.delivered_paper_ids("alice") == {1}
+        assert store.ledger.due(at("2026-11-23")) == []  # nothing old is resent: its bytes were never kept
+        queue(store, digest_of(store, [2]))
+        assert store.ledger.enqueue(digest_of(store, [3]), slot_at=None, message_id=None, message=None,
+                                    now=at("2026-11-23")) is None

@@ -1,0 +1,208 @@
+"""Sending the queue over real SMTP servers on 127.0.0.1: deferrals with backoff, give-ups, bounces, stops."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from helpers import REPO, SAMPLE_PAGES, at
+from newsletter import pipeline
+from newsletter.config import Config, config_from_mapping
+from newsletter.models import DeliveryStatus
+from newsletter.sending import FIRST_RETRY, LONGEST_RETRY, Pacer, retry_delay, send_queued
+from newsletter.store import open_store
+from smtp_sink import SmtpSink
+
+T_INGEST = at("2026-11-20", 6)
+T = at("2026-11-20", 8)  # the shipped subscribers' slot (07:00 UTC by default) has passed
+
+
+def project(tmp_path: Path, smtp: dict[str, Any], **delivery: Any) -> Config:
+    if not (tmp_path / "subscribers").exists():
+        shutil.copytree(REPO / "subscribers", tmp_path / "subscribers", ignore=shutil.ignore_patterns("*.md"))
+        (tmp_path / "var" / "inbox").mkdir(parents=True)
+        for page in SAMPLE_PAGES.glob("*.txt"):
+            shutil.copy(page, tmp_path / "var" / "inbox")
+    data = {"digest": {"lookback_days": 7, "send_empty": True}, "delivery": {"method": "smtp", **delivery},
+            "smtp": {**smtp, "retries": 0}}
+    return config_from_mapping(data, tmp_path)
+
+
+def smtp_of(sink: SmtpSink, **extra: Any) -> dict[str, Any]:
+    return sink.settings().model_dump(mode="json", exclude_none=True) | extra
+
+
+def outcomes(report: pipeline.RunReport) -> dict[str, str]:
+    return {r.subscriber_id: r.outcome for r in report.results}
+
+
+def test_a_4xx_defers_with_backoff_and_the_retry_sends_the_same_bytes(tmp_path, smtp_sink):
+    sink = smtp_sink(defer_data=1)  # the first DATA is answered 451
+    config = project(tmp_path, smtp_of(sink))
+    pipeline.ingest_pages(config, T_INGEST)
+    first = pipeline.run_digests(config, T)
+    assert outcomes(first) == {"alice": "deferred", "bob": "sent", "carol": "sent"}
+    with open_store(config.store_path) as store:
+        (record,) = store.ledger.deliveries_for("alice")
+        stored = store.ledger.due(T + timedelta(hours=1), ["alice"])[0].message
+    assert record.status is DeliveryStatus.DEFERRED and record.reply.startswith("451")
+    assert record.next_attempt_at is not None
+    assert T + FIRST_RETRY / 2 <= record.next_attempt_at <= T + FIRST_RETRY
+
+    early = pipeline.run_digests(config, T + timedelta(seconds=30))
+    assert set(outcomes(early).values()) == {"already done"} and len(sink.messages) == 2
+    retry = pipeline.run_digests(config, T + FIRST_RETRY)
+    assert outcomes(retry)["alice"] == "sent"
+    (alice,) = [m for m in sink.messages if m.rcpt_tos == ("alice@example.org",)]
+    assert alice.raw == stored  # byte for byte what was stored before the first try
+    assert alice.message["Message-ID"] == record.message_id
+
+
+def test_a_message_that_keeps_being_deferred_fails_after_max_attempts(tmp_path, smtp_sink):
+    sink = smtp_sink(defer_data=10)
+    config = project(tmp_path, smtp_of(sink, max_attempts=2))
+    pipeline.ingest_pages(config, T_INGEST)
+    assert set(outcomes(pipeline.run_digests(config, T)).values()) == {"deferred"}
+    second = pipeline.run_digests(config, T + timedelta(hours=1))
+    assert set(outcomes(second).values()) == {"failed"}
+    assert all(r.detail.startswith("451") for r in second.results), second.results
+    with open_store(config.store_path) as store:
+        record = store.ledger.deliveries_for("bob")[0]
+        assert record.status is DeliveryStatus.FAILED and record.attempts == 2
+        assert record.reply.startswith("gave up after 2 attempts: 451")
+        assert store.ledger.bounced() == []  # giving up on a busy server says nothing about the address
+
+
+def test_repeated_5xx_bounce_a_subscriber_until_reset(tmp_path, smtp_sink):
+    sink = smtp_sink(reject=("bob@example.org",))
+    config = project(tmp_path, smtp_of(sink), bounce_limit=2)
+    pipeline.ingest_pages(config, T_INGEST)
+    assert outcomes(pipeline.run_digests(config, T))["bob"] == "failed"
+    second = pipeline.run_digests(config, T + timedelta(days=1))
+    assert outcomes(second)["bob"] == "failed" and "bounced after 2 hard failures" in second.results[1].detail
+    third = pipeline.run_digests(config, T + timedelta(days=2))
+    assert outcomes(third) == {"alice": "sent", "bob": "bounced", "carol": "sent"}
+    assert sum(1 for m in sink.messages if "bob@example.org" in m.rcpt_tos) == 0
+    with open_store(config.store_path) as store:
+        assert [b.subscriber_id for b in store.ledger.bounced()] == ["bob"]
+        store.ledger.reset_bounce("bob", T + timedelta(days=2))
+    fixed = smtp_sink()
+    after = pipeline.run_digests(project(tmp_path, smtp_of(fixed), bounce_limit=2), T + timedelta(days=3))
+    assert outcomes(after)["bob"] == "sent"
+
+
+def test_an_unreachable_server_defers_the_message_in_flight_and_keeps_the_rest_queued(tmp_path, refused_port):
+    config = project(tmp_path, {"host": "127.0.0.1", "port": refused_port, "security": "none", "timeout": 2})
+    pipeline.ingest_pages(config, T_INGEST)
+    down = pipeline.run_digests(config, T)
+    assert set(outcomes(down).values()) == {"not sent"} and not down.ok
+    with open_store(config.store_path) as store:
+        statuses = [r.status for r in store.ledger.deliveries_in(list(DeliveryStatus))]
+    assert statuses == [DeliveryStatus.DEFERRED, DeliveryStatus.QUEUED, DeliveryStatus.QUEUED]
+
+
+def test_retry_delays_double_with_jitter_up_to_a_cap():
+    rng = random.Random(7)
+    for attempts in range(1, 12):
+        full = min(FIRST_RETRY * 2 ** (attempts - 1), LONGEST_RETRY)
+        delays = [retry_delay(attempts, rng) for _ in range(50)]
+        assert all(full / 2 <= d <= full for d in delays)
+        assert len(set(delays)) > 1, "jitter spreads retries of messages deferred together"
+    assert retry_delay(20, rng) <= LONGEST_RETRY
+
+
+class FakeTime:
+    """A clock that moves only when slept on: the pacer's arithmetic, without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_pacer_spaces_sends_to_max_per_second():
+    fake = FakeTime()
+    pacer = Pacer(4.0, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(5):
+        pacer.wait()
+    assert fake.slept == [0.25] * 4
+    fake.now += 10  # a slow server already spaced them: no wait
+    pacer.wait()
+    assert len(fake.slept) == 4
+    unpaced = Pacer(None, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(3):
+        unpaced.wait()
+    assert len(fake.slept) == 4
+
+
+def test_a_run_waits_for_the_pacer_before_each_message(tmp_path, smtp_sink, refused_port):
+    down = project(tmp_path, {"host": "127.0.0.1", "port": refused_port, "security": "none", "timeout": 2})
+    pipeline.ingest_pages(down, T_INGEST)
+    pipeline.run_digests(down, T)  # three messages stored, none sent
+    sink = smtp_sink()
+    config = project(tmp_path, smtp_of(sink, max_per_second=4.0))
+    fake = FakeTime()
+    with pipeline.open_context(config) as ctx:
+        assert ctx.send_policy.max_per_second == 4.0
+        pacer = Pacer(ctx.send_policy.max_per_second, clock=fake.clock, sleep=fake.sleep)
+        sent = send_queued(ctx.store, ctx.make_mailer, ctx.send_policy, lambda: T + timedelta(hours=1),
+                           pacer=pacer)
+    assert [s.outcome for s in sent] == ["sent"] * 3 and len(sink.messages) == 3
+    assert fake.slept == [0.25, 0.25]  # the second and third waited a quarter second each
+
+
+def many_readers(tmp_path: Path, count: int) -> None:
+    folder = tmp_path / "subscribers"
+    folder.mkdir()
+    for n in range(count):
+        (folder / f"reader{n}.yaml").write_text(f"email: reader{n}@example.org\ntopics: [graph neural networks]\n")
+    (tmp_path / "var" / "inbox").mkdir(parents=True)
+    for page in SAMPLE_PAGES.glob("*.txt"):
+        shutil.copy(page, tmp_path / "var" / "inbox")
+
+
+def test_parallel_connections_share_the_queue_and_deliver_each_message_once(tmp_path, smtp_sink):
+    many_readers(tmp_path, 9)
+    sink = smtp_sink()
+    config = project(tmp_path, smtp_of(sink, connections=3))
+    pipeline.ingest_pages(config, T_INGEST)
+    report = pipeline.run_digests(config, T)
+    assert report.count("sent") == 9
+    assert 2 <= sink.connections <= 3  # sessions side by side (a worker that found the queue empty opens none)
+    assert sorted(r for m in sink.messages for r in m.rcpt_tos) == sorted(f"reader{n}@example.org" for n in range(9))
+
+
+def test_parallel_connections_all_stop_on_a_dead_server_and_lose_nothing(tmp_path, refused_port):
+    many_readers(tmp_path, 9)
+    config = project(tmp_path, {"host": "127.0.0.1", "port": refused_port, "security": "none", "timeout": 2,
+                                "connections": 3})
+    pipeline.ingest_pages(config, T_INGEST)
+    down = pipeline.run_digests(config, T)
+    assert down.count("not sent") == 9
+    with open_store(config.store_path) as store:
+        statuses = [r.status for r in store.ledger.deliveries_in(list(DeliveryStatus))]
+    assert len(statuses) == 9 and 1 <= statuses.count(DeliveryStatus.DEFERRED) <= 3
+    assert statuses.count(DeliveryStatus.QUEUED) == 9 - statuses.count(DeliveryStatus.DEFERRED)
+
+
+def test_a_bounce_withdraws_the_rest_of_the_subscribers_batch_and_the_run_goes_on(tmp_path, smtp_sink, refused_port):
+    down = project(tmp_path, {"host": "127.0.0.1", "port": refused_port, "security": "none", "timeout": 2})
+    pipeline.ingest_pages(down, T_INGEST)
+    pipeline.run_digests(down, T)  # day 1: stored, not sent
+    sink = smtp_sink(reject=("bob@example.org",))
+    config = project(tmp_path, smtp_of(sink), bounce_limit=1)
+    report = pipeline.run_digests(config, T + timedelta(days=1))  # day 2: two messages each
+    bob = [r for r in report.results if r.subscriber_id == "bob"]
+    assert [r.outcome for r in bob] == ["failed", "bounced"]
+    assert bob[1].detail == "withdrawn: the subscriber bounced"
+    assert report.count("sent") == 4  # alice's and carol's two each
+    assert not any("bob@example.org" in m.rcpt_tos for m in sink.messages)
