@@ -7,7 +7,7 @@ locked, validated) and reads/writes votes through the store; never the config.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from .errors import ProfileError
 from .models import Subscriber, SubscriberStatus, Vote
@@ -32,14 +32,19 @@ def edit_subscriber(ctx: RunContext, subscriber_id: str, edit: Edit, *,
 
 
 def set_status(ctx: RunContext, subscriber_id: str, status: SubscriberStatus, *,
-               expected_version: str | None = None) -> Subscriber:
-    return ctx.subscribers.update(subscriber_id, lambda s: replace(s, status=status),
-                                  expected_version=expected_version)
+               expected_version: str | None = None, now: datetime | None = None) -> Subscriber:
+    """Pause, resume or unsubscribe; leaving `active` also takes back digests already queued."""
+    changed = ctx.subscribers.update(subscriber_id, lambda s: replace(s, status=status),
+                                     expected_version=expected_version)
+    if status != "active":
+        ctx.store.ledger.withdraw(subscriber_id, f"the subscriber is {status}", now or datetime.now(UTC))
+    return changed
 
 
-def remove_subscriber(ctx: RunContext, subscriber_id: str) -> int:
-    """Delete the subscriber's file and their votes; how many votes went with them."""
+def remove_subscriber(ctx: RunContext, subscriber_id: str, now: datetime | None = None) -> int:
+    """Delete the subscriber's file, their queued digests and their votes; how many votes went with them."""
     ctx.subscribers.remove(subscriber_id)
+    ctx.store.ledger.withdraw(subscriber_id, "the subscriber was removed", now or datetime.now(UTC))
     return ctx.store.votes.forget_subscriber(subscriber_id)
 
 

@@ -28,7 +28,7 @@ import httpx
 from .config import SECRET_KEY_ENV, Config
 from .deliver import Mailer, build_message, mailer_from_config, new_message_id, serialise
 from .deliver.dkim import DkimSigner
-from .errors import ProfileError
+from .errors import ProfileError, UnknownSubscriber
 from .fetching import SourceReport, fetch_sources
 from .links import Signer
 from .models import DeliveryStatus, Digest, Outcome, Paper, RenderedEmail, Subscriber, SubscriberLinks
@@ -292,6 +292,7 @@ def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bo
             results.append(result)
     interrupted = tuple(r for r in ctx.store.ledger.deliveries_in([DeliveryStatus.SENDING])
                         if not only or r.subscriber_id in only)
+    withdraw_unwanted(ctx, now)
     # A mailer handed in (tests, tools) is one session: it cannot be shared between parallel senders.
     policy = replace(ctx.send_policy, connections=1) if mailer is not None else ctx.send_policy
     sent = send_queued(ctx.store, (lambda: mailer) if mailer is not None else ctx.make_mailer, policy,
@@ -311,7 +312,26 @@ def send_due(ctx: RunContext, now: datetime, *, should_stop: Callable[[], bool] 
              wait: bool = False) -> list[Sent]:
     """Send only what is already queued and due (deferred retries, leftovers of a stopped run); plans nothing."""
     with ctx.store.locks.hold("digest", wait=wait):
+        withdraw_unwanted(ctx, now)
         return send_queued(ctx.store, ctx.make_mailer, ctx.send_policy, lambda: now, should_stop=should_stop)
+
+
+def withdraw_unwanted(ctx: RunContext, now: datetime) -> None:
+    """Take back queued digests of anyone who is no longer active (a hand edit, a removed file).
+
+    The commands and the preference centre withdraw at once; this catches the rest before
+    anything is sent. A file that cannot be read keeps its queue: a typo is no unsubscribe.
+    """
+    for subscriber_id in sorted(ctx.store.ledger.waiting_subscribers()):
+        try:
+            status = ctx.subscribers.get(subscriber_id).status
+        except UnknownSubscriber:
+            ctx.store.ledger.withdraw(subscriber_id, "the subscriber was removed", now)
+            continue
+        except ProfileError:
+            continue
+        if status != "active":
+            ctx.store.ledger.withdraw(subscriber_id, f"the subscriber is {status}", now)
 
 
 def sort_out(ctx: RunContext, subscribers: Sequence[Subscriber],

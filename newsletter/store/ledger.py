@@ -5,7 +5,8 @@ message (Message-ID and the exact bytes) are stored, `queued`, before any send:
 
     queued -> sending -> sent | deferred | failed        deferred -> sending (when due)
     sending -> sending                                   a crash left it in flight: send it again
-    queued | deferred -> failed                          withdrawn: the subscriber just bounced
+    queued | deferred -> failed                          withdrawn: the subscriber bounced, unsubscribed,
+                                                         paused or was removed
 
 A delivery still `sending` when the next run starts may or may not have arrived; it is
 sent again with the same bytes, so a mail client shows the repeat (if any) as one message.
@@ -231,6 +232,19 @@ class Ledger:
                 return _count_hard_failure(conn, subscriber_id, reply, now, bounce_limit)
         return False
 
+    def withdraw(self, subscriber_id: str, why: str, now: datetime) -> int:
+        """Take back what waits to be sent to a subscriber who unsubscribed, paused or was removed:
+        their queued and deferred messages fail with `why` (the one in flight, if any, goes out)."""
+        with self._db.write() as conn:
+            return _withdraw(conn, subscriber_id, why, now)
+
+    def waiting_subscribers(self) -> set[str]:
+        """Subscribers with a queued or deferred message."""
+        with self._db.read() as conn:
+            return set(conn.execute(
+                select(digests.c.subscriber_id).join(deliveries, deliveries.c.digest_id == digests.c.id)
+                .where(deliveries.c.status.in_((S.QUEUED.value, S.DEFERRED.value)))).scalars())
+
     # -- bounces -----------------------------------------------------------------------------------
 
     def bounced(self) -> list[Bounce]:
@@ -337,13 +351,17 @@ def _count_hard_failure(conn: Connection, subscriber_id: str, reply: str, now: d
                 **({"bounced_at": to_db(now)} if bounces else {}))
     if bounces:
         # Whatever else waits for this address would only bounce too; its papers come round after a reset.
-        waiting = select(deliveries.c.id).join(digests, digests.c.id == deliveries.c.digest_id).where(
-            digests.c.subscriber_id == subscriber_id,
-            deliveries.c.status.in_((S.QUEUED.value, S.DEFERRED.value)))
-        conn.execute(update(deliveries).where(deliveries.c.id.in_(waiting)).values(
-            status=S.FAILED.value, reply="withdrawn: the subscriber bounced", next_attempt_at=None,
-            updated_at=to_db(now)))
+        _withdraw(conn, subscriber_id, "the subscriber bounced", now)
     return bounces
+
+
+def _withdraw(conn: Connection, subscriber_id: str, why: str, now: datetime) -> int:
+    """Fail every queued or deferred message of a subscriber (not one in flight); how many there were."""
+    waiting = select(deliveries.c.id).join(digests, digests.c.id == deliveries.c.digest_id).where(
+        digests.c.subscriber_id == subscriber_id, deliveries.c.status.in_((S.QUEUED.value, S.DEFERRED.value)))
+    result = conn.execute(update(deliveries).where(deliveries.c.id.in_(waiting)).values(
+        status=S.FAILED.value, reply=f"withdrawn: {why}", next_attempt_at=None, updated_at=to_db(now)))
+    return int(result.rowcount or 0)
 
 
 def _set_health(conn: Connection, subscriber_id: str, now: datetime, **values: object) -> None:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from ..deliver import serialise
 from ..errors import BadToken, EditConflict, NewsletterError, ProfileError, UnknownSubscriber
-from ..manage import record_vote, subscriber_details
+from ..manage import record_vote, set_status, subscriber_details
 from ..models import Digest, ScoredPaper, Subscriber
 from ..pipeline import RunContext, compose, plan, to_message
 from ..planning import plan_digests
@@ -153,7 +153,7 @@ class _Web:
         if action in ("pause", "resume", "unsubscribe"):
             status = {"pause": "paused", "resume": "active", "unsubscribe": "unsubscribed"}[action]
             try:
-                self.ctx.subscribers.update(subscriber_id, lambda s: replace(s, status=status))  # type: ignore
+                set_status(self.ctx, subscriber_id, status, now=self.now())  # type: ignore[arg-type]
             except UnknownSubscriber:
                 raise
             except ProfileError as exc:  # e.g. resuming a profile with no topic: say what to fix, here
@@ -200,8 +200,7 @@ class _Web:
         if form.get("List-Unsubscribe") != ONE_CLICK:
             return self.message("Nothing changed", "An unsubscribe request must say List-Unsubscribe=One-Click.",
                                 400)
-        await run_in_threadpool(self.ctx.subscribers.update, subscriber.id,
-                                lambda s: replace(s, status="unsubscribed"))
+        await run_in_threadpool(lambda: set_status(self.ctx, subscriber.id, "unsubscribed", now=self.now()))
         manage = self.ctx.signer.links_for(subscriber.id).manage.removeprefix(self.ctx.signer.base_url)
         return self.page("message.html.j2", title="You are unsubscribed", link=manage,
                          text=f"No more digests will be sent to {subscriber.email}.")
