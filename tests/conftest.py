@@ -56,6 +56,14 @@ def stalling_server() -> Iterator[Callable[[StallPoint], StallingServer]]:
 
 
 @pytest.fixture
+def sink(smtp_sink: Callable[..., SmtpSink], monkeypatch: pytest.MonkeyPatch) -> SmtpSink:
+    """A STARTTLS sink with AUTH (digest / hunter2), the password exported as smtp.password_env expects."""
+    server = smtp_sink(security="starttls", username="digest", password="hunter2")
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "hunter2")
+    return server
+
+
+@pytest.fixture
 def refused_port() -> Iterator[int]:
     """A port on 127.0.0.1 where every connection is refused for the whole test (see smtp_sink.refusing_port)."""
     with refusing_port() as port:

@@ -59,13 +59,6 @@ def make_project(tmp_path: Path, sink: SmtpSink | None = None, **digest: Any) ->
     return config_from_mapping(data, tmp_path)
 
 
-@pytest.fixture
-def sink(smtp_sink, monkeypatch) -> SmtpSink:
-    server = smtp_sink(security="starttls", username="digest", password="hunter2")
-    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "hunter2")
-    return server
-
-
 def by_recipient(sink: SmtpSink) -> dict[str, list[EmailMessage]]:
     found: dict[str, list[EmailMessage]] = {}
     for received in sink.messages:

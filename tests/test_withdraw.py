@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from test_pipeline import T_DIGEST, T_INGEST, by_recipient, make_project, sink  # noqa: F401  (fixture)
+from test_pipeline import T_DIGEST, T_INGEST, by_recipient, make_project
 
 from newsletter import manage, pipeline
 from newsletter.deliver import SmtpMailer
