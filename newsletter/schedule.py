@@ -38,7 +38,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from .config import Config
 from .errors import NewsletterError, RunLocked, UnknownSubscriber
 from .models import Schedule
-from .pipeline import RunContext, ingest_summary, open_context, send_digests, send_due
+from .pipeline import RunContext, ingest_sources, ingest_summary, open_context, send_digests, send_due
 from .slots import next_slot
 from .sources import ingest
 
@@ -154,7 +154,7 @@ class Daemon:
             log.error("retrying queued messages: %s", exc)
 
     def poll(self) -> None:
-        """Ingest the inbox (and URL sources, once wired), then retry what is due."""
+        """Ingest the inbox and the URL sources that are due, then retry what is due to be sent."""
         now = self.clock()
         try:
             with self.ctx.store.locks.hold("ingest"):
@@ -169,7 +169,7 @@ class Daemon:
                 log.info("ingested %s from %s", summary, self.ctx.folders.inbox)
                 self.ctx.store.runs.add("ingest", now, self.clock(), ok=not report.problems, summary=summary)
         if self.ingest_sources is not None:
-            # The lead wires pages-from-URLs here: fetch due sources, ingest them, log one line per fetch.
+            # Due URL sources: fetched, ingested, one log line per fetch (newsletter.fetching).
             try:
                 self.ingest_sources(self.ctx, now)
             except NewsletterError as exc:
@@ -268,6 +268,8 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None, clock: Cl
     Returns False when a job had to be abandoned at the stop (see Daemon.stop).
     """
     stop = stop or threading.Event()
+    if ingest_sources is None and config.settings.sources.urls:
+        ingest_sources = _fetch_due_sources(config)
     with open_context(config) as ctx, ctx.store.locks.hold("daemon"):
         daemon = Daemon(ctx, config, clock=clock, ingest_sources=ingest_sources)
         restore = _on_signals(stop)
@@ -280,6 +282,15 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None, clock: Cl
             clean = daemon.stop()
             restore()
     return clean
+
+
+def _fetch_due_sources(config: Config) -> SourcesHook:
+    """The poll's hook for `sources.urls`: fetch what is due, exactly as `newsletter fetch` does by hand."""
+
+    def fetch(_ctx: RunContext, now: datetime) -> object:
+        return ingest_sources(config, now, only_due=True)
+
+    return fetch
 
 
 def _on_signals(stop: threading.Event) -> Callable[[], None]:

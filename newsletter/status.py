@@ -33,7 +33,7 @@ class NextSend:
 
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
-    """A URL source and its last fetch; filled in once URL sources are wired into the daemon."""
+    """A configured URL source and its last fetch (ok: None when never fetched)."""
 
     url: str
     last_fetch: datetime | None
@@ -61,7 +61,24 @@ class Status:
 def status(config: Config, now: datetime) -> Status:
     """The library call behind `newsletter status`."""
     with open_context(config) as ctx:
-        return collect_status(ctx, now)
+        urls = [source.url for source in config.settings.sources.urls]
+        return collect_status(ctx, now, sources=source_statuses(ctx, urls))
+
+
+def source_statuses(ctx: RunContext, urls: list[str]) -> tuple[SourceStatus, ...]:
+    """Each configured URL with its last fetch: what happened, or why it failed and when it is tried again."""
+    found = []
+    for url in urls:
+        state = ctx.store.sources.get(url)
+        if state.last_fetch_at is None:
+            found.append(SourceStatus(url, None, None, "not fetched yet"))
+            continue
+        failing = bool(state.last_error)
+        retry = f"; next try {state.next_try_at:%Y-%m-%d %H:%M} UTC" if state.next_try_at else ""
+        detail = (f"{state.failures} failures in a row: {state.last_error}" if failing
+                  else state.last_outcome + (f" ({state.body_error})" if state.body_error else ""))
+        found.append(SourceStatus(url, state.last_fetch_at, not failing and not state.body_error, detail + retry))
+    return tuple(found)
 
 
 def unbounce(config: Config, subscriber_id: str, now: datetime) -> bool:
