@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 import time
 
+from test_fetch import LISTING
+
 from helpers import at
 from newsletter import pipeline
 from newsletter.config import config_from_mapping
 from newsletter.schedule import run_daemon
 from newsletter.status import status
 from page_server import Reply
-from test_fetch import LISTING
 
 
 def test_the_daemon_polls_url_sources_and_status_reports_them(tmp_path, page_server):
