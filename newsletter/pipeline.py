@@ -27,7 +27,7 @@ from .errors import DeliveryError, ProfileError
 from .links import Signer
 from .models import DeliveryStatus, Digest, Outcome, Paper, RenderedEmail, Subscriber, SubscriberLinks
 from .planning import DigestPolicy, RankerFactory, plan_digests
-from .rank import fit_ranker
+from .rank import store_ranker_factory
 from .render import Renderer, shipped_templates
 from .sources import Folders, IngestReport, ingest
 from .store import DeliveryRecord, Store, open_store
@@ -69,7 +69,7 @@ def open_context(config: Config) -> Iterator[RunContext]:
         yield RunContext(
             store=store,
             subscribers=FileSubscribers(config.subscribers_dir),
-            make_ranker=fit_ranker,
+            make_ranker=store_ranker_factory(store.vectors),
             renderer=Renderer(templates, sender_name=settings.sender.name, search_url=settings.digest.search_url),
             signer=Signer(os.environ.get(SECRET_KEY_ENV) or store.keys.signing_key(), settings.base_url,
                           settings.sender.address),

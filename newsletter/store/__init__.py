@@ -4,6 +4,7 @@
     store.papers   ingest writes pages and papers, planning reads them   (papers.py)
     store.ledger   digests, deliveries and their state machine           (ledger.py)
     store.keys     the link-signing key                                   (keys.py)
+    store.vectors  paper vectors by model id, computed once per paper     (vectors.py)
     store.locks    named locks between processes (one digest run, one ingest at a time)  (locks.py)
 """
 
@@ -17,6 +18,7 @@ from .ledger import ClosedWindow, DeliveryRecord, Ledger
 from .locks import FileLock, RunLock
 from .papers import PaperStore
 from .schema import SCHEMA_VERSION, Database
+from .vectors import VectorStore
 
 __all__ = ["SCHEMA_VERSION", "ClosedWindow", "DeliveryRecord", "Store", "open_store", "sqlite_path"]
 
@@ -29,6 +31,7 @@ class Store:
         self.papers = PaperStore(db)
         self.ledger = Ledger(db)
         self.keys = KeyStore(db)
+        self.vectors = VectorStore(db)
         self.locks = locks
 
     def schema_version(self) -> int:

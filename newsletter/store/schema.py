@@ -24,6 +24,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -112,13 +113,25 @@ deliveries = Table(
     Column("updated_at", DateTime, nullable=False),
 )
 
+# Added by _add_paper_vectors: one vector per paper and model, computed once (rank/embeddings.py).
+paper_vectors = Table(
+    "paper_vectors", MetaData(),  # its own MetaData: _create_v1's create_all must not make it
+    Column("paper_id", Integer, nullable=False, primary_key=True),  # papers.id; papers are never deleted
+    Column("model_id", String, nullable=False, primary_key=True),
+    Column("vector", LargeBinary, nullable=False),  # little-endian float32
+)
+
 
 def _create_v1(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
+def _add_paper_vectors(conn: Connection) -> None:
+    paper_vectors.create(conn)
+
+
 # MIGRATIONS[n] upgrades a version-n database to n+1; version 0 is an empty file.
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1, _add_paper_vectors]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # How long a write waits for another process's write transaction before giving up.
