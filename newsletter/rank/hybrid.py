@@ -10,7 +10,9 @@ part's weight means the same for every subscriber:
   reference papers closest to it (pseudo-relevance feedback: "RAG" pulls in
   papers that spell out retrieval-augmented generation);
 - TF-IDF (rank/tfidf.py) for exact words the embeddings blur;
-- papers voted "less like this": cosine to the closest one, subtracted.
+- papers voted "less like this" and `exclude` phrases: cosine to the closest
+  one, subtracted (a paper that spells an exclude phrase is out altogether,
+  rank/select.py; one that only comes close goes down).
 
 Vectors are centred on the reference set's mean: MiniLM's vectors share a
 large common direction, and cosines without it separate topics better. For
@@ -35,6 +37,7 @@ from .explain import reason_for
 from .profile import Profile
 from .select import Exclusions, rank_with
 from .tfidf import TfidfRanker, TfidfScores
+from .topics import query_text
 from .vectors import PaperVectors
 from .words import tokenize
 
@@ -43,7 +46,7 @@ BACKGROUND_PAPERS = 300  # enough for a stable mean and spread, cheap to score p
 WHITEN_FLOOR = 0.2  # variances below this share of the largest are raised to it, so noise is not amplified
 FEEDBACK_PAPERS = 10  # reference papers that expand a topic query
 WEIGHTS = {"liked_centroid": 1.0, "liked_best": 0.5, "topics": 1.0, "lexical": 0.3, "lexical_best": 0.2,
-           "disliked": -0.5}
+           "disliked": -0.5, "excluded": -0.5}
 # TF-IDF on a ten-word title is mostly noise next to the embeddings, on an abstract it adds exact terms:
 # its weight grows with the reference papers' median length, reaching WEIGHTS["lexical"] at this many words.
 LEXICAL_FULL_WORDS = 100
@@ -96,7 +99,7 @@ class HybridRanker:
         self.lexical.prepare(profiles, papers)
         self.vectors.of(list(papers) + [p for pr in profiles for p in pr.liked_papers if p is not None]
                         + [p for pr in profiles for p in pr.disliked])
-        phrases = [t for pr in profiles for t in _phrases(pr) + list(pr.topics)]
+        phrases = [t for pr in profiles for t in _phrases(pr, self.lexical.words)]
         if phrases:
             self.vectors.texts(phrases)
 
@@ -124,7 +127,10 @@ class HybridRanker:
             parts["lexical_best"] = lexical.per_entry[:, len(profile.topics):].max(axis=1)
         if profile.topics:
             parts["topics"] = centred @ self._topic_query(profile.topics)
-            evidence = np.maximum(evidence, (raw @ self.vectors.texts(profile.topics).T).max(axis=1))
+            spelt = [query_text(t, self.lexical.words) for t in profile.topics]
+            evidence = np.maximum(evidence, (raw @ self.vectors.texts(spelt).T).max(axis=1))
+        if profile.exclude:  # papers spelling an exclude phrase are out (select.py); their neighbours go down
+            parts["excluded"] = (raw @ self.vectors.texts([query_text(t) for t in profile.exclude]).T).max(axis=1)
         if profile.disliked:
             parts["disliked"] = (docs @ self._transform(self.vectors.of(profile.disliked)).T).max(axis=1)
         combined = sum(self._weights[name] * _standardise(values, count) for name, values in parts.items())
@@ -152,17 +158,23 @@ class HybridRanker:
         return np.vstack(rows) if rows else np.zeros((0, self._mean.shape[0]), dtype=np.float32)
 
     def _topic_query(self, topics: Sequence[str]) -> np.ndarray:
-        query = _unit(self.vectors.texts([", ".join(topics)]) - self._mean)[0]
+        query = _unit(self.vectors.texts([_topic_text(topics, self.lexical.words)]) - self._mean)[0]
         if len(self._reference) > FEEDBACK_PAPERS:
             nearest = np.argsort(-(self._reference @ query), kind="stable")[:FEEDBACK_PAPERS]
             query = query + self._reference[nearest].mean(axis=0)
         return query
 
 
-def _phrases(profile: Profile) -> list[str]:
+def _topic_text(topics: Sequence[str], words: frozenset[str]) -> str:
+    return ", ".join(query_text(t, words) for t in topics)
+
+
+def _phrases(profile: Profile, words: frozenset[str]) -> list[str]:
+    """Every phrase `score` embeds for the profile: the topics as one query and one by one, bare liked titles."""
     bare = [t for p, t in zip(profile.liked_papers or (None,) * len(profile.liked_titles), profile.liked_titles,
                               strict=True) if p is None]
-    return ([", ".join(profile.topics)] if profile.topics else []) + bare
+    topics = [_topic_text(profile.topics, words)] + [query_text(t, words) for t in profile.topics]
+    return (topics if profile.topics else []) + bare + [query_text(t) for t in profile.exclude]
 
 
 def _whitening(centred: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..models import Paper, ScoredPaper
 from .base import Ranker, Ranking, S
 from .profile import Profile
+from .topics import spellings
 from .words import tokenize
 
 if TYPE_CHECKING:
@@ -41,8 +42,10 @@ class Exclusions:
 
 
 def phrase_patterns(phrases: Sequence[str]) -> list[str]:
-    # " word word " so a phrase only matches whole words, after the same plural folding as the text
-    return [f" {' '.join(words)} " for words in map(tokenize, phrases) if words]
+    # " word word " so a phrase only matches whole words, after the same plural folding as the text;
+    # every spelling of the phrase ("LLM" also excludes "large language models").
+    variants = [v for phrase in phrases for v in spellings(phrase)]
+    return list(dict.fromkeys(f" {' '.join(words)} " for words in map(tokenize, variants) if words))
 
 
 def choose(papers: Sequence[Paper], totals: Sequence[float] | np.ndarray, *,

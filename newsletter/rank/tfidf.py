@@ -21,6 +21,7 @@ from .base import Ranker, Ranking, Scores
 from .explain import reason_for
 from .profile import Profile, paper_text
 from .select import Exclusions, rank_with
+from .topics import query_text, spellings
 from .words import fold_plural, tokenize
 
 MODEL_ID = "tfidf-v1"
@@ -84,6 +85,7 @@ class TfidfRanker:
         except ValueError:  # an empty vocabulary: no papers yet, or papers without words
             self.vectorizer.fit(["placeholder"])
         self.terms = self.vectorizer.get_feature_names_out()
+        self.words = frozenset(str(t) for t in self.terms if " " not in t)  # for correcting typed topics
         self._stop_words = frozenset(self.vectorizer.get_stop_words() or ())
         self._papers = _RowCache(self.vectorizer, len(self.terms))
         self._entries = _RowCache(self.vectorizer, len(self.terms))  # topic phrases and liked texts
@@ -94,7 +96,7 @@ class TfidfRanker:
 
     def prepare(self, profiles: Sequence[Profile], papers: Sequence[Paper]) -> None:
         """Vectorise every profile entry and paper of a run in two batches (one call beats thousands)."""
-        entries = list(dict.fromkeys(text for p in profiles for text in p.entries))
+        entries = list(dict.fromkeys(text for p in profiles for text in self._entry_texts(p)))
         if entries:
             self._entries.rows(entries, entries)
         if papers:
@@ -107,7 +109,7 @@ class TfidfRanker:
     def score(self, profile: Profile, papers: Sequence[Paper]) -> TfidfScores:
         """Similarity of every paper to each profile entry and to the profile as a whole."""
         docs = self.vectors(papers)
-        entries = profile.entries
+        entries = self._entry_texts(profile)
         if not entries:  # nothing to compare with: every paper scores zero
             nothing = np.zeros((len(papers), 0))
             return TfidfScores(np.zeros(len(papers)), nothing, nothing, docs, sparse.csr_matrix((1, docs.shape[1])))
@@ -128,12 +130,28 @@ class TfidfRanker:
         terms = self._carrying_terms(scores.docs[row], scores.centroid)
         return reason_for(profile, scores.per_entry[row], scores.coverage[row], terms)
 
+    def _entry_texts(self, profile: Profile) -> list[str]:
+        """Profile.entries, each topic with all its spellings ("RAG; retrieval-augmented generation")."""
+        return [query_text(t, self.words) for t in profile.topics] + list(profile.liked_texts)
+
     def _coverage(self, docs: sparse.csr_matrix, topics: Sequence[str]) -> np.ndarray:
-        """Share of each topic's content words present in each paper (papers x topics).
+        """Share of each topic's content words present in each paper (papers x topics), best spelling.
 
         A topic is a phrase: "molecule generation" half-present (only "generation")
         is a much weaker signal than TF-IDF alone suggests, so it gets half credit.
+        "RAG" is fully present in a paper that spells out retrieval-augmented generation.
         """
+        spelt = [spellings(t, self.words) for t in topics]
+        flat = [variant for variants in spelt for variant in variants]
+        shares = self._word_shares(docs, flat)
+        out = np.zeros((docs.shape[0], len(topics)))
+        start = 0
+        for column, variants in enumerate(spelt):
+            out[:, column] = shares[:, start : start + len(variants)].max(axis=1)
+            start += len(variants)
+        return out
+
+    def _word_shares(self, docs: sparse.csr_matrix, topics: Sequence[str]) -> np.ndarray:
         vocabulary = self.vectorizer.vocabulary_
         rows: list[int] = []
         columns: list[int] = []
