@@ -17,7 +17,7 @@ import pytest
 from helpers import REPO, SHARED
 
 
-def load(name: str, path):  # type: ignore[no-untyped-def]
+def load(name: str, path):
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None, f"missing: {path}"
     module = importlib.util.module_from_spec(spec)
@@ -27,11 +27,11 @@ def load(name: str, path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def bench():  # type: ignore[no-untyped-def]
+def bench():
     return load("ranking_bench_under_test", SHARED / "bench" / "ranking_bench.py")
 
 
-def mean_ndcg(bench, splits, texts, rank, variant: str) -> float:  # type: ignore[no-untyped-def]
+def mean_ndcg(bench, splits, texts, rank, variant: str) -> float:
     """The benchmark's protocol: the papers variant sees liked texts only, the keywords variant keywords only."""
     scores = []
     for split in splits:

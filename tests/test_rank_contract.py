@@ -138,11 +138,13 @@ def test_ties_are_broken_by_paper_id(make: RankerFactory) -> None:
     assert ids(result) == [9, 10]
 
 
-def test_a_topic_is_named_only_when_the_paper_holds_most_of_its_words(make: RankerFactory) -> None:
-    sub = subscriber(topics=("neural network chemistry", "molecule generation"))
+def test_a_topic_is_named_only_when_the_paper_holds_every_key_word(make: RankerFactory) -> None:
+    # A reader checks the claim against the title and abstract: "matches reinforcement learning
+    # for robotics" on a robotics paper that never mentions reinforcement is a false claim.
+    sub = subscriber(topics=("neural network chemistry", "molecule generation", "neural networks"))
     reasons = {c.paper.id: c.reason.topics for c in rank(make, sub, min_score=0.0).chosen}
-    # Paper 3 holds 2 of 3 words of the first topic, and only "molecule" of the second.
-    assert reasons[3] == ("neural network chemistry",)
+    # Paper 3 holds 2 of 3 words of the first topic, only "molecule" of the second, all of the third.
+    assert reasons[3] == ("neural networks",)
     # Paper 4 holds only "generation" (1 of 2): it may be chosen, but the topic is not claimed.
     assert reasons.get(4, ()) == ()
 
@@ -186,8 +188,9 @@ def test_exclusions_count_what_they_remove_and_keep_order() -> None:
 
 def test_reason_thresholds() -> None:
     profile = build_profile(subscriber(topics=("a b c", "d e"), liked=("Liked one",)), [None])
-    reason = reason_for(profile, [0.2, 0.2, 0.04], [0.67, 0.5], ("term",))
+    reason = reason_for(profile, [0.2, 0.2, 0.04], [1.0, 0.5], ("term",))
     assert reason == Reason(topics=("a b c",), liked=(), terms=("term",))
+    assert reason_for(profile, [0.2, 0.2, 0.04], [0.67, 0.5]).topics == ()  # 2 of 3 words is not a match
     assert reason_for(profile, [0.04, 0.2, 0.05], [1.0, 1.0]) == Reason(topics=("d e",), liked=("Liked one",))
 
 

@@ -173,6 +173,10 @@ class TfidfRanker:
         picked: list[str] = []
         for _, index in order:
             term = str(self.terms[index])
+            # Words a reader recognises: a two-word term is often debris ("graph neural", "code llm"),
+            # and a number or a two-letter stub says nothing.
+            if " " in term or len(term) < 3 or not any(c.isalpha() for c in term):
+                continue
             # "neural network" already says "network"; skip a word inside a chosen phrase.
             if any(term in chosen.split() or chosen in term.split() for chosen in picked):
                 continue
