@@ -75,7 +75,8 @@ def open_context(config: Config) -> Iterator[RunContext]:
                           settings.sender.address),
             sender=Sender(settings.sender.name, settings.sender.address, settings.list_id),
             policy=DigestPolicy(max_papers=settings.digest.max_papers, lookback_days=settings.digest.lookback_days,
-                                min_score=settings.digest.min_score, send_empty=settings.digest.send_empty),
+                                min_score=settings.digest.min_score, send_empty=settings.digest.send_empty,
+                                diversity=settings.digest.diversity),
             make_mailer=lambda: mailer_from_config(config),
             folders=Folders(config.inbox, config.processed, config.quarantine),
         )

@@ -30,6 +30,7 @@ class DigestPolicy:
     lookback_days: int = 7
     min_score: float = 0.05
     send_empty: bool = False
+    diversity: float = 0.0
 
     def wants_email(self, digest: Digest) -> bool:
         return bool(digest.papers) or self.send_empty
@@ -88,6 +89,6 @@ def digest_for(store: Store, ranker: Ranker, policy: DigestPolicy, corpus: Seque
     already_sent = store.ledger.delivered_paper_ids(subscriber.id)
     candidates = [p for p in corpus if window.holds(p) and p.id not in already_sent]
     ranking = ranker.rank(profile, candidates, max_papers=subscriber.max_papers or policy.max_papers,
-                          min_score=policy.min_score)
+                          min_score=policy.min_score, diversity=policy.diversity)
     return Digest(subscriber=subscriber, papers=ranking.chosen, issued_at=now, window_start=window.since,
                   window_end=now, through_paper_id=through, candidate_count=ranking.candidate_count)

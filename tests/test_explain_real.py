@@ -7,6 +7,7 @@ words the paper uses, and sends nothing to someone whose topics no paper is abou
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from helpers import at, shared_pages
@@ -34,7 +35,7 @@ def ranked(tmp_path_factory, embedder):
 
         def rank(topics: tuple[str, ...]):
             profile = build_profile(Subscriber(id="new", email="n@example.org", name="N", topics=topics), [])
-            return ranker.rank(profile, papers, max_papers=10, min_score=0.05)
+            return ranker.rank(profile, papers, max_papers=10, min_score=0.05, diversity=0.2)
 
         yield rank
 
@@ -78,3 +79,12 @@ def test_clear_interests_fill_most_of_the_digest(ranked) -> None:
     # The fixed 0.05 cosine cut-off sent 2 to 8 of 10; calibrated scores fill the digest when papers exist.
     assert len(ranked(("LLM reasoning", "mathematical reasoning")).chosen) == 10
     assert len(ranked(("code LLMs", "program synthesis")).chosen) == 10
+
+
+@pytest.mark.parametrize("topics", TOPICS, ids=lambda t: "+".join(t))
+def test_near_duplicates_are_never_both_sent(ranked, embedder, topics) -> None:
+    # The real pages list some papers twice under two spellings of one title.
+    chosen = ranked(topics).chosen
+    vectors = embedder.encode([c.paper.title + ". " + c.paper.abstract for c in chosen])
+    similarity = vectors @ vectors.T - np.eye(len(chosen))
+    assert similarity.max(initial=0.0) < 0.92

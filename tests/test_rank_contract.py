@@ -26,7 +26,7 @@ from newsletter.models import Paper, Reason, Subscriber
 from newsletter.rank import DEFAULT_MODEL, Profile, Ranker, Ranking, Scores, build_profile, fit_ranker
 from newsletter.rank.explain import reason_for
 from newsletter.rank.hybrid import HybridRanker
-from newsletter.rank.select import Exclusions, choose, rank_with
+from newsletter.rank.select import Exclusions, choose, diversify, rank_with
 from newsletter.rank.tfidf import TfidfRanker
 from newsletter.rank.words import tokenize
 
@@ -131,11 +131,22 @@ def test_min_score_max_papers_and_zero_scores(make: RankerFactory) -> None:
     assert len(capped.chosen) == 1 and ids(capped)[0] in {1, 3}
 
 
-def test_ties_are_broken_by_paper_id(make: RankerFactory) -> None:
+def test_ties_go_to_the_lower_paper_id_and_twins_are_sent_once(make: RankerFactory) -> None:
     twins = [paper(10, "Same words here", "identical text"), paper(9, "Same words here", "identical text")]
-    result = rank(make, subscriber(topics=("same words",)), papers=twins)
-    assert result.chosen[0].score == result.chosen[1].score
-    assert ids(result) == [9, 10]
+    sub = subscriber(topics=("same words",))
+    profile = build_profile(sub, [])
+    scores = make(PAPERS).score(profile, twins).total
+    assert scores[0] == scores[1]
+    assert ids(rank(make, sub, papers=twins)) == [9]
+
+
+def test_mmr_trades_a_close_second_for_a_different_paper_and_never_sends_near_duplicates() -> None:
+    # Rows 0-3 by score; 0 and 1 are near-duplicates, 2 is close to 0, 3 is different.
+    similarity = np.array([[1.0, 0.95, 0.8, 0.1], [0.95, 1.0, 0.8, 0.1], [0.8, 0.8, 1.0, 0.1], [0.1, 0.1, 0.1, 1.0]])
+    totals = np.array([0.9, 0.89, 0.85, 0.6])
+    assert diversify([0, 1, 2, 3], totals, similarity, max_papers=3, strength=0.0) == [0, 2, 3]
+    assert diversify([0, 1, 2, 3], totals, similarity, max_papers=3, strength=0.5) == [0, 3, 2]
+    assert diversify([0, 1, 2, 3], totals, similarity, max_papers=2, strength=0.5) == [0, 3]
 
 
 def test_a_topic_is_named_only_when_the_paper_holds_every_key_word(make: RankerFactory) -> None:

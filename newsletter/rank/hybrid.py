@@ -68,6 +68,12 @@ class HybridScores(Scores):
     eligible: np.ndarray  # per paper: close enough to one profile entry to be sent at all
     lexical: TfidfScores
     liked_cosine: np.ndarray  # papers x liked entries, MiniLM cosine (not whitened: it is what "similar" means)
+    vectors: np.ndarray  # papers x 384, MiniLM (unit length)
+
+    def pairwise(self, rows: Sequence[int]) -> np.ndarray | None:
+        """MiniLM cosine between the papers at `rows`."""
+        picked = self.vectors[list(rows)]
+        return np.asarray(picked @ picked.T)
 
 
 class HybridRanker:
@@ -103,9 +109,11 @@ class HybridRanker:
         if phrases:
             self.vectors.texts(phrases)
 
-    def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float) -> Ranking:
+    def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float,
+             diversity: float = 0.0) -> Ranking:
         """Top `max_papers` candidates scoring at least `min_score`, best first, ties by paper id."""
-        return rank_with(self, self._exclusions, profile, candidates, max_papers=max_papers, min_score=min_score)
+        return rank_with(self, self._exclusions, profile, candidates, max_papers=max_papers, min_score=min_score,
+                         diversity=diversity)
 
     def score(self, profile: Profile, papers: Sequence[Paper]) -> HybridScores:
         """Calibrated similarity of every paper to the profile, and to each entry."""
@@ -137,7 +145,7 @@ class HybridRanker:
         total = _logistic(LOGISTIC_SLOPE * (_standardise(np.asarray(combined), count) - SCORE_CENTRE))
         per_entry = np.hstack([lexical.per_entry[:count, : len(profile.topics)], liked_cosine[:count]])
         return HybridScores(total=total[:count], per_entry=per_entry, eligible=evidence[:count] >= EVIDENCE_FLOOR,
-                            lexical=_rows(lexical, count), liked_cosine=liked_cosine[:count])
+                            lexical=_rows(lexical, count), liked_cosine=liked_cosine[:count], vectors=raw[:count])
 
     def explain(self, profile: Profile, scores: HybridScores, row: int) -> Reason:
         """The topics and liked papers the paper is close to, and the terms that carried its score."""

@@ -54,6 +54,11 @@ class TfidfScores(Scores):
     docs: sparse.csr_matrix
     centroid: sparse.csr_matrix
 
+    def pairwise(self, rows: Sequence[int]) -> np.ndarray | None:
+        """TF-IDF cosine between the papers at `rows` (their rows are unit length)."""
+        picked = self.docs[list(rows)]
+        return np.asarray((picked @ picked.T).toarray())
+
 
 def _vectorizer() -> TfidfVectorizer:
     return TfidfVectorizer(
@@ -102,9 +107,11 @@ class TfidfRanker:
         if papers:
             self.vectors(papers)
 
-    def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float) -> Ranking:
+    def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float,
+             diversity: float = 0.0) -> Ranking:
         """Top `max_papers` candidates scoring at least `min_score`, best first, ties by paper id."""
-        return rank_with(self, self._exclusions, profile, candidates, max_papers=max_papers, min_score=min_score)
+        return rank_with(self, self._exclusions, profile, candidates, max_papers=max_papers, min_score=min_score,
+                         diversity=diversity)
 
     def score(self, profile: Profile, papers: Sequence[Paper]) -> TfidfScores:
         """Similarity of every paper to each profile entry and to the profile as a whole."""
