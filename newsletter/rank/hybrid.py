@@ -97,6 +97,7 @@ class HybridRanker:
         self._mean = raw.mean(axis=0) if len(raw) > 1 else np.zeros(raw.shape[1], dtype=np.float32)
         self._whiten = _whitening(raw - self._mean) if len(raw) > 2 else np.eye(raw.shape[1], dtype=np.float32)
         self._reference = _unit(raw - self._mean)
+        self._rows = _Rows()  # per paper, for this fit: raw, whitened and centred vectors
         step = max(1, len(reference) // BACKGROUND_PAPERS)
         self._background = list(reference[::step][:BACKGROUND_PAPERS])
 
@@ -119,9 +120,7 @@ class HybridRanker:
         """Calibrated similarity of every paper to the profile, and to each entry."""
         count = len(papers)
         everything = list(papers) + self._background
-        raw = self.vectors.of(everything)
-        docs = self._transform(raw)
-        centred = _unit(raw - self._mean)
+        raw, docs, centred = self._vectors(everything)
         lexical = self.lexical.score(profile, everything)
         parts: dict[str, np.ndarray] = {"lexical": lexical.total}
         liked_raw = self._liked_vectors(profile)
@@ -156,6 +155,14 @@ class HybridRanker:
         return reason_for(profile, similarities, scores.lexical.coverage[row],
                           self.lexical.explain(profile, scores.lexical, row).terms)
 
+    def _vectors(self, papers: Sequence[Paper]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw, whitened and centred rows of `papers`, each computed once per fit (not per subscriber)."""
+        missing = [p for p in {p.id: p for p in papers}.values() if p.id not in self._rows.index]
+        if missing:
+            raw = self.vectors.of(missing)
+            self._rows.add([p.id for p in missing], raw, self._transform(raw), _unit(raw - self._mean))
+        return self._rows.get([p.id for p in papers])
+
     def _transform(self, raw: np.ndarray) -> np.ndarray:
         return _unit((raw - self._mean) @ self._whiten)
 
@@ -171,6 +178,28 @@ class HybridRanker:
             nearest = np.argsort(-(self._reference @ query), kind="stable")[:FEEDBACK_PAPERS]
             query = query + self._reference[nearest].mean(axis=0)
         return query
+
+
+class _Rows:
+    """Three matrices of paper rows grown in batches, gathered by paper id."""
+
+    def __init__(self) -> None:
+        self.index: dict[int, int] = {}
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._matrices: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def add(self, ids: Sequence[int], *matrices: np.ndarray) -> None:
+        for paper_id in ids:
+            self.index[paper_id] = len(self.index)
+        self._parts.append((matrices[0], matrices[1], matrices[2]))
+        self._matrices = None
+
+    def get(self, ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._matrices is None:
+            self._matrices = tuple(np.vstack([part[k] for part in self._parts]) for k in range(3))  # type: ignore[assignment]
+        assert self._matrices is not None
+        rows = [self.index[i] for i in ids]
+        return self._matrices[0][rows], self._matrices[1][rows], self._matrices[2][rows]
 
 
 def _topic_text(topics: Sequence[str], words: frozenset[str]) -> str:

@@ -11,6 +11,7 @@ Plurals are folded by words.tokenize for every variant alike.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from functools import lru_cache
 
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
@@ -42,6 +43,11 @@ TYPO_MIN_LENGTH = 5
 
 def spellings(phrase: str, vocabulary: Collection[str] = ()) -> tuple[str, ...]:
     """The phrase as typed, then its variants: typos corrected, acronyms expanded, expansions contracted."""
+    return _spellings(phrase, vocabulary if isinstance(vocabulary, frozenset) else frozenset(vocabulary))
+
+
+@lru_cache(maxsize=4096)  # every subscriber with a topic asks again in each run; a frozenset hashes once
+def _spellings(phrase: str, vocabulary: frozenset[str]) -> tuple[str, ...]:
     words = tokenize(phrase)
     if not words:
         return (phrase,)
