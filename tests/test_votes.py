@@ -49,3 +49,12 @@ def test_a_vote_up_on_a_paper_already_liked_by_title_counts_once() -> None:
     subscriber = Subscriber(id="d", email="d@example.org", name="D", liked=("Speculative decoding with draft heads",))
     profile = build_profile(subscriber, [PAPERS[0]], voted_up=[PAPERS[0]])
     assert profile.liked_titles == (PAPERS[0].title,) and profile.liked_ids == {1}
+
+
+def test_the_liked_paper_a_pick_resembles_is_named_and_an_unrelated_one_is_not() -> None:
+    subscriber = Subscriber(id="e", email="e@example.org", name="E", liked=("Speculative decoding with draft heads",))
+    profile = build_profile(subscriber, [PAPERS[0]])
+    reasons = {c.paper.id: c.reason for c in fit_ranker(PAPERS).rank(profile, PAPERS, max_papers=5,
+                                                                          min_score=0.0).chosen}
+    assert reasons[2].liked == (PAPERS[0].title,)  # self-speculative decoding
+    assert all(reason.liked == () for paper_id, reason in reasons.items() if paper_id in {4, 5})

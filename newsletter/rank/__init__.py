@@ -22,7 +22,7 @@ from .profile import Profile, build_profile, paper_text
 from .words import fold_plural, tokenize
 
 if TYPE_CHECKING:
-    from .embeddings import Embedder
+    from .embeddings import Embedder, Progress
     from .vectors import PaperVectors, VectorRows
 
 __all__ = [
@@ -68,7 +68,7 @@ def store_ranker_factory(rows: VectorRows) -> Callable[[Sequence[Paper]], Ranker
     that never rank do not pay for it.
     """
     def make(reference: Sequence[Paper]) -> Ranker[Any]:
-        return fit_ranker(reference, vectors=paper_vectors(rows))
+        return fit_ranker(reference, vectors=paper_vectors(rows, progress=_log_progress))
 
     return make
 
@@ -85,11 +85,19 @@ def load_embedder() -> Embedder | None:
         return None
 
 
-def paper_vectors(rows: VectorRows | None) -> PaperVectors | None:
-    """Paper vectors kept in `rows` (the store's `vectors`) or, with None, in memory; None without a model."""
+def paper_vectors(rows: VectorRows | None, progress: Progress | None = None) -> PaperVectors | None:
+    """Paper vectors kept in `rows` (the store's `vectors`) or, with None, in memory; None without a model.
+
+    `progress(done, total)` hears about long embedding passes (a first run, or a model change
+    that makes every stored vector stale).
+    """
     embedder = load_embedder()
     if embedder is None:
         return None
     from .vectors import PaperVectors
 
-    return PaperVectors(embedder, rows)
+    return PaperVectors(embedder, rows, progress=progress)
+
+
+def _log_progress(done: int, total: int) -> None:
+    log.info("embedded %d of %d papers", done, total)
