@@ -137,6 +137,14 @@ def test_an_id_that_is_a_path_is_refused_and_nothing_is_written(project):
     assert not (project / "pv").exists() and sorted(p.name for p in outside.iterdir()) == ["x.yaml"]
 
 
+def test_subscribers_says_when_nothing_is_relevant(project):
+    (project / "subscribers" / "dan.yaml").write_text("email: dan@example.org\ntopics: [medieval poetry]\n")
+    assert run(project, "ingest").exit_code == 0
+    lines = {line.split()[0]: line for line in run(project, "subscribers").output.splitlines()}
+    assert "next: nothing relevant in 21 new papers (none reached min_score)" in lines["dan"]
+    assert "next: 5 papers (of 20 new)" in lines["carol"]  # her liked paper is not new to her
+
+
 def test_an_empty_subscribers_folder_says_where_it_looked(project):
     for file in (project / "subscribers").glob("*.yaml"):
         file.unlink()
@@ -159,6 +167,7 @@ def test_titles_cannot_drive_the_terminal(project):
 def test_help_does_not_load_the_heavy_libraries():
     code = ("import sys; from click.testing import CliRunner; from newsletter.cli import main; "
             "CliRunner().invoke(main, ['--help']); "
-            "print(sorted(m for m in ('sklearn', 'scipy', 'sqlalchemy', 'mrml', 'jinja2') if m in sys.modules))")
+            "print(sorted(m for m in ('sklearn', 'scipy', 'sqlalchemy', 'mrml', 'jinja2', 'onnxruntime', 'tokenizers') "
+            "if m in sys.modules))")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "[]"
