@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -171,3 +172,16 @@ def test_help_does_not_load_the_heavy_libraries():
             "if m in sys.modules))")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "[]"
+
+
+def test_a_digest_run_without_a_usable_model_ranks_with_tfidf_and_says_so_once(project):
+    broken = project / "model.onnx"
+    broken.write_bytes(b"truncated download")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NEWSLETTER_EMBEDDING_MODEL": str(broken)}
+    command = [sys.executable, "-c", "from newsletter.cli import main; main()",
+               "--config", str(project / "config.yaml")]
+    assert subprocess.run([*command, "ingest"], env=env, capture_output=True, text=True).returncode == 0
+    done = subprocess.run([*command, "digest"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "3 sent" in done.stdout
+    assert done.stderr.count("ranking with TF-IDF") == 1 and "corrupted or not the pinned version" in done.stderr
