@@ -61,6 +61,9 @@ def list_subscribers(ctx: click.Context, as_json: bool) -> None:
                        "(see subscribers/README.md)")
         for s in overview.subscribers:
             nxt = f"next: {s.next_digest} papers (of {s.candidates} new)" if s.status == "active" else ""
+            if s.status == "active" and s.candidates and not s.next_digest:
+                # Scores are calibrated per subscriber, so this means the same for everyone.
+                nxt = f"next: nothing relevant in {s.candidates} new papers (none reached min_score)"
             click.echo(f"{s.id:<20} {s.status:<13} {s.email:<32} {nxt}")
         for error in overview.errors:
             click.echo(f"error: {for_terminal(error)}", err=True)

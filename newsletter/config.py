@@ -174,8 +174,13 @@ class SmtpSettings(_Strict):
 class DigestSettings(_Strict):
     max_papers: int = Field(default=10, ge=1, le=100)
     lookback_days: int = Field(default=7, ge=1, le=365)
-    # Below this cosine similarity a paper is not worth an email.
+    # Below this score a paper is not worth an email. With the default (hybrid) ranker scores are
+    # calibrated per subscriber: 0.05 is about 0.3 standard deviations above a typical recent paper,
+    # 0.5 two. With the TF-IDF fallback it is a cosine similarity.
     min_score: float = Field(default=0.05, ge=0.0, le=1.0)
+    # How much a digest trades relevance for variety (MMR): 0 ranks by score alone, 1 mostly by novelty.
+    # Near-duplicate papers never both appear, whatever the strength.
+    diversity: float = Field(default=0.2, ge=0.0, le=1.0)
     # Send an email saying "nothing today" instead of skipping the subscriber.
     send_empty: bool = False
     # Where a title links when the page gave no URL for the paper; {query} is the quoted title.

@@ -11,6 +11,7 @@ NewsletterError              anything a user can act on; anything else is a bug
 │   ├── StoreBusy            another process holds the database longer than we wait
 │   └── RunLocked            another run holds the lock this command needs
 ├── TemplateError            a digest template cannot be compiled or rendered
+├── ModelUnavailable         the embedding model is missing, corrupted or cannot run (ranking falls back to TF-IDF)
 ├── DeliveryError            a mailer cannot connect, authenticate or send
 │   └── ServerUnavailable    the mail server is down or stalled: stop the run, serve the rest next time
 └── BadToken                 a signed link was altered, truncated, signed with another key or for another purpose
@@ -81,6 +82,10 @@ class RunLocked(StoreError):
 
 class TemplateError(NewsletterError):
     """A digest template cannot be compiled or rendered (bad MJML, unknown variable)."""
+
+
+class ModelUnavailable(NewsletterError):
+    """The embedding model or its tokenizer is missing, fails its sha256 check, or cannot be run."""
 
 
 class DeliveryError(NewsletterError):

@@ -33,7 +33,7 @@ from .fetching import SourceReport, fetch_sources
 from .links import Signer
 from .models import DeliveryStatus, Digest, Outcome, Paper, RenderedEmail, Subscriber, SubscriberLinks
 from .planning import DigestPolicy, RankerFactory, plan_digests
-from .rank import fit_ranker
+from .rank import store_ranker_factory
 from .render import Renderer, shipped_templates
 from .sending import SendPolicy, Sent, send_queued
 from .slots import Slot, current_slot
@@ -80,13 +80,14 @@ def open_context(config: Config) -> Iterator[RunContext]:
         yield RunContext(
             store=store,
             subscribers=FileSubscribers(config.subscribers_dir, settings.schedule.default_schedule()),
-            make_ranker=fit_ranker,
+            make_ranker=store_ranker_factory(store.vectors),
             renderer=Renderer(templates, sender_name=settings.sender.name, search_url=settings.digest.search_url),
             signer=Signer(os.environ.get(SECRET_KEY_ENV) or store.keys.signing_key(), settings.base_url,
                           settings.sender.address),
             sender=Sender(settings.sender.name, settings.sender.address, settings.list_id),
             policy=DigestPolicy(max_papers=settings.digest.max_papers, lookback_days=settings.digest.lookback_days,
-                                min_score=settings.digest.min_score, send_empty=settings.digest.send_empty),
+                                min_score=settings.digest.min_score, send_empty=settings.digest.send_empty,
+                                diversity=settings.digest.diversity),
             make_mailer=lambda: mailer_from_config(config),
             folders=Folders(config.inbox, config.processed, config.quarantine),
             send_policy=SendPolicy(max_attempts=settings.smtp.max_attempts,

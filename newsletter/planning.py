@@ -30,6 +30,7 @@ class DigestPolicy:
     lookback_days: int = 7
     min_score: float = 0.05
     send_empty: bool = False
+    diversity: float = 0.0
 
     def wants_email(self, digest: Digest) -> bool:
         return bool(digest.papers) or self.send_empty
@@ -85,7 +86,8 @@ def profile_of(store: Store, subscriber: Subscriber) -> Profile:
     voted = {p.id: p for p in store.papers.get([v.paper_id for v in votes])} if votes else {}
     more = [voted[v.paper_id] for v in votes if v.direction == "more" and v.paper_id in voted]
     less = [voted[v.paper_id] for v in votes if v.direction == "less" and v.paper_id in voted]
-    return build_profile(subscriber, [store.papers.find_by_title(title) for title in subscriber.liked], more, less)
+    return build_profile(subscriber, [store.papers.find_by_title(title) for title in subscriber.liked],
+                         voted_up=more, voted_down=less)
 
 
 def digest_for(store: Store, ranker: Ranker, policy: DigestPolicy, corpus: Sequence[Paper], subscriber: Subscriber,
@@ -93,6 +95,6 @@ def digest_for(store: Store, ranker: Ranker, policy: DigestPolicy, corpus: Seque
     already_sent = store.ledger.delivered_paper_ids(subscriber.id)
     candidates = [p for p in corpus if window.holds(p) and p.id not in already_sent]
     ranking = ranker.rank(profile, candidates, max_papers=subscriber.max_papers or policy.max_papers,
-                          min_score=policy.min_score)
+                          min_score=policy.min_score, diversity=policy.diversity)
     return Digest(subscriber=subscriber, papers=ranking.chosen, issued_at=now, window_start=window.since,
                   window_end=now, through_paper_id=through, candidate_count=ranking.candidate_count)

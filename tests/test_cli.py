@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,14 @@ def test_an_id_that_is_a_path_is_refused_and_nothing_is_written(project):
     assert not (project / "pv").exists() and sorted(p.name for p in outside.iterdir()) == ["x.yaml"]
 
 
+def test_subscribers_says_when_nothing_is_relevant(project):
+    (project / "subscribers" / "dan.yaml").write_text("email: dan@example.org\ntopics: [medieval poetry]\n")
+    assert run(project, "ingest").exit_code == 0
+    lines = {line.split()[0]: line for line in run(project, "subscribers").output.splitlines()}
+    assert "next: nothing relevant in 21 new papers (none reached min_score)" in lines["dan"]
+    assert "next: 5 papers (of 20 new)" in lines["carol"]  # her liked paper is not new to her
+
+
 def test_an_empty_subscribers_folder_says_where_it_looked(project):
     for file in (project / "subscribers").glob("*.yaml"):
         file.unlink()
@@ -161,7 +170,8 @@ def test_titles_cannot_drive_the_terminal(project):
 def test_help_does_not_load_the_heavy_libraries():
     code = ("import sys; from click.testing import CliRunner; from newsletter.cli import main; "
             "CliRunner().invoke(main, ['--help']); "
-            "print(sorted(m for m in ('sklearn', 'scipy', 'sqlalchemy', 'mrml', 'jinja2', 'apscheduler', 'dkim') "
+            "print(sorted(m for m in ('sklearn', 'scipy', 'sqlalchemy', 'mrml', 'jinja2', 'apscheduler', 'dkim', "
+            "'onnxruntime', 'tokenizers') "
             "if m in sys.modules))")
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "[]"
@@ -177,3 +187,16 @@ def test_a_store_that_cannot_be_created_names_the_setting(project):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.startswith(f"error: {project / 'not-a-folder' / 'newsletter.sqlite3'}: cannot create")
     assert "`store` setting" in result.output
+
+
+def test_a_digest_run_without_a_usable_model_ranks_with_tfidf_and_says_so_once(project):
+    broken = project / "model.onnx"
+    broken.write_bytes(b"truncated download")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NEWSLETTER_EMBEDDING_MODEL": str(broken)}
+    command = [sys.executable, "-c", "from newsletter.cli import main; main()",
+               "--config", str(project / "config.yaml")]
+    assert subprocess.run([*command, "ingest"], env=env, capture_output=True, text=True).returncode == 0
+    done = subprocess.run([*command, "digest"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "3 sent" in done.stdout
+    assert done.stderr.count("ranking with TF-IDF") == 1 and "corrupted or not the pinned version" in done.stderr

@@ -48,6 +48,7 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
         ("digest: {max_papers: true}\n", "digest.max_papers: input should be a valid integer, got True"),
         ("digest: {min_score: '0.1'}\n",
          "digest.min_score: input should be a valid number, got '0.1' (write the number without quotes)"),
+        ("digest: {diversity: 1.5}\n", "digest.diversity:"),
         ("digest: {send_empty: yes}\n", "digest.send_empty: input should be a valid boolean, got 'yes' (write true"),
         ("smtp: {port: '25'}\n", "smtp.port: input should be a valid integer, got '25'"),
         ("pages: {inbox: 5}\n", "pages.inbox:"),

@@ -25,7 +25,8 @@ from helpers import REPO
 from newsletter.models import Paper, Reason, Subscriber
 from newsletter.rank import DEFAULT_MODEL, Profile, Ranker, Ranking, Scores, build_profile, fit_ranker
 from newsletter.rank.explain import reason_for
-from newsletter.rank.select import Exclusions, choose, rank_with
+from newsletter.rank.hybrid import HybridRanker
+from newsletter.rank.select import Exclusions, choose, diversify, rank_with
 from newsletter.rank.tfidf import TfidfRanker
 from newsletter.rank.words import tokenize
 
@@ -130,18 +131,31 @@ def test_min_score_max_papers_and_zero_scores(make: RankerFactory) -> None:
     assert len(capped.chosen) == 1 and ids(capped)[0] in {1, 3}
 
 
-def test_ties_are_broken_by_paper_id(make: RankerFactory) -> None:
+def test_ties_go_to_the_lower_paper_id_and_twins_are_sent_once(make: RankerFactory) -> None:
     twins = [paper(10, "Same words here", "identical text"), paper(9, "Same words here", "identical text")]
-    result = rank(make, subscriber(topics=("same words",)), papers=twins)
-    assert result.chosen[0].score == result.chosen[1].score
-    assert ids(result) == [9, 10]
+    sub = subscriber(topics=("same words",))
+    profile = build_profile(sub, [])
+    scores = make(PAPERS).score(profile, twins).total
+    assert scores[0] == scores[1]
+    assert ids(rank(make, sub, papers=twins)) == [9]
 
 
-def test_a_topic_is_named_only_when_the_paper_holds_most_of_its_words(make: RankerFactory) -> None:
-    sub = subscriber(topics=("neural network chemistry", "molecule generation"))
+def test_mmr_trades_a_close_second_for_a_different_paper_and_never_sends_near_duplicates() -> None:
+    # Rows 0-3 by score; 0 and 1 are near-duplicates, 2 is close to 0, 3 is different.
+    similarity = np.array([[1.0, 0.95, 0.8, 0.1], [0.95, 1.0, 0.8, 0.1], [0.8, 0.8, 1.0, 0.1], [0.1, 0.1, 0.1, 1.0]])
+    totals = np.array([0.9, 0.89, 0.85, 0.6])
+    assert diversify([0, 1, 2, 3], totals, similarity, max_papers=3, strength=0.0) == [0, 2, 3]
+    assert diversify([0, 1, 2, 3], totals, similarity, max_papers=3, strength=0.5) == [0, 3, 2]
+    assert diversify([0, 1, 2, 3], totals, similarity, max_papers=2, strength=0.5) == [0, 3]
+
+
+def test_a_topic_is_named_only_when_the_paper_holds_every_key_word(make: RankerFactory) -> None:
+    # A reader checks the claim against the title and abstract: "matches reinforcement learning
+    # for robotics" on a robotics paper that never mentions reinforcement is a false claim.
+    sub = subscriber(topics=("neural network chemistry", "molecule generation", "neural networks"))
     reasons = {c.paper.id: c.reason.topics for c in rank(make, sub, min_score=0.0).chosen}
-    # Paper 3 holds 2 of 3 words of the first topic, and only "molecule" of the second.
-    assert reasons[3] == ("neural network chemistry",)
+    # Paper 3 holds 2 of 3 words of the first topic, only "molecule" of the second, all of the third.
+    assert reasons[3] == ("neural networks",)
     # Paper 4 holds only "generation" (1 of 2): it may be chosen, but the topic is not claimed.
     assert reasons.get(4, ()) == ()
 
@@ -185,18 +199,20 @@ def test_exclusions_count_what_they_remove_and_keep_order() -> None:
 
 def test_reason_thresholds() -> None:
     profile = build_profile(subscriber(topics=("a b c", "d e"), liked=("Liked one",)), [None])
-    reason = reason_for(profile, [0.2, 0.2, 0.04], [0.67, 0.5], ("term",))
+    reason = reason_for(profile, [0.2, 0.2, 0.04], [1.0, 0.5], ("term",))
     assert reason == Reason(topics=("a b c",), liked=(), terms=("term",))
+    assert reason_for(profile, [0.2, 0.2, 0.04], [0.67, 0.5]).topics == ()  # 2 of 3 words is not a match
     assert reason_for(profile, [0.04, 0.2, 0.05], [1.0, 1.0]) == Reason(topics=("d e",), liked=("Liked one",))
 
 
 # -- the protocol and the factory ----------------------------------------------------------------------
 
 
-def test_fit_ranker_makes_the_tfidf_model_by_default() -> None:
+def test_fit_ranker_makes_the_hybrid_model_by_default_and_tfidf_on_request() -> None:
     ranker = fit_ranker(PAPERS)
-    assert isinstance(ranker, TfidfRanker) and ranker.model_id == DEFAULT_MODEL == "tfidf-v1"
-    with pytest.raises(ValueError, match="unknown ranker model 'nope'; known: tfidf-v1"):
+    assert isinstance(ranker, HybridRanker) and ranker.model_id == DEFAULT_MODEL == "hybrid-minilm-v1"
+    assert isinstance(fit_ranker(PAPERS, "tfidf-v1"), TfidfRanker)
+    with pytest.raises(ValueError, match="unknown ranker model 'nope'; known: hybrid-minilm-v1, tfidf-v1"):
         fit_ranker(PAPERS, "nope")
 
 
@@ -292,4 +308,4 @@ def test_bench_adapter_scores_like_the_digest_ranker() -> None:
     reference = [paper(i, title) for i, title in enumerate(corpus)]
     profile = build_profile(subscriber(topics=("neural networks", "molecules")), [])
     assert scores == [float(x) for x in fit_ranker(reference).score(profile, reference).total]
-    assert scores[0] > 0 and scores[4] == 0
+    assert scores[0] == max(scores) and scores[4] == min(scores)  # the GNN-for-molecules paper; bird song

@@ -143,10 +143,11 @@ def test_less_like_this_pushes_its_near_neighbour_down_and_more_like_this_says_w
     drops = {t: before[t] - after.get(t, 0.0) for t in before if t != disliked}
     # The paper most like the disliked one loses far more than papers that only share the topic.
     assert drops[near] > 0 and all(drops[near] > 2 * d for t, d in drops.items() if t != near)
-    with open_store(config.store_url) as store:
-        store.votes.undo("ann", paper_id(config, NEIGHBOURS[0][0]))
-        store.votes.record("ann", paper_id(config, NEIGHBOURS[2][0]), "more", at("2026-11-20", 7))
+    with open_store(config.store_url) as store:  # the same paper, now voted "more like this"
+        store.votes.record("ann", paper_id(config, NEIGHBOURS[0][0]), "more", at("2026-11-20", 7))
     reasons = {t: reason for t, _, reason in ranked(config)}
-    assert NEIGHBOURS[2][0] not in reasons  # liked: not recommended back
-    assert any(r.startswith(f"Because you liked “{NEIGHBOURS[2][0]}”") for r in reasons.values())
+    assert NEIGHBOURS[0][0] not in reasons  # liked: not recommended back
+    # Only the paper that reads like the liked one is named for it; the others match the topic.
+    assert reasons[NEIGHBOURS[1][0]].startswith(f"Because you liked “{NEIGHBOURS[0][0]}”")
+    assert not any(r.startswith("Because you liked") for t, r in reasons.items() if t != NEIGHBOURS[1][0])
     assert FileSubscribers(tmp_path / "subscribers").get("ann").liked == ()  # votes live in the database

@@ -1,35 +1,103 @@
 """Ranking papers for a subscriber: the Ranker protocol, profiles, and `fit_ranker` to make one.
 
-Reads and writes nothing. The stages are: fit on reference papers, prepare a
-run's papers and profiles, score, choose (rank/select.py, shared by every
-ranker) and explain (rank/explain.py). The TF-IDF ranker (rank/tfidf.py) is
-imported only when one is made, so importing this package does not load
-scikit-learn.
+Reads and writes nothing itself (the hybrid ranker reads and stores paper
+vectors through the PaperVectors it is given). The stages are: fit on
+reference papers, prepare a run's papers and profiles, score, choose
+(rank/select.py, shared by every ranker) and explain (rank/explain.py). The
+rankers are imported only when one is made, so importing this package loads
+neither scikit-learn nor onnxruntime.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import logging
+from collections.abc import Callable, Sequence
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
+from ..errors import ModelUnavailable
 from ..models import Paper
 from .base import Ranker, Ranking, Scores
 from .profile import Profile, build_profile, paper_text
 from .words import fold_plural, tokenize
 
+if TYPE_CHECKING:
+    from .embeddings import Embedder, Progress
+    from .vectors import PaperVectors, VectorRows
+
 __all__ = [
-    "DEFAULT_MODEL", "MODELS", "Profile", "Ranker", "Ranking", "Scores",
-    "build_profile", "fit_ranker", "fold_plural", "paper_text", "tokenize",
+    "DEFAULT_MODEL", "FALLBACK_MODEL", "MODELS", "Profile", "Ranker", "Ranking", "Scores",
+    "build_profile", "fit_ranker", "fold_plural", "load_embedder", "paper_text", "paper_vectors",
+    "store_ranker_factory", "tokenize",
 ]
 
-DEFAULT_MODEL = "tfidf-v1"
-MODELS = (DEFAULT_MODEL,)
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "hybrid-minilm-v1"
+FALLBACK_MODEL = "tfidf-v1"  # what runs when the embedding model cannot be loaded
+MODELS = (DEFAULT_MODEL, FALLBACK_MODEL)
 
 
-def fit_ranker(reference: Sequence[Paper], model_id: str = DEFAULT_MODEL) -> Ranker[Any]:
-    """A ranker of the named model, fitted on `reference` (papers that do not depend on who is in the run)."""
-    if model_id == "tfidf-v1":
+def fit_ranker(reference: Sequence[Paper], model_id: str = DEFAULT_MODEL, *,
+               vectors: PaperVectors | None = None) -> Ranker[Any]:
+    """A ranker of the named model, fitted on `reference` (papers that do not depend on who is in the run).
+
+    The hybrid model needs paper vectors: `vectors` (the pipeline passes ones
+    kept in the store), or vectors held in memory for this process. When the
+    embedding model cannot be loaded, the TF-IDF ranker is returned instead
+    (`load_embedder` has said why, once).
+    """
+    if model_id == FALLBACK_MODEL:
         from .tfidf import TfidfRanker  # here, not at the top: it imports scikit-learn
 
         return TfidfRanker(reference)
+    if model_id == DEFAULT_MODEL:
+        vectors = vectors or paper_vectors(None)
+        if vectors is None:
+            return fit_ranker(reference, FALLBACK_MODEL)
+        from .hybrid import HybridRanker
+
+        return HybridRanker(reference, vectors)
     raise ValueError(f"unknown ranker model {model_id!r}; known: {', '.join(MODELS)}")
+
+
+def store_ranker_factory(rows: VectorRows) -> Callable[[Sequence[Paper]], Ranker[Any]]:
+    """`fit_ranker` for the pipeline: the default model, with paper vectors kept in `rows` (store.vectors).
+
+    The embedding model is loaded on the first ranker made, not before: commands
+    that never rank do not pay for it.
+    """
+    def make(reference: Sequence[Paper]) -> Ranker[Any]:
+        return fit_ranker(reference, vectors=paper_vectors(rows, progress=_log_progress))
+
+    return make
+
+
+@cache
+def load_embedder() -> Embedder | None:
+    """The embedding model, loaded and checked once per process; None (said once, as a warning) if it cannot be."""
+    try:
+        from .embeddings import Embedder
+
+        return Embedder()
+    except ModelUnavailable as exc:
+        log.warning("ranking with TF-IDF: %s", exc)
+        return None
+
+
+def paper_vectors(rows: VectorRows | None, progress: Progress | None = None) -> PaperVectors | None:
+    """Paper vectors kept in `rows` (the store's `vectors`) or, with None, in memory; None without a model.
+
+    `progress(done, total)` hears about long embedding passes (a first run, or a model change
+    that makes every stored vector stale).
+    """
+    embedder = load_embedder()
+    if embedder is None:
+        return None
+    from .vectors import PaperVectors
+
+    return PaperVectors(embedder, rows, progress=progress)
+
+
+def _log_progress(done: int, total: int) -> None:
+    log.info("embedded %d of %d papers", done, total)

@@ -26,6 +26,10 @@ class Scores:
     total: np.ndarray  # one score per paper, higher is better
     per_entry: np.ndarray  # papers x profile entries (Profile.entries order): similarity to each
 
+    def pairwise(self, rows: Sequence[int]) -> np.ndarray | None:
+        """Cosine between the papers at `rows` (for diversity and near-duplicates); None if unknown."""
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class Ranking:
@@ -63,6 +67,7 @@ class Ranker(Protocol[S]):
         """Why `papers[row]` of the `score` call that gave `scores` matches the profile."""
         ...
 
-    def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float) -> Ranking:
+    def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float,
+             diversity: float = 0.0) -> Ranking:
         """Top `max_papers` candidates scoring at least `min_score`, best first (rank/select.py's rule)."""
         ...

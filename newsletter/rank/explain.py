@@ -14,8 +14,10 @@ from .profile import Profile
 
 # An entry (topic or liked paper) is named in the reason when it is this close to the paper...
 REASON_MIN_SIMILARITY = 0.05
-# ...and, for a topic, when the paper holds most of its words (2 of 3, but not 1 of 2).
-REASON_MIN_COVERAGE = 0.66
+# ...and, for a topic, when the paper holds every key word of one of its spellings (rank/topics.py):
+# the email claims only what a reader can check in the title and abstract. "Most of its words" let a
+# robotics paper "match" "reinforcement learning for robotics" without a word of reinforcement learning.
+REASON_MIN_COVERAGE = 0.999
 
 
 def reason_for(profile: Profile, similarities: Sequence[float], coverage: Sequence[float],

@@ -9,15 +9,18 @@ paper id so a run is reproducible.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+
+import numpy as np
 
 from ..models import Paper, ScoredPaper
 from .base import Ranker, Ranking, S
 from .profile import Profile
+from .topics import spellings
 from .words import tokenize
 
-if TYPE_CHECKING:
-    import numpy as np
+# Papers this close (cosine) are one paper twice (a preprint and its revision, two listings): one is sent.
+NEAR_DUPLICATE = 0.92
+DIVERSITY_POOL = 3  # MMR chooses among this many times max_papers of the best papers
 
 
 class Exclusions:
@@ -41,28 +44,63 @@ class Exclusions:
 
 
 def phrase_patterns(phrases: Sequence[str]) -> list[str]:
-    # " word word " so a phrase only matches whole words, after the same plural folding as the text
-    return [f" {' '.join(words)} " for words in map(tokenize, phrases) if words]
+    # " word word " so a phrase only matches whole words, after the same plural folding as the text;
+    # every spelling of the phrase ("LLM" also excludes "large language models").
+    variants = [v for phrase in phrases for v in spellings(phrase)]
+    return list(dict.fromkeys(f" {' '.join(words)} " for words in map(tokenize, variants) if words))
 
 
 def choose(papers: Sequence[Paper], totals: Sequence[float] | np.ndarray, *,
-           max_papers: int, min_score: float) -> list[int]:
-    """Rows of `papers` to send, best first: top `max_papers`, at least `min_score` and above zero."""
+           max_papers: int, min_score: float, eligible: Sequence[bool] | np.ndarray | None = None) -> list[int]:
+    """Rows of `papers` to send, best first: top `max_papers`, at least `min_score` and above zero.
+
+    `eligible` (when a ranker's scores carry it) marks papers with enough evidence to be sent at all.
+    """
+    return passing(papers, totals, min_score=min_score, eligible=eligible)[:max_papers]
+
+
+def passing(papers: Sequence[Paper], totals: Sequence[float] | np.ndarray, *,
+            min_score: float, eligible: Sequence[bool] | np.ndarray | None = None) -> list[int]:
+    """Every row that may be sent, best first, ties by paper id."""
     order = sorted(range(len(papers)), key=lambda i: (-totals[i], papers[i].id))
-    return [i for i in order[:max_papers] if totals[i] >= min_score and totals[i] > 0]
+    return [i for i in order if totals[i] >= min_score and totals[i] > 0 and (eligible is None or eligible[i])]
+
+
+def diversify(order: Sequence[int], totals: Sequence[float] | np.ndarray, similarity: np.ndarray, *,
+              max_papers: int, strength: float) -> list[int]:
+    """Maximal marginal relevance over `order` (rows, best first); `similarity` is between those rows.
+
+    Each pick maximises (1 - strength) * score - strength * (cosine to the closest paper already
+    picked); a paper at NEAR_DUPLICATE or closer to a picked one is never picked, at any strength.
+    """
+    picked: list[int] = []  # positions in `order`
+    left = list(range(len(order)))
+    while left and len(picked) < max_papers:
+        closest = similarity[np.ix_(left, picked)].max(axis=1) if picked else np.zeros(len(left))
+        gains = [(1 - strength) * float(totals[order[j]]) - strength * float(c) for j, c in zip(left, closest,
+                                                                                               strict=True)]
+        best = left[max(range(len(left)), key=lambda k: (gains[k], -k))]
+        picked.append(best)
+        left = [j for j in left if j != best and similarity[j, best] < NEAR_DUPLICATE]
+    return [order[j] for j in picked]
 
 
 def rank_with(ranker: Ranker[S], exclusions: Exclusions, profile: Profile, candidates: Sequence[Paper], *,
-              max_papers: int, min_score: float) -> Ranking:
+              max_papers: int, min_score: float, diversity: float = 0.0) -> Ranking:
     """`Ranker.rank` for any ranker: filter, score the rest once, choose, explain the chosen."""
-    # Liked papers (and papers voted down) are never recommended back.
-    pool = [p for p in candidates if p.id not in profile.liked_ids and p.id not in profile.disliked_ids]
+    pool = [p for p in candidates if p.id not in profile.seen_ids]
     kept, excluded = exclusions.split(pool, profile.exclude)
     if not kept or not profile.entries:
         return Ranking((), len(kept), excluded)
     scores = ranker.score(profile, kept)
-    chosen = tuple(
-        ScoredPaper(kept[i], round(float(scores.total[i]), 6), ranker.explain(profile, scores, i))
-        for i in choose(kept, scores.total, max_papers=max_papers, min_score=min_score)
-    )
+    order = passing(kept, scores.total, min_score=min_score, eligible=getattr(scores, "eligible", None))
+    # MMR looks a little past the digest's length: a diverse pick comes from the next best, not from the tail.
+    head = order[: max_papers * DIVERSITY_POOL]
+    similarity = scores.pairwise(head)
+    if similarity is None:  # a ranker without vectors: at least the same title twice is one paper
+        keys = [" ".join(tokenize(kept[i].title)) for i in head]
+        similarity = np.array([[1.0 if a == b else 0.0 for b in keys] for a in keys]).reshape(len(head), len(head))
+    rows = diversify(head, scores.total, similarity, max_papers=max_papers, strength=diversity)
+    chosen = tuple(ScoredPaper(kept[i], round(float(scores.total[i]), 6), ranker.explain(profile, scores, i))
+                   for i in rows)
     return Ranking(chosen, len(kept), excluded)

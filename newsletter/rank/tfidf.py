@@ -21,13 +21,11 @@ from .base import Ranker, Ranking, Scores
 from .explain import reason_for
 from .profile import Profile, paper_text
 from .select import Exclusions, rank_with
+from .topics import query_text, spellings
 from .words import fold_plural, tokenize
 
 MODEL_ID = "tfidf-v1"
 REASON_TERMS = 3
-# How hard a "less like this" vote pushes down the papers most like the disliked one: this share of the
-# cosine to the closest disliked paper is taken off the score (a near duplicate loses about half its score).
-DISLIKE_WEIGHT = 0.5
 
 
 class _RowCache:
@@ -55,6 +53,11 @@ class TfidfScores(Scores):
     coverage: np.ndarray  # papers x topics: share of each topic's words in the paper
     docs: sparse.csr_matrix
     centroid: sparse.csr_matrix
+
+    def pairwise(self, rows: Sequence[int]) -> np.ndarray | None:
+        """TF-IDF cosine between the papers at `rows` (their rows are unit length)."""
+        picked = self.docs[list(rows)]
+        return np.asarray((picked @ picked.T).toarray())
 
 
 def _vectorizer() -> TfidfVectorizer:
@@ -87,6 +90,7 @@ class TfidfRanker:
         except ValueError:  # an empty vocabulary: no papers yet, or papers without words
             self.vectorizer.fit(["placeholder"])
         self.terms = self.vectorizer.get_feature_names_out()
+        self.words = frozenset(str(t) for t in self.terms if " " not in t)  # for correcting typed topics
         self._stop_words = frozenset(self.vectorizer.get_stop_words() or ())
         self._papers = _RowCache(self.vectorizer, len(self.terms))
         self._entries = _RowCache(self.vectorizer, len(self.terms))  # topic phrases and liked texts
@@ -97,20 +101,22 @@ class TfidfRanker:
 
     def prepare(self, profiles: Sequence[Profile], papers: Sequence[Paper]) -> None:
         """Vectorise every profile entry and paper of a run in two batches (one call beats thousands)."""
-        entries = list(dict.fromkeys(text for p in profiles for text in (*p.entries, *p.disliked_texts)))
+        entries = list(dict.fromkeys(text for p in profiles for text in self._entry_texts(p)))
         if entries:
             self._entries.rows(entries, entries)
         if papers:
             self.vectors(papers)
 
-    def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float) -> Ranking:
+    def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float,
+             diversity: float = 0.0) -> Ranking:
         """Top `max_papers` candidates scoring at least `min_score`, best first, ties by paper id."""
-        return rank_with(self, self._exclusions, profile, candidates, max_papers=max_papers, min_score=min_score)
+        return rank_with(self, self._exclusions, profile, candidates, max_papers=max_papers, min_score=min_score,
+                         diversity=diversity)
 
     def score(self, profile: Profile, papers: Sequence[Paper]) -> TfidfScores:
         """Similarity of every paper to each profile entry and to the profile as a whole."""
         docs = self.vectors(papers)
-        entries = profile.entries
+        entries = self._entry_texts(profile)
         if not entries:  # nothing to compare with: every paper scores zero
             nothing = np.zeros((len(papers), 0))
             return TfidfScores(np.zeros(len(papers)), nothing, nothing, docs, sparse.csr_matrix((1, docs.shape[1])))
@@ -123,27 +129,36 @@ class TfidfRanker:
         # norm; taking the mean of the coverage-adjusted cosines keeps that score
         # (the best of the variants on ../shared/bench, see README) with phrase coverage.
         norm = float(np.sqrt(mean.multiply(mean).sum())) or 1.0
-        total = per_entry.mean(axis=1) / norm - DISLIKE_WEIGHT * self._closest_disliked(profile, docs)
+        total = per_entry.mean(axis=1) / norm
         return TfidfScores(total=total, per_entry=per_entry, coverage=coverage, docs=docs, centroid=normalize(mean))
-
-    def _closest_disliked(self, profile: Profile, docs: sparse.csr_matrix) -> np.ndarray:
-        """Per paper, the cosine to the disliked paper it is closest to (zeros when nothing is disliked)."""
-        if not profile.disliked_texts:
-            return np.zeros(docs.shape[0])
-        disliked = normalize(self._entries.rows(profile.disliked_texts, profile.disliked_texts))
-        return np.asarray((docs @ disliked.T).toarray().max(axis=1))
 
     def explain(self, profile: Profile, scores: TfidfScores, row: int) -> Reason:
         """The topics and liked papers the paper is close to, and the terms that carried its score."""
         terms = self._carrying_terms(scores.docs[row], scores.centroid)
         return reason_for(profile, scores.per_entry[row], scores.coverage[row], terms)
 
+    def _entry_texts(self, profile: Profile) -> list[str]:
+        """Profile.entries, each topic with all its spellings ("RAG; retrieval-augmented generation")."""
+        return [query_text(t, self.words) for t in profile.topics] + list(profile.liked_texts)
+
     def _coverage(self, docs: sparse.csr_matrix, topics: Sequence[str]) -> np.ndarray:
-        """Share of each topic's content words present in each paper (papers x topics).
+        """Share of each topic's content words present in each paper (papers x topics), best spelling.
 
         A topic is a phrase: "molecule generation" half-present (only "generation")
         is a much weaker signal than TF-IDF alone suggests, so it gets half credit.
+        "RAG" is fully present in a paper that spells out retrieval-augmented generation.
         """
+        spelt = [spellings(t, self.words) for t in topics]
+        flat = [variant for variants in spelt for variant in variants]
+        shares = self._word_shares(docs, flat)
+        out = np.zeros((docs.shape[0], len(topics)))
+        start = 0
+        for column, variants in enumerate(spelt):
+            out[:, column] = shares[:, start : start + len(variants)].max(axis=1)
+            start += len(variants)
+        return out
+
+    def _word_shares(self, docs: sparse.csr_matrix, topics: Sequence[str]) -> np.ndarray:
         vocabulary = self.vectorizer.vocabulary_
         rows: list[int] = []
         columns: list[int] = []
@@ -165,6 +180,10 @@ class TfidfRanker:
         picked: list[str] = []
         for _, index in order:
             term = str(self.terms[index])
+            # Words a reader recognises: a two-word term is often debris ("graph neural", "code llm"),
+            # and a number or a two-letter stub says nothing.
+            if " " in term or len(term) < 3 or not any(c.isalpha() for c in term):
+                continue
             # "neural network" already says "network"; skip a word inside a chosen phrase.
             if any(term in chosen.split() or chosen in term.split() for chosen in picked):
                 continue

@@ -7,6 +7,7 @@
     store.keys     the link-signing key                                   (keys.py)
     store.sources  each URL source's validators, last outcome and next try (sources.py)
     store.runs     the run log `status` shows                              (runs.py)
+    store.vectors  paper vectors by model id, computed once per paper     (vectors.py)
     store.locks    named locks between processes (one digest run, one ingest at a time)  (locks.py)
 """
 
@@ -22,6 +23,7 @@ from .papers import PaperStore
 from .runs import RunLog, RunRecord
 from .schema import SCHEMA_VERSION, Database
 from .sources import SourceState, SourceStates
+from .vectors import VectorStore
 from .votes import VoteStore
 
 __all__ = ["SCHEMA_VERSION", "Bounce", "ClosedWindow", "DeliveryRecord", "DigestSummary", "QueuedMessage", "RunRecord",
@@ -40,6 +42,7 @@ class Store:
         self.votes = VoteStore(db)
         self.sources = SourceStates(db)
         self.runs = RunLog(db)
+        self.vectors = VectorStore(db)
         self.locks = locks
 
     def schema_version(self) -> int:

@@ -147,14 +147,23 @@ runs = Table(
     Column("summary", Text, nullable=False, default=""),
 )
 
+# Tables added by later migrations live in their own MetaData, so `_create_v1` (create_all) never makes them
+# and each migration creates exactly its own table.
+later_metadata = MetaData()
+
+# Added by _add_paper_vectors: one vector per paper and model, computed once (rank/embeddings.py).
+paper_vectors = Table(
+    "paper_vectors", later_metadata,
+    Column("paper_id", Integer, nullable=False, primary_key=True),  # papers.id; papers are never deleted
+    Column("model_id", String, nullable=False, primary_key=True),
+    Column("vector", LargeBinary, nullable=False),  # little-endian float32
+)
+
 
 def _create_v1(conn: Connection) -> None:
     metadata.create_all(conn)
 
 
-# Tables added by later migrations live in their own MetaData, so `_create_v1` (create_all) never makes them
-# and each migration creates exactly its own table.
-later_metadata = MetaData()
 
 # "More / less like this" from a subscriber about one paper: one row per (subscriber, paper),
 # a second vote replaces the first (votes.py).
@@ -215,8 +224,13 @@ def _add_delivery_queue(conn: Connection) -> None:
     conn.execute(update(deliveries).where(deliveries.c.status.in_(("pending", "unknown"))).values(status="sent"))
 
 
+def _add_paper_vectors(conn: Connection) -> None:
+    paper_vectors.create(conn, checkfirst=True)
+
+
 # MIGRATIONS[n] upgrades a version-n database to n+1; version 0 is an empty file.
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1, _add_votes, _add_source_state, _add_delivery_queue]
+MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1, _add_votes, _add_source_state, _add_delivery_queue,
+                                                  _add_paper_vectors]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # How long a write waits for another process's write transaction before giving up.

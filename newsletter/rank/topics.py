@@ -1,0 +1,86 @@
+"""Topics as people type them: the spellings a paper may use for a topic or exclude phrase. Pure; no I/O.
+
+"RAG" and "retrieval-augmented generation" name one topic, and so do "LLMs" and
+"large language model"; "reinforcment learning" is a typo for a word every
+paper spells right. `spellings` gives a phrase's variants (acronyms expanded
+or contracted, words corrected against the vocabulary of the papers being
+ranked), which the rankers match and embed instead of the bare phrase.
+Plurals are folded by words.tokenize for every variant alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from functools import lru_cache
+
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
+
+from .words import tokenize
+
+# Acronyms people type as topics, with the phrase papers spell out (singular: tokenize folds plurals).
+ACRONYMS: dict[str, str] = {
+    "ai": "artificial intelligence", "asr": "automatic speech recognition", "cnn": "convolutional neural network",
+    "cv": "computer vision", "dpo": "direct preference optimization", "gan": "generative adversarial network",
+    "gnn": "graph neural network", "gp": "gaussian process", "kg": "knowledge graph",
+    "llm": "large language model", "lm": "language model", "lora": "low-rank adaptation",
+    "lstm": "long short-term memory", "mcmc": "markov chain monte carlo", "ml": "machine learning",
+    "mlp": "multilayer perceptron", "moe": "mixture of experts", "mpc": "model predictive control",
+    "nerf": "neural radiance field", "ner": "named entity recognition", "nlp": "natural language processing",
+    "ocr": "optical character recognition", "qa": "question answering", "rag": "retrieval-augmented generation",
+    "rl": "reinforcement learning", "rlhf": "reinforcement learning from human feedback",
+    "rnn": "recurrent neural network", "slam": "simultaneous localization and mapping",
+    "ssl": "self-supervised learning", "svm": "support vector machine", "tts": "text to speech",
+    "vae": "variational autoencoder", "vit": "vision transformer", "vlm": "vision language model",
+    "vqa": "visual question answering",
+}
+_EXPANSIONS = {tuple(tokenize(phrase)): acronym for acronym, phrase in ACRONYMS.items()}
+
+# A typed word is corrected only when it is not a word of the papers, is at least this long (short words
+# are too often other real words), and one edit (two from nine letters on) away from a word that is.
+TYPO_MIN_LENGTH = 5
+
+
+def spellings(phrase: str, vocabulary: Collection[str] = ()) -> tuple[str, ...]:
+    """The phrase as typed, then its variants: typos corrected, acronyms expanded, expansions contracted."""
+    return _spellings(phrase, vocabulary if isinstance(vocabulary, frozenset) else frozenset(vocabulary))
+
+
+@lru_cache(maxsize=4096)  # every subscriber with a topic asks again in each run; a frozenset hashes once
+def _spellings(phrase: str, vocabulary: frozenset[str]) -> tuple[str, ...]:
+    words = tokenize(phrase)
+    if not words:
+        return (phrase,)
+    corrected = [correct(w, vocabulary) for w in words]
+    expanded = _expanded(corrected)
+    # "retrieval-augmented" is one token and "retrieval augmented" two: papers write both.
+    variants = [words, corrected, expanded, [p for w in expanded for p in w.split("-")], _contracted(corrected)]
+    return tuple(dict.fromkeys([phrase] + [" ".join(v) for v in variants[1:] if v != words]))
+
+
+def correct(word: str, vocabulary: Collection[str]) -> str:
+    """`word`, or the vocabulary word it is a small typo of."""
+    if len(word) < TYPO_MIN_LENGTH or not vocabulary or word in vocabulary or word in ACRONYMS:
+        return word
+    limit = 2 if len(word) >= 9 else 1
+    found = process.extractOne(word, vocabulary, scorer=OSA.distance, score_cutoff=limit)
+    return str(found[0]) if found is not None else word
+
+
+def query_text(phrase: str, vocabulary: Collection[str] = ()) -> str:
+    """One text holding every spelling ("RAG; retrieval-augmented generation"), for embedding or TF-IDF."""
+    return "; ".join(spellings(phrase, vocabulary))
+
+
+def _expanded(words: Sequence[str]) -> list[str]:
+    return [part for w in words for part in (ACRONYMS[w].split() if w in ACRONYMS else [w])]
+
+
+def _contracted(words: Sequence[str]) -> list[str]:
+    out = list(words)
+    for phrase, acronym in sorted(_EXPANSIONS.items(), key=lambda item: -len(item[0])):
+        for start in range(len(out) - len(phrase) + 1):
+            if tuple(out[start : start + len(phrase)]) == phrase:
+                out[start : start + len(phrase)] = [acronym]
+                break
+    return out
