@@ -28,7 +28,8 @@ def add_subscriber(ctx: RunContext, subscriber_id: str, *, email: str, name: str
 
 def edit_subscriber(ctx: RunContext, subscriber_id: str, edit: Edit, *,
                     expected_version: str | None = None) -> Subscriber:
-    return ctx.subscribers.update(subscriber_id, edit.apply, expected_version=expected_version)
+    default = ctx.subscribers.default_schedule
+    return ctx.subscribers.update(subscriber_id, lambda s: edit.apply(s, default), expected_version=expected_version)
 
 
 def set_status(ctx: RunContext, subscriber_id: str, status: SubscriberStatus, *,

@@ -62,6 +62,14 @@ def next_slot(schedule: Schedule, moment: datetime) -> Slot:
     return min(s for s in _around(schedule, moment) if s.at > moment)
 
 
+def describe_next(schedule: Schedule, moment: datetime) -> str:
+    """The next slot after `moment` for people: "Wed 02 Dec 2026, 07:30 Europe/Berlin (06:30 UTC)"."""
+    slot = next_slot(schedule, moment)
+    local = slot.local(schedule.timezone)
+    utc = f"{slot.at:%H:%M} UTC" if slot.at.date() == local.date() else f"{slot.at:%a %d %b, %H:%M} UTC"
+    return f"{local:%a %d %b %Y, %H:%M} {schedule.timezone} ({utc})"
+
+
 def _around(schedule: Schedule, moment: datetime) -> list[Slot]:
     if moment.tzinfo is None:
         raise ValueError("moments must be timezone-aware")

@@ -329,3 +329,58 @@ def test_the_log_names_the_route_but_never_a_token(site, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "newsletter.web"]
     assert "GET /preferences/<token> 200" in " ".join(lines)
     assert all(token[:20] not in line for line in lines)
+
+
+def test_the_schedule_is_shown_with_a_select_of_every_zone_and_the_next_send(site):
+    page = site.client.get(site.manage("alice")).text
+    assert '<label for="timezone">Time zone</label>' in page and '<label for="frequency">How often</label>' in page
+    zones = re.findall(r"<option(?: selected)?>([^<]+)</option>", page)
+    assert zones == sorted(zones) and {"Europe/Berlin", "America/New_York", "UTC"} <= set(zones)
+    assert "<option selected>UTC</option>" in page  # alice follows config's default: daily, 07:00 UTC
+    assert 'value="07:00"' in page
+    # NOW is 2026-11-20 08:00 UTC (a Friday): today's 07:00 has passed.
+    assert "Your next digest: <strong>Sat 21 Nov 2026, 07:00 UTC (07:00 UTC)</strong>" in page
+
+
+def test_saving_a_schedule_writes_it_round_trip_and_the_default_drops_out_again(site):
+    response = save_form(site, "alice", frequency="weekly", day="wed", time="18:45", timezone="Asia/Kolkata")
+    assert response.status_code == 303
+    saved = FileSubscribers(site.config.subscribers_dir).get("alice")
+    assert saved.schedule.describe() == "every wed at 18:45 Asia/Kolkata"
+    text = site.file("alice").read_text()
+    assert "schedule:\n  frequency: weekly\n  day: wed\n  time: 18:45\n  timezone: Asia/Kolkata\n" in text
+    assert text.startswith("# Subscriber profile.")
+    page = site.client.get(response.headers["location"]).text
+    assert "<option selected>Asia/Kolkata</option>" in page and '<option value="wed" selected>' in page
+    # Wednesday 25 Nov, 18:45 in Kolkata is 13:15 UTC.
+    assert "Your next digest: <strong>Wed 25 Nov 2026, 18:45 Asia/Kolkata (13:15 UTC)</strong>" in page
+    # Weekdays ignore the day select, which always sends a value.
+    assert save_form(site, "alice", frequency="weekdays", day="sun", time="06:00",
+                     timezone="Asia/Kolkata").status_code == 303
+    assert FileSubscribers(site.config.subscribers_dir).get("alice").schedule.describe() == \
+        "on weekdays at 06:00 Asia/Kolkata"
+    assert "day:" not in site.file("alice").read_text()
+    # Back to config's default (daily, 07:00, UTC): the schedule leaves the file.
+    assert save_form(site, "alice", frequency="daily", day="mon", time="07:00", timezone="UTC").status_code == 303
+    assert "schedule" not in site.file("alice").read_text()
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "problem"),
+    [
+        ({"time": "7.30"}, "time", 'must look like "07:30"'),
+        ({"time": "25:00"}, "time", 'must look like "07:30"'),
+        ({"timezone": "Europe/Berln"}, "timezone", "'Europe/Berln' is not a time zone; did you mean 'Europe/Berlin'?"),
+        ({"frequency": "hourly"}, "frequency", "must be one of 'daily', 'weekdays' or 'weekly'"),
+        ({"frequency": "weekly", "day": "someday"}, "day", "must be one of 'mon'"),
+    ],
+)
+def test_an_invalid_schedule_is_shown_next_to_its_field_and_nothing_is_saved(site, fields, field, problem):
+    before = site.file("alice").read_text()
+    response = save_form(site, "alice", **fields)
+    assert response.status_code == 422
+    error = re.search(rf'<p class="error" id="{field}-error">([^<]+)</p>', response.text)
+    assert error and problem in error.group(1).replace("&#39;", "'").replace("&#34;", '"')
+    assert site.file("alice").read_text() == before
+    typed = next(iter(fields.values())) if field != "day" else fields["day"]
+    assert typed in response.text  # what was typed is shown back

@@ -28,7 +28,9 @@ from ..manage import record_vote, set_status, subscriber_details
 from ..models import Digest, ScoredPaper, Subscriber
 from ..pipeline import RunContext, compose, plan, to_message
 from ..planning import plan_digests
-from .forms import read_preferences
+from ..slots import describe_next
+from ..validation import time_zone_names
+from .forms import read_preferences, schedule_values
 from .guard import Guard, RateLimiter, loopback
 
 Clock = Callable[[], datetime]
@@ -128,17 +130,20 @@ class _Web:
         details = subscriber_details(self.ctx, subscriber_id)
         s = details.subscriber
         shown = values or {"topics": "\n".join(s.topics), "exclude": "\n".join(s.exclude),
-                           "max_papers": str(s.max_papers or "")}
+                           "max_papers": str(s.max_papers or ""), **schedule_values(s.schedule)}
+        default = self.ctx.subscribers.default_schedule
         return self.page("preferences.html.j2", status, s=s, details=details, token=token, values=shown,
                          errors=defaultdict(str, errors or {}), saved=saved[:40], notice=notice,
-                         csrf=self.ctx.signer.csrf_token(s.id), default_max=self.ctx.policy.max_papers)
+                         csrf=self.ctx.signer.csrf_token(s.id), default_max=self.ctx.policy.max_papers,
+                         zones=time_zone_names(), default_schedule=default.describe(),
+                         next_send=describe_next(s.schedule, self.now()) if s.status == "active" else "")
 
     def apply(self, token: str, subscriber_id: str, form: dict[str, str]) -> Response:
         action = form.get("action", "")
         version = form.get("version") or None
         if action == "save":
             current = self.ctx.subscribers.read(subscriber_id)
-            result = read_preferences(current.subscriber, form)
+            result = read_preferences(current.subscriber, form, self.ctx.subscribers.default_schedule)
             if result.errors:
                 return self.render_preferences(token, subscriber_id, status=422, errors=result.errors,
                                                values=result.values)
