@@ -135,8 +135,8 @@ def subscribers_edit(ctx: click.Context, subscriber_id: str, add_topic: tuple[st
     `schedule` (a misspelt zone gets a "did you mean").
     """
     from .errors import ProfileError
-    from .manage import edit_subscriber
-    from .subscribers.edits import Edit, ScheduleChange
+    from .manage import edit_subscriber, liked_papers
+    from .subscribers.edits import Edit, ScheduleChange, clean
 
     schedule = ScheduleChange(frequency, day, clock, timezone, to_default=default_schedule)
     edit = Edit(add_topics=add_topic, remove_topics=remove_topic, add_exclude=add_exclude,
@@ -146,10 +146,15 @@ def subscribers_edit(ctx: click.Context, subscriber_id: str, add_topic: tuple[st
         if edit == Edit() and not undo_votes:
             raise ProfileError("nothing to change: give at least one option (see --help)")
         edited = edit_subscriber(rc, subscriber_id, edit)
+        matches = liked_papers(rc, tuple(map(clean, like)))
         for paper_id in undo_votes:
             if not rc.store.votes.undo(subscriber_id, paper_id):
                 warn(f"{subscriber_id} has no vote on paper {paper_id}")
     click.echo(f"saved {describe(edited)}")
+    for liked in matches:  # which stored paper each new liked title names, as the ranker will match it
+        found = (f"matches paper {liked.paper.id}: {liked.paper.title}" if liked.paper
+                 else "no stored paper matches it yet; its words still count")
+        click.echo(for_terminal(f"liked {liked.title!r}: {found}"))
     if edit.schedule is not None:
         click.echo(f"schedule: {for_terminal(edited.schedule.describe())}; next digest {next_send(edited)}")
 

@@ -230,3 +230,15 @@ def test_edit_sets_the_schedule_key_by_key_and_show_prints_it_with_the_next_send
     assert "(the default)" in run(project, "show", "alice").output
     run(project, "pause", "alice")
     assert "  next send:  none while paused" in run(project, "show", "alice").output
+
+
+def test_like_says_which_stored_paper_a_title_names(project):
+    CliRunner().invoke(main, ["--config", str(project / "config.yaml"), "ingest"])
+    result = run(project, "edit", "bob", "--like", "message passing equivariant learned bond orders molecular "
+                 "property prediction", "--like", "Llamas On Mars")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("liked 'message passing equivariant") and "matches paper " in line
+               and line.endswith(": Equivariant Message Passing with Learned Bond Orders for Molecular Property "
+                                 "Prediction") for line in lines)
+    assert "liked 'Llamas On Mars': no stored paper matches it yet; its words still count" in lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html
 import logging
 import re
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from builders import write_page
 from web_server import bind, running
 
 from helpers import REPO, SAMPLE_PAGES, at
@@ -384,3 +386,91 @@ def test_an_invalid_schedule_is_shown_next_to_its_field_and_nothing_is_saved(sit
     assert site.file("alice").read_text() == before
     typed = next(iter(fields.values())) if field != "day" else fields["day"]
     assert typed in response.text  # what was typed is shown back
+
+
+def post_action(site: Site, sid: str, **fields: str) -> httpx.Response:
+    page = site.client.get(site.manage(sid)).text
+    return site.client.post(site.manage(sid), data={**csrf_and_version(page), **fields})
+
+
+def liked_items(page: str) -> list[str]:
+    section = page.split('id="liked"', 1)[1].split("</section>", 1)[0]
+    return [html.unescape(t) for t in re.findall(r'<span class="liked-title">([^<]+)</span>', section)]
+
+
+def test_liked_papers_are_listed_with_the_stored_paper_each_names(site):
+    page = site.client.get(site.manage("alice")).text
+    typo = "Equivariant Message Passing with Learned Bond Orders for Molecular Propery Prediction"
+    assert liked_items(page) == [typo]
+    # The typo still names the stored paper: the page says which one.
+    assert "(matches “Equivariant Message Passing with Learned Bond Orders for Molecular Property Prediction”)" \
+        in page
+    assert '<label for="like">Add a paper you liked</label>' in page
+
+
+def test_a_liked_paper_is_added_by_title_matched_loosely_and_removed_keeping_the_comments(site):
+    with open_store(site.config.store_url) as store:
+        stored = [p.title for p in store.papers.get()]
+    wanted = next(t for t in stored if len(t.split()) > 5 and "Equivariant" not in t)
+    words = wanted.split()
+    reordered = " ".join(words[1:] + words[:1]).lower()  # typed from memory: another order, no capitals
+    response = post_action(site, "alice", action="like", like=f"  {reordered} ")
+    assert response.status_code == 303 and response.headers["location"].endswith("?saved=liked#status")
+    assert FileSubscribers(site.config.subscribers_dir).get("alice").liked[-1] == reordered
+    page = site.client.get(response.headers["location"]).text
+    assert "The paper is added to the ones you liked." in page
+    assert html.escape(f"(matches “{wanted}”)", quote=False) in page
+    post_action(site, "alice", action="like", like="A Paper Nobody Has Stored About Llamas On Mars")
+    page = site.client.get(site.manage("alice")).text
+    assert "(no stored paper matches this title yet; its words still count)" in page
+    typo = "Equivariant Message Passing with Learned Bond Orders for Molecular Propery Prediction"
+    removed = post_action(site, "alice", action="unlike", title=typo)
+    assert removed.status_code == 303 and removed.headers["location"].endswith("?saved=unliked#status")
+    assert liked_items(site.client.get(site.manage("alice")).text) == [
+        reordered, "A Paper Nobody Has Stored About Llamas On Mars"]
+    text = site.file("alice").read_text()
+    assert text.startswith("# Subscriber profile.") and typo not in text
+    # Removing it again (from a page opened before) changes nothing and says why.
+    again = post_action(site, "alice", action="unlike", title=typo)
+    assert again.status_code == 422 and "Nothing changed: alice has no liked paper" in html.unescape(again.text)
+
+
+def test_a_paper_stored_after_the_app_started_is_matched_too(site):
+    site.client.get(site.manage("alice"))  # the app has looked titles up once already
+    title = "Sparse Attention Circuits for Quantum Protein Folding Benchmarks"
+    write_page(site.config.inbox, "2026-11-20.txt", "Nov 20", [(title, "We fold proteins with circuits.")])
+    pipeline.ingest_pages(site.config, NOW)  # another process, as the daemon would be
+    assert post_action(site, "alice", action="like", like=title.lower()).status_code == 303
+    page = site.client.get(site.manage("alice")).text
+    assert title.lower() in liked_items(page) and f"(matches “{title}”)" in page
+
+
+@pytest.mark.parametrize(
+    ("typed", "problem"),
+    [("   ", "type the title of a paper you liked"), ("t" * 501, "a title is at most 500 characters")],
+)
+def test_an_unusable_liked_title_is_refused_next_to_the_field(site, typed, problem):
+    before = site.file("alice").read_text()
+    response = post_action(site, "alice", action="like", like=typed)
+    assert response.status_code == 422
+    error = re.search(r'<p class="error" id="like-error">([^<]+)</p>', response.text)
+    assert error and problem in error.group(1)
+    assert site.file("alice").read_text() == before
+
+
+def test_liking_and_unliking_need_the_pages_csrf_token(site):
+    before = site.file("alice").read_text()
+    for fields in ({"action": "like", "like": "Anything"}, {"action": "unlike", "title": "anything"}):
+        assert site.client.post(site.manage("alice"), data=fields).status_code == 400
+    assert site.file("alice").read_text() == before
+
+
+def test_a_liked_paper_beyond_the_files_limit_is_refused_by_the_files_rule(site):
+    entries = "".join(f"  - Liked paper number {i}\n" for i in range(100))
+    site.file("dora").write_text(f"email: dora@example.org\ntopics: [x]\nliked:\n{entries}")
+    before = site.file("dora").read_text()
+    response = post_action(site, "dora", action="like", like="One more paper")
+    assert response.status_code == 422
+    error = re.search(r'<p class="error" id="like-error">([^<]+)</p>', response.text)
+    assert error and error.group(1).startswith("Add a paper: liked: must hold at most 100 entries")
+    assert site.file("dora").read_text() == before
