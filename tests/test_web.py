@@ -474,3 +474,24 @@ def test_a_liked_paper_beyond_the_files_limit_is_refused_by_the_files_rule(site)
     error = re.search(r'<p class="error" id="like-error">([^<]+)</p>', response.text)
     assert error and error.group(1).startswith("Add a paper: liked: must hold at most 100 entries")
     assert site.file("dora").read_text() == before
+
+
+def test_previews_carry_no_view_in_browser_link_that_would_lead_nowhere(site, tmp_path):
+    # A preview is never sent, so there is no stored email for "View in browser" to open.
+    framed = site.client.get("/preview/alice/html").text
+    shown = html.unescape(site.client.get("/preview/alice").text)
+    for body in (framed, shown):
+        assert "/view/" not in body and "View in browser" not in body
+    assert "/vote/" in framed and "/preferences/" in framed  # the other links still work from a preview
+    assert "Message-ID: <" in shown  # the headers are still those of a real message
+    files = pipeline.preview(site.config, "alice", tmp_path / "preview", NOW)
+    for path in (files.html, files.text, files.eml):
+        assert b"/view/" not in path.read_bytes() and b"View in browser" not in path.read_bytes()
+    # What is sent keeps the link, and it opens.
+    pipeline.run_digests(site.config, NOW)
+    outbox = site.config.resolve(site.config.settings.delivery.outbox)
+    sent = next(p for p in outbox.iterdir() if p.suffix == ".eml" and "alice@" in p.read_text(errors="replace"))
+    message = email.message_from_bytes(sent.read_bytes(), policy=email.policy.default)
+    text_part = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    view = re.search(r"View in browser: (\S+)", text_part).group(1)  # type: ignore[union-attr]
+    assert httpx.get(view).status_code == 200

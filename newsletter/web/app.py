@@ -323,7 +323,7 @@ class _Web:
     def preview_message(self, subscriber_id: str) -> tuple[bytes, Any]:
         subscriber = self.ctx.subscribers.get(subscriber_id)
         (digest,) = plan_digests(self.ctx.store, self.ctx.make_ranker, self.ctx.policy, [subscriber], self.now())
-        composed = compose(self.ctx, digest)
+        composed = compose(self.ctx, digest, sent=False)  # never sent: no "View in browser" (it would 404)
         return serialise(to_message(self.ctx, digest, composed)), composed.rendered
 
 
