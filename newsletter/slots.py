@@ -63,11 +63,17 @@ def next_slot(schedule: Schedule, moment: datetime) -> Slot:
 
 
 def describe_next(schedule: Schedule, moment: datetime) -> str:
-    """The next slot after `moment` for people: "Wed 02 Dec 2026, 07:30 Europe/Berlin (06:30 UTC)"."""
+    """The next slot after `moment` for people: "Wed 02 Dec 2026, 07:30 Europe/Berlin (06:30 UTC)".
+
+    The UTC time names its day when that differs from the local one; a UTC schedule shows it once.
+    """
     slot = next_slot(schedule, moment)
     local = slot.local(schedule.timezone)
+    shown = f"{local:%a %d %b %Y, %H:%M} {schedule.timezone}"
+    if local.utcoffset() == timedelta(0) and schedule.timezone in ("UTC", "Etc/UTC"):
+        return shown  # "(07:00 UTC)" again would say nothing
     utc = f"{slot.at:%H:%M} UTC" if slot.at.date() == local.date() else f"{slot.at:%a %d %b, %H:%M} UTC"
-    return f"{local:%a %d %b %Y, %H:%M} {schedule.timezone} ({utc})"
+    return f"{shown} ({utc})"
 
 
 def _around(schedule: Schedule, moment: datetime) -> list[Slot]:
