@@ -209,7 +209,7 @@ def test_edit_sets_the_schedule_key_by_key_and_show_prints_it_with_the_next_send
     assert result.exit_code == 0, result.output
     assert "schedule: every tue at 21:15 America/Sao_Paulo; next digest Tue " in result.output
     text = path.read_text()
-    assert "schedule:\n  frequency: weekly\n  day: tue\n  time: 21:15\n  timezone: America/Sao_Paulo\n" in text
+    assert "schedule:\n  frequency: weekly\n  day: tue\n  time: \"21:15\"\n  timezone: America/Sao_Paulo\n" in text
     assert "  # Deliberate small typo" in text
     # One key at a time: the others stay.
     assert run(project, "edit", "alice", "--time", "06:05").exit_code == 0

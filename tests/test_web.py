@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from builders import write_page
 from web_server import bind, running
 
@@ -350,7 +351,8 @@ def test_saving_a_schedule_writes_it_round_trip_and_the_default_drops_out_again(
     saved = FileSubscribers(site.config.subscribers_dir).get("alice")
     assert saved.schedule.describe() == "every wed at 18:45 Asia/Kolkata"
     text = site.file("alice").read_text()
-    assert "schedule:\n  frequency: weekly\n  day: wed\n  time: 18:45\n  timezone: Asia/Kolkata\n" in text
+    assert "schedule:\n  frequency: weekly\n  day: wed\n  time: \"18:45\"\n  timezone: Asia/Kolkata\n" in text
+    assert yaml.safe_load(text)["schedule"]["time"] == "18:45"  # quoted: a YAML 1.1 reader gets no 1125
     assert text.startswith("# Subscriber profile.")
     page = site.client.get(response.headers["location"]).text
     assert "<option selected>Asia/Kolkata</option>" in page and '<option value="wed" selected>' in page
