@@ -79,6 +79,14 @@ def run_context(ctx: click.Context) -> Iterator[RunContext]:
         yield opened
 
 
+def next_send(subscriber: Subscriber) -> str:
+    from .slots import describe_next
+
+    if subscriber.status != "active":
+        return f"none while {subscriber.status}"
+    return for_terminal(describe_next(subscriber.schedule, now()))
+
+
 def describe(subscriber: Subscriber) -> str:
     topics = ", ".join(subscriber.topics) or "(none)"
     return for_terminal(f"{subscriber.id}: {subscriber.status}, {subscriber.email}, topics: {topics}")
@@ -111,27 +119,47 @@ def subscribers_add(ctx: click.Context, subscriber_id: str, email: str, name: st
 @click.option("--max-papers", type=int, default=None, help="Papers per digest, 1-100; 0 for the config's default.")
 @click.option("--undo-vote", "undo_votes", multiple=True, type=int, metavar="PAPER_ID",
               help="Forget a 'more / less like this' vote (paper ids as `show` lists them).")
+@click.option("--frequency", metavar="F", help="Send days: daily, weekdays or weekly (with --day).")
+@click.option("--day", metavar="D", help="For weekly: mon, tue, wed, thu, fri, sat or sun.")
+@click.option("--time", "clock", metavar="HH:MM", help="Local send time, 24-hour clock, e.g. 07:30.")
+@click.option("--timezone", metavar="ZONE", help="IANA time zone, e.g. Europe/Berlin.")
+@click.option("--default-schedule", is_flag=True,
+              help="Follow config.yaml's schedule again (removes the file's own `schedule`).")
 @config_option
 @click.pass_context
 def subscribers_edit(ctx: click.Context, subscriber_id: str, add_topic: tuple[str, ...],
                      remove_topic: tuple[str, ...], add_exclude: tuple[str, ...], remove_exclude: tuple[str, ...],
                      like: tuple[str, ...], unlike: tuple[str, ...], max_papers: int | None,
-                     undo_votes: tuple[int, ...]) -> None:
-    """Change a subscriber's topics, excludes, liked papers, digest size or votes."""
-    from .errors import ProfileError
-    from .manage import edit_subscriber
-    from .subscribers.edits import Edit
+                     undo_votes: tuple[int, ...], frequency: str | None, day: str | None, clock: str | None,
+                     timezone: str | None, default_schedule: bool) -> None:
+    """Change a subscriber's topics, excludes, liked papers, digest size, schedule or votes.
 
+    Schedule options change only the keys they name and are checked like the file's
+    `schedule` (a misspelt zone gets a "did you mean").
+    """
+    from .errors import ProfileError
+    from .manage import edit_subscriber, liked_papers
+    from .subscribers.edits import Edit, ScheduleChange, clean
+
+    schedule = ScheduleChange(frequency, day, clock, timezone, to_default=default_schedule)
     edit = Edit(add_topics=add_topic, remove_topics=remove_topic, add_exclude=add_exclude,
-                remove_exclude=remove_exclude, like=like, unlike=unlike, max_papers=max_papers)
+                remove_exclude=remove_exclude, like=like, unlike=unlike, max_papers=max_papers,
+                schedule=schedule if schedule != ScheduleChange() else None)
     with run_context(ctx) as rc:
         if edit == Edit() and not undo_votes:
             raise ProfileError("nothing to change: give at least one option (see --help)")
         edited = edit_subscriber(rc, subscriber_id, edit)
+        matches = liked_papers(rc, tuple(map(clean, like)))
         for paper_id in undo_votes:
             if not rc.store.votes.undo(subscriber_id, paper_id):
                 warn(f"{subscriber_id} has no vote on paper {paper_id}")
     click.echo(f"saved {describe(edited)}")
+    for liked in matches:  # which stored paper each new liked title names, as the ranker will match it
+        found = (f"matches paper {liked.paper.id}: {liked.paper.title}" if liked.paper
+                 else "no stored paper matches it yet; its words still count")
+        click.echo(for_terminal(f"liked {liked.title!r}: {found}"))
+    if edit.schedule is not None:
+        click.echo(f"schedule: {for_terminal(edited.schedule.describe())}; next digest {next_send(edited)}")
 
 
 def set_status_command(name: str, status: SubscriberStatus, summary: str) -> None:
@@ -175,17 +203,23 @@ def subscribers_remove(ctx: click.Context, subscriber_id: str, yes: bool) -> Non
 @config_option
 @click.pass_context
 def subscribers_show(ctx: click.Context, subscriber_id: str, as_json: bool) -> None:
-    """Profile, status, the last digests and the votes of ID."""
+    """Profile, status, schedule and next send, the last digests and the votes of ID."""
     from .manage import subscriber_details
+    from .slots import next_slot
+    from .subscribers.files import schedule_fields
 
     with run_context(ctx) as rc:
         details = subscriber_details(rc, subscriber_id)
         default_max = rc.policy.max_papers
+        own_schedule = details.subscriber.schedule != rc.subscribers.default_schedule
     s = details.subscriber
+    upcoming = next_slot(s.schedule, now()) if s.status == "active" else None
     if as_json:
         click.echo(json.dumps({
             "id": s.id, "email": s.email, "name": s.name, "status": s.status, "topics": list(s.topics),
             "exclude": list(s.exclude), "liked": list(s.liked), "max_papers": s.max_papers or default_max,
+            "schedule": {**schedule_fields(s.schedule), "default": not own_schedule},
+            "next_send": upcoming.at.isoformat() if upcoming else None,
             "digests": [{"issued_at": d.issued_at.isoformat(), "papers": d.paper_count, "status": d.status,
                          "titles": list(d.titles)} for d in details.digests],
             "votes": [{"paper_id": v.paper_id, "title": v.title, "vote": v.direction,
@@ -198,6 +232,8 @@ def subscribers_show(ctx: click.Context, subscriber_id: str, as_json: bool) -> N
              f"  exclude:    {t(', '.join(s.exclude)) or '(none)'}",
              f"  liked:      {t('; '.join(s.liked)) or '(none)'}",
              f"  max papers: {s.max_papers or f'{default_max} (the default)'}",
+             f"  schedule:   {t(s.schedule.describe())}{'' if own_schedule else ' (the default)'}",
+             f"  next send:  {next_send(s)}",
              "  last digests:" if details.digests else "  no digests yet"]
     lines += [f"    {d.issued_at:%Y-%m-%d %H:%M}  {d.status:<9} {d.paper_count} papers"
               + (f": {t(d.titles[0])}{' ...' if len(d.titles) > 1 else ''}" if d.titles else "")

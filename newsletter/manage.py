@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from .errors import ProfileError
-from .models import Subscriber, SubscriberStatus, Vote
+from .models import Paper, Subscriber, SubscriberStatus, Vote
 from .pipeline import RunContext
 from .store import DigestSummary
 from .subscribers import ABSENT, check_subscriber_id
@@ -28,7 +28,8 @@ def add_subscriber(ctx: RunContext, subscriber_id: str, *, email: str, name: str
 
 def edit_subscriber(ctx: RunContext, subscriber_id: str, edit: Edit, *,
                     expected_version: str | None = None) -> Subscriber:
-    return ctx.subscribers.update(subscriber_id, edit.apply, expected_version=expected_version)
+    default = ctx.subscribers.default_schedule
+    return ctx.subscribers.update(subscriber_id, lambda s: edit.apply(s, default), expected_version=expected_version)
 
 
 def set_status(ctx: RunContext, subscriber_id: str, status: SubscriberStatus, *,
@@ -57,16 +58,38 @@ def record_vote(ctx: RunContext, subscriber_id: str, paper_id: int, direction: s
 
 
 @dataclass(frozen=True, slots=True)
+class LikedPaper:
+    """A `liked` entry and the stored paper it names, matched as the ranker matches it (None: none yet)."""
+
+    title: str
+    paper: Paper | None
+
+
+def liked_papers(ctx: RunContext, titles: tuple[str, ...]) -> tuple[LikedPaper, ...]:
+    # An unmatched title still counts for ranking, as text; a later page may bring its paper.
+    return tuple(LikedPaper(title, ctx.store.papers.find_by_title(title)) for title in titles)
+
+
+def like_paper(ctx: RunContext, subscriber_id: str, title: str) -> LikedPaper:
+    """Add a liked paper by title (as typed, like `edit --like`); which stored paper it names, if any."""
+    edit_subscriber(ctx, subscriber_id, Edit(like=(title,)))
+    (liked,) = liked_papers(ctx, (clean(title),))
+    return liked
+
+
+@dataclass(frozen=True, slots=True)
 class SubscriberDetails:
     subscriber: Subscriber
     version: str
     digests: tuple[DigestSummary, ...]
     votes: tuple[Vote, ...]
+    liked: tuple[LikedPaper, ...] = ()
 
 
 def subscriber_details(ctx: RunContext, subscriber_id: str, *, digests: int = 5) -> SubscriberDetails:
-    """Profile, status, the last digests and the votes of one subscriber."""
+    """Profile, status, the last digests, the votes and the liked papers (with their matches) of one subscriber."""
     current = ctx.subscribers.read(subscriber_id)
     return SubscriberDetails(current.subscriber, current.version,
                              tuple(ctx.store.ledger.recent_digests(subscriber_id, digests)),
-                             tuple(ctx.store.votes.for_subscriber(subscriber_id)))
+                             tuple(ctx.store.votes.for_subscriber(subscriber_id)),
+                             liked_papers(ctx, current.subscriber.liked))

@@ -181,9 +181,14 @@ class Composed:
     links: SubscriberLinks
 
 
-def compose(ctx: RunContext, digest: Digest) -> Composed:
+def compose(ctx: RunContext, digest: Digest, *, sent: bool = True) -> Composed:
+    """The rendered email and its links; `sent=False` (a preview) leaves out "View in browser".
+
+    That link opens the stored copy of a sent email; a preview is never stored, so
+    the link would lead to "Email not found".
+    """
     message_id = new_message_id(ctx.sender.address)
-    links = ctx.signer.links_for(digest.subscriber.id, message_id=message_id,
+    links = ctx.signer.links_for(digest.subscriber.id, message_id=message_id if sent else None,
                                  paper_ids=[s.paper.id for s in digest.papers])
     return Composed(ctx.renderer.render(digest, links), message_id, links)
 
@@ -408,8 +413,8 @@ def preview(config: Config, subscriber_id: str, out_dir: Path, now: datetime) ->
         subscriber = ctx.subscribers.get(subscriber_id)
         # Any status: a paused subscriber may want to see what resuming would bring.
         (digest,) = plan_digests(ctx.store, ctx.make_ranker, ctx.policy, [subscriber], now)
-        composed = compose(ctx, digest)
-        message = wire_bytes(ctx, digest, composed)  # exactly as sent
+        composed = compose(ctx, digest, sent=False)
+        message = wire_bytes(ctx, digest, composed)  # as sent, less the "View in browser" link
     files = PreviewFiles(out_dir / f"{subscriber.id}.html", out_dir / f"{subscriber.id}.txt",
                          out_dir / f"{subscriber.id}.eml", len(digest.papers), digest.candidate_count)
     out_dir.mkdir(parents=True, exist_ok=True)

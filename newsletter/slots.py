@@ -62,6 +62,20 @@ def next_slot(schedule: Schedule, moment: datetime) -> Slot:
     return min(s for s in _around(schedule, moment) if s.at > moment)
 
 
+def describe_next(schedule: Schedule, moment: datetime) -> str:
+    """The next slot after `moment` for people: "Wed 02 Dec 2026, 07:30 Europe/Berlin (06:30 UTC)".
+
+    The UTC time names its day when that differs from the local one; a UTC schedule shows it once.
+    """
+    slot = next_slot(schedule, moment)
+    local = slot.local(schedule.timezone)
+    shown = f"{local:%a %d %b %Y, %H:%M} {schedule.timezone}"
+    if local.utcoffset() == timedelta(0) and schedule.timezone in ("UTC", "Etc/UTC"):
+        return shown  # "(07:00 UTC)" again would say nothing
+    utc = f"{slot.at:%H:%M} UTC" if slot.at.date() == local.date() else f"{slot.at:%a %d %b, %H:%M} UTC"
+    return f"{shown} ({utc})"
+
+
 def _around(schedule: Schedule, moment: datetime) -> list[Slot]:
     if moment.tzinfo is None:
         raise ValueError("moments must be timezone-aware")

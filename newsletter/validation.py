@@ -265,6 +265,11 @@ def describe_validation_error(path: Path, exc: ValidationError, model: type[Base
     return "\n".join(lines)
 
 
+def explain_error(err: Any, model: type[BaseModel]) -> str:
+    """One pydantic error as the problem and its fix, worded as for a file (without the file and key)."""
+    return _explain(err, model)
+
+
 def _key_of(loc: tuple[Any, ...]) -> str:
     # A hostile key (a huge or multi-line string) must not flood the message either.
     return ".".join(shorten(str(part), 40) for part in loc) or "(top level)"
@@ -377,6 +382,11 @@ def check_timezone(value: str) -> str:
     close = difflib.get_close_matches(str(value), sorted(_zone_names()), n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else '; use an IANA name such as "Europe/Berlin" or "UTC"'
     raise ValueError(f"{quoted(value, 60)} is not a time zone{hint}")
+
+
+def time_zone_names() -> list[str]:
+    """Every IANA zone name `check_timezone` accepts, sorted (for a form's select)."""
+    return sorted(_zone_names())
 
 
 @cache

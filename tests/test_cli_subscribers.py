@@ -62,6 +62,12 @@ def test_add_creates_a_file_that_loads_and_refuses_a_taken_id(project):
         (["edit", "alice", "--remove-topic", "astrology"], "alice has no topic 'astrology'"),
         (["edit", "alice"], "nothing to change"),
         (["edit", "nobody", "--add-topic", "x"], "no subscriber 'nobody'"),
+        (["edit", "alice", "--timezone", "Europe/Berln"],
+         "alice: schedule.timezone: 'Europe/Berln' is not a time zone; did you mean 'Europe/Berlin'?"),
+        (["edit", "alice", "--time", "7.30"], 'alice: schedule.time: must look like "07:30"'),
+        (["edit", "alice", "--frequency", "hourly"], "schedule.frequency: must be one of 'daily', 'weekdays' or"),
+        (["edit", "alice", "--day", "tue"], "schedule.day: `day` only applies to frequency: weekly"),
+        (["edit", "alice", "--default-schedule", "--time", "08:00"], "cannot be combined"),
     ],
 )
 def test_an_invalid_edit_is_one_error_line_and_changes_nothing(project, args, problem):
@@ -189,3 +195,50 @@ def test_on_a_terminal_progress_is_one_line_rewritten_in_place(project):
     assert process.returncode == 0
     assert b"\rpages: 1\rpages: 2\rpages: 3\r\x1b[K" in terminal
     assert out.decode().startswith("3 pages: 3 ingested")  # stdout (not a terminal here) gets the summary only
+
+
+def test_edit_sets_the_schedule_key_by_key_and_show_prints_it_with_the_next_send(project):
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    path = project / "subscribers" / "alice.yaml"
+    shown = run(project, "show", "alice")
+    assert "  schedule:   daily at 07:00 UTC (the default)\n" in shown.output
+    result = run(project, "edit", "alice", "--frequency", "weekly", "--day", "tue", "--time", "21:15",
+                 "--timezone", "America/Sao_Paulo")
+    assert result.exit_code == 0, result.output
+    assert "schedule: every tue at 21:15 America/Sao_Paulo; next digest Tue " in result.output
+    text = path.read_text()
+    assert "schedule:\n  frequency: weekly\n  day: tue\n  time: \"21:15\"\n  timezone: America/Sao_Paulo\n" in text
+    assert "  # Deliberate small typo" in text
+    # One key at a time: the others stay.
+    assert run(project, "edit", "alice", "--time", "06:05").exit_code == 0
+    before = datetime.now(UTC)
+    shown_json = json.loads(run(project, "show", "alice", "--json").output)
+    assert shown_json["schedule"] == {"frequency": "weekly", "day": "tue", "time": "06:05",
+                                      "timezone": "America/Sao_Paulo", "default": False}
+    local = datetime.fromisoformat(shown_json["next_send"]).astimezone(ZoneInfo("America/Sao_Paulo"))
+    assert (local.strftime("%a %H:%M"), before < local <= before + timedelta(days=7)) == ("Tue 06:05", True)
+    text_show = run(project, "show", "alice").output
+    assert "  schedule:   every tue at 06:05 America/Sao_Paulo\n" in text_show
+    assert f"  next send:  {local:%a %d %b %Y, %H:%M} America/Sao_Paulo (" in text_show
+    # Leaving weekly drops the day; --default-schedule drops the whole block.
+    assert run(project, "edit", "alice", "--frequency", "weekdays").exit_code == 0
+    assert "day:" not in path.read_text() and "frequency: weekdays" in path.read_text()
+    assert run(project, "edit", "alice", "--default-schedule").exit_code == 0
+    assert "schedule" not in path.read_text()
+    assert "(the default)" in run(project, "show", "alice").output
+    run(project, "pause", "alice")
+    assert "  next send:  none while paused" in run(project, "show", "alice").output
+
+
+def test_like_says_which_stored_paper_a_title_names(project):
+    CliRunner().invoke(main, ["--config", str(project / "config.yaml"), "ingest"])
+    result = run(project, "edit", "bob", "--like", "message passing equivariant learned bond orders molecular "
+                 "property prediction", "--like", "Llamas On Mars")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("liked 'message passing equivariant") and "matches paper " in line
+               and line.endswith(": Equivariant Message Passing with Learned Bond Orders for Molecular Property "
+                                 "Prediction") for line in lines)
+    assert "liked 'Llamas On Mars': no stored paper matches it yet; its words still count" in lines

@@ -12,7 +12,7 @@ import pytest
 from newsletter.config import config_from_mapping
 from newsletter.errors import ConfigError, ProfileError
 from newsletter.models import Schedule
-from newsletter.slots import Slot, current_slot, next_slot, slot_on
+from newsletter.slots import Slot, current_slot, describe_next, next_slot, slot_on
 from newsletter.subscribers import FileSubscribers, load_subscriber_file
 
 GOOD = "email: ada@example.org\ntopics: [graph neural networks]\n"
@@ -150,3 +150,13 @@ def test_fall_back_0130_goes_out_once_at_its_first_occurrence():
 def test_moments_must_be_timezone_aware():
     with pytest.raises(ValueError, match="timezone-aware"):
         next_slot(Schedule(), datetime(2026, 3, 12, 7, 0))
+
+
+def test_describe_next_gives_local_time_and_utc_naming_the_utc_day_when_it_differs():
+    moment = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    assert describe_next(Schedule("daily", time(7, 30), "Europe/Berlin"), moment) == \
+        "Wed 02 Dec 2026, 07:30 Europe/Berlin (06:30 UTC)"
+    assert describe_next(Schedule("weekly", time(0, 30), "Asia/Tokyo", day=3), moment) == \
+        "Thu 03 Dec 2026, 00:30 Asia/Tokyo (Wed 02 Dec, 15:30 UTC)"
+    assert describe_next(Schedule("weekdays", time(7, 0), "UTC"), datetime(2026, 12, 4, 8, tzinfo=UTC)) == \
+        "Mon 07 Dec 2026, 07:00 UTC"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html
 import logging
 import re
 import shutil
@@ -17,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
+from builders import write_page
 from web_server import bind, running
 
 from helpers import REPO, SAMPLE_PAGES, at
@@ -329,3 +332,168 @@ def test_the_log_names_the_route_but_never_a_token(site, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "newsletter.web"]
     assert "GET /preferences/<token> 200" in " ".join(lines)
     assert all(token[:20] not in line for line in lines)
+
+
+def test_the_schedule_is_shown_with_a_select_of_every_zone_and_the_next_send(site):
+    page = site.client.get(site.manage("alice")).text
+    assert '<label for="timezone">Time zone</label>' in page and '<label for="frequency">How often</label>' in page
+    zones = re.findall(r"<option(?: selected)?>([^<]+)</option>", page)
+    assert zones == sorted(zones) and {"Europe/Berlin", "America/New_York", "UTC"} <= set(zones)
+    assert "<option selected>UTC</option>" in page  # alice follows config's default: daily, 07:00 UTC
+    assert 'value="07:00"' in page
+    # NOW is 2026-11-20 08:00 UTC (a Friday): today's 07:00 has passed.
+    assert "Your next digest: <strong>Sat 21 Nov 2026, 07:00 UTC</strong>" in page
+
+
+def test_saving_a_schedule_writes_it_round_trip_and_the_default_drops_out_again(site):
+    response = save_form(site, "alice", frequency="weekly", day="wed", time="18:45", timezone="Asia/Kolkata")
+    assert response.status_code == 303
+    saved = FileSubscribers(site.config.subscribers_dir).get("alice")
+    assert saved.schedule.describe() == "every wed at 18:45 Asia/Kolkata"
+    text = site.file("alice").read_text()
+    assert "schedule:\n  frequency: weekly\n  day: wed\n  time: \"18:45\"\n  timezone: Asia/Kolkata\n" in text
+    assert yaml.safe_load(text)["schedule"]["time"] == "18:45"  # quoted: a YAML 1.1 reader gets no 1125
+    assert text.startswith("# Subscriber profile.")
+    page = site.client.get(response.headers["location"]).text
+    assert "<option selected>Asia/Kolkata</option>" in page and '<option value="wed" selected>' in page
+    # Wednesday 25 Nov, 18:45 in Kolkata is 13:15 UTC.
+    assert "Your next digest: <strong>Wed 25 Nov 2026, 18:45 Asia/Kolkata (13:15 UTC)</strong>" in page
+    # Weekdays ignore the day select, which always sends a value.
+    assert save_form(site, "alice", frequency="weekdays", day="sun", time="06:00",
+                     timezone="Asia/Kolkata").status_code == 303
+    assert FileSubscribers(site.config.subscribers_dir).get("alice").schedule.describe() == \
+        "on weekdays at 06:00 Asia/Kolkata"
+    assert "day:" not in site.file("alice").read_text()
+    # Back to config's default (daily, 07:00, UTC): the schedule leaves the file.
+    assert save_form(site, "alice", frequency="daily", day="mon", time="07:00", timezone="UTC").status_code == 303
+    assert "schedule" not in site.file("alice").read_text()
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "problem"),
+    [
+        ({"time": "7.30"}, "time", 'must look like "07:30"'),
+        ({"time": "25:00"}, "time", 'must look like "07:30"'),
+        ({"timezone": "Europe/Berln"}, "timezone", "'Europe/Berln' is not a time zone; did you mean 'Europe/Berlin'?"),
+        ({"frequency": "hourly"}, "frequency", "must be one of 'daily', 'weekdays' or 'weekly'"),
+        ({"frequency": "weekly", "day": "someday"}, "day", "must be one of 'mon'"),
+    ],
+)
+def test_an_invalid_schedule_is_shown_next_to_its_field_and_nothing_is_saved(site, fields, field, problem):
+    before = site.file("alice").read_text()
+    response = save_form(site, "alice", **fields)
+    assert response.status_code == 422
+    error = re.search(rf'<p class="error" id="{field}-error">([^<]+)</p>', response.text)
+    assert error and problem in error.group(1).replace("&#39;", "'").replace("&#34;", '"')
+    assert site.file("alice").read_text() == before
+    typed = next(iter(fields.values())) if field != "day" else fields["day"]
+    assert typed in response.text  # what was typed is shown back
+
+
+def post_action(site: Site, sid: str, **fields: str) -> httpx.Response:
+    page = site.client.get(site.manage(sid)).text
+    return site.client.post(site.manage(sid), data={**csrf_and_version(page), **fields})
+
+
+def liked_items(page: str) -> list[str]:
+    section = page.split('id="liked"', 1)[1].split("</section>", 1)[0]
+    return [html.unescape(t) for t in re.findall(r'<span class="liked-title">([^<]+)</span>', section)]
+
+
+def test_liked_papers_are_listed_with_the_stored_paper_each_names(site):
+    page = site.client.get(site.manage("alice")).text
+    typo = "Equivariant Message Passing with Learned Bond Orders for Molecular Propery Prediction"
+    assert liked_items(page) == [typo]
+    # The typo still names the stored paper: the page says which one.
+    assert "(matches “Equivariant Message Passing with Learned Bond Orders for Molecular Property Prediction”)" \
+        in page
+    assert '<label for="like">Add a paper you liked</label>' in page
+
+
+def test_a_liked_paper_is_added_by_title_matched_loosely_and_removed_keeping_the_comments(site):
+    with open_store(site.config.store_url) as store:
+        stored = [p.title for p in store.papers.get()]
+    wanted = next(t for t in stored if len(t.split()) > 5 and "Equivariant" not in t)
+    words = wanted.split()
+    reordered = " ".join(words[1:] + words[:1]).lower()  # typed from memory: another order, no capitals
+    response = post_action(site, "alice", action="like", like=f"  {reordered} ")
+    assert response.status_code == 303 and response.headers["location"].endswith("?saved=liked#status")
+    assert FileSubscribers(site.config.subscribers_dir).get("alice").liked[-1] == reordered
+    page = site.client.get(response.headers["location"]).text
+    assert "The paper is added to the ones you liked." in page
+    assert html.escape(f"(matches “{wanted}”)", quote=False) in page
+    post_action(site, "alice", action="like", like="A Paper Nobody Has Stored About Llamas On Mars")
+    page = site.client.get(site.manage("alice")).text
+    assert "(no stored paper matches this title yet; its words still count)" in page
+    typo = "Equivariant Message Passing with Learned Bond Orders for Molecular Propery Prediction"
+    removed = post_action(site, "alice", action="unlike", title=typo)
+    assert removed.status_code == 303 and removed.headers["location"].endswith("?saved=unliked#status")
+    assert liked_items(site.client.get(site.manage("alice")).text) == [
+        reordered, "A Paper Nobody Has Stored About Llamas On Mars"]
+    text = site.file("alice").read_text()
+    assert text.startswith("# Subscriber profile.") and typo not in text
+    # Removing it again (from a page opened before) changes nothing and says why.
+    again = post_action(site, "alice", action="unlike", title=typo)
+    assert again.status_code == 422 and "Nothing changed: alice has no liked paper" in html.unescape(again.text)
+
+
+def test_a_paper_stored_after_the_app_started_is_matched_too(site):
+    site.client.get(site.manage("alice"))  # the app has looked titles up once already
+    title = "Sparse Attention Circuits for Quantum Protein Folding Benchmarks"
+    write_page(site.config.inbox, "2026-11-20.txt", "Nov 20", [(title, "We fold proteins with circuits.")])
+    pipeline.ingest_pages(site.config, NOW)  # another process, as the daemon would be
+    assert post_action(site, "alice", action="like", like=title.lower()).status_code == 303
+    page = site.client.get(site.manage("alice")).text
+    assert title.lower() in liked_items(page) and f"(matches “{title}”)" in page
+
+
+@pytest.mark.parametrize(
+    ("typed", "problem"),
+    [("   ", "type the title of a paper you liked"), ("t" * 501, "a title is at most 500 characters")],
+)
+def test_an_unusable_liked_title_is_refused_next_to_the_field(site, typed, problem):
+    before = site.file("alice").read_text()
+    response = post_action(site, "alice", action="like", like=typed)
+    assert response.status_code == 422
+    error = re.search(r'<p class="error" id="like-error">([^<]+)</p>', response.text)
+    assert error and problem in error.group(1)
+    assert site.file("alice").read_text() == before
+
+
+def test_liking_and_unliking_need_the_pages_csrf_token(site):
+    before = site.file("alice").read_text()
+    for fields in ({"action": "like", "like": "Anything"}, {"action": "unlike", "title": "anything"}):
+        assert site.client.post(site.manage("alice"), data=fields).status_code == 400
+    assert site.file("alice").read_text() == before
+
+
+def test_a_liked_paper_beyond_the_files_limit_is_refused_by_the_files_rule(site):
+    entries = "".join(f"  - Liked paper number {i}\n" for i in range(100))
+    site.file("dora").write_text(f"email: dora@example.org\ntopics: [x]\nliked:\n{entries}")
+    before = site.file("dora").read_text()
+    response = post_action(site, "dora", action="like", like="One more paper")
+    assert response.status_code == 422
+    error = re.search(r'<p class="error" id="like-error">([^<]+)</p>', response.text)
+    assert error and error.group(1).startswith("Add a paper: liked: must hold at most 100 entries")
+    assert site.file("dora").read_text() == before
+
+
+def test_previews_carry_no_view_in_browser_link_that_would_lead_nowhere(site, tmp_path):
+    # A preview is never sent, so there is no stored email for "View in browser" to open.
+    framed = site.client.get("/preview/alice/html").text
+    shown = html.unescape(site.client.get("/preview/alice").text)
+    for body in (framed, shown):
+        assert "/view/" not in body and "View in browser" not in body
+    assert "/vote/" in framed and "/preferences/" in framed  # the other links still work from a preview
+    assert "Message-ID: <" in shown  # the headers are still those of a real message
+    files = pipeline.preview(site.config, "alice", tmp_path / "preview", NOW)
+    for path in (files.html, files.text, files.eml):
+        assert b"/view/" not in path.read_bytes() and b"View in browser" not in path.read_bytes()
+    # What is sent keeps the link, and it opens.
+    pipeline.run_digests(site.config, NOW)
+    outbox = site.config.resolve(site.config.settings.delivery.outbox)
+    sent = next(p for p in outbox.iterdir() if p.suffix == ".eml" and "alice@" in p.read_text(errors="replace"))
+    message = email.message_from_bytes(sent.read_bytes(), policy=email.policy.default)
+    text_part = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    view = re.search(r"View in browser: (\S+)", text_part).group(1)  # type: ignore[union-attr]
+    assert httpx.get(view).status_code == 200

@@ -223,14 +223,15 @@ def test_the_page_is_labelled_keyboard_ordered_and_readable(live, chromium):
     for scheme in ("light", "dark"):
         page = chromium.new_page(color_scheme=scheme)
         page.goto(manage)
-        unlabelled = page.evaluate("""() => [...document.querySelectorAll('textarea, input:not([type=hidden])')]
+        unlabelled = page.evaluate("""() => [...document.querySelectorAll('textarea, select, input:not([type=hidden])')]
                                         .filter(el => el.labels.length === 0).map(el => el.name)""")
         assert unlabelled == []
         order = []
-        for _ in range(6):
+        for _ in range(9):
             page.keyboard.press("Tab")
             order.append(page.evaluate("document.activeElement.id || document.activeElement.textContent.trim()"))
-        assert order[:5] == ["Skip to the content", "topics", "exclude", "max_papers", "Save preferences"]
+        assert order == ["Skip to the content", "topics", "exclude", "max_papers", "frequency", "day", "time",
+                         "timezone", "Save preferences"]
         ratio = page.evaluate("""() => {
             const rgb = s => s.match(/\\d+/g).slice(0, 3).map(Number).map(v => v / 255)
                 .map(c => c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
@@ -286,4 +287,26 @@ def test_a_vote_link_inside_the_next_digest_frame_opens_in_the_whole_window(live
     with open_store(live.config.store_url) as store:
         (vote,) = store.votes.for_subscriber("bob")
     assert vote.direction == "more"
+    page.close()
+
+
+def test_the_time_zone_select_is_labelled_and_a_changed_schedule_is_saved(live, chromium):
+    with pipeline.open_context(live.config) as ctx:
+        manage = ctx.signer.links_for("carol").manage
+    page = chromium.new_page(java_script_enabled=False)  # the form needs no script
+    page.goto(manage)
+    zone = page.get_by_label("Time zone")  # found through its <label>: what a screen reader announces
+    assert zone.evaluate("el => el.tagName") == "SELECT"
+    assert zone.input_value() == "UTC"
+    zone.select_option("America/Sao_Paulo")
+    page.get_by_label("How often").select_option("weekly")
+    page.get_by_label("Day of the week").select_option("tue")
+    page.get_by_label("Send time").fill("21:15")
+    page.get_by_role("button", name="Save preferences").click()
+    page.wait_for_url(re.compile(r"saved=preferences"))
+    assert live.subscribers().get("carol").schedule.describe() == "every tue at 21:15 America/Sao_Paulo"
+    assert page.get_by_label("Time zone").input_value() == "America/Sao_Paulo"
+    # SECOND_RUN is Sat 21 Nov 2026 08:00 UTC; Tue 24 Nov 21:15 in São Paulo (UTC-3) is Wed 00:15 UTC.
+    assert page.locator("#next-send").inner_text() == \
+        "Your next digest: Tue 24 Nov 2026, 21:15 America/Sao_Paulo (Wed 25 Nov, 00:15 UTC)."
     page.close()

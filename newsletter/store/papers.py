@@ -43,6 +43,7 @@ class PaperStore:
         self._keys = TitleIndex()  # every stored title key, by paper id
         self._keys_through = 0  # the highest paper id loaded into _keys
         self._loose: TitleIndex | None = None  # titles for people's `liked` entries, built on first need
+        self._loose_through = 0  # the highest paper id in _loose
 
     # -- ingest ---------------------------------------------------------------------------
 
@@ -168,10 +169,13 @@ class PaperStore:
 
     def find_by_title(self, title: str) -> Paper | None:
         """The stored paper a title typed by a person (maybe misspelt or reordered) names, if any."""
-        if self._loose is None:
+        # A long-running process (the web app, the daemon) must also find papers another process stored since.
+        newest = self.max_id()
+        if self._loose is None or self._loose_through != newest:
             with self._db.read() as conn:
                 rows = conn.execute(select(papers.c.title, papers.c.id).order_by(papers.c.id))
                 self._loose = TitleIndex((title, ident) for title, ident in rows)
+            self._loose_through = newest
         paper_id = self._loose.find_loose(title)
         found = self.get([paper_id]) if paper_id is not None else []
         return found[0] if found else None

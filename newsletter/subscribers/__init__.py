@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import ProfileError, UnknownSubscriber
-from ..models import Subscriber, SubscriberStatus
+from ..models import Schedule, Subscriber, SubscriberStatus
 from ..text import quoted
 
 # No dots: an id never spells `..`, a hidden file or a second extension, so it is safe in any path.
@@ -60,6 +60,9 @@ class SubscriberRepository(Protocol):
     saved subscriber always loads back equal. A missing store of subscribers is a
     ConfigError from any method.
     """
+
+    # config.yaml's `schedule`: what a subscriber without one of their own follows (and is never written).
+    default_schedule: Schedule
 
     @property
     def location(self) -> str:

@@ -17,7 +17,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,6 +33,7 @@ from ..validation import (
     check_email,
     check_timezone,
     describe_validation_error,
+    explain_error,
     parse_yaml_mapping,
     read_yaml_text,
 )
@@ -312,6 +313,37 @@ def field_errors(subscriber: Subscriber) -> dict[str, str]:
     return errors
 
 
+# The schedule's keys in the order forms show them and errors are reported.
+SCHEDULE_FIELDS = ("frequency", "day", "time", "timezone")
+
+
+def check_schedule(fields: Mapping[str, str], default: Schedule) -> tuple[Schedule | None, dict[str, str]]:
+    """A schedule typed into a form or given as CLI options, checked by the file's own rules (ScheduleFile).
+
+    `fields` holds text for some of SCHEDULE_FIELDS (leave `day` out unless weekly);
+    the rest fall back to `default`. Returns the schedule and no errors, or None and
+    {field: problem} worded as for a file, e.g. "'Europe/Berln' is not a time zone;
+    did you mean 'Europe/Berlin'?".
+    """
+    try:
+        parsed = ScheduleFile.model_validate({key: value for key, value in fields.items() if key in SCHEDULE_FIELDS})
+    except ValidationError as exc:
+        errors: dict[str, str] = {}
+        for err in exc.errors():
+            # The one rule about two keys (`day` only for weekly) is reported on `day`.
+            name = str(err["loc"][0]) if err["loc"] else "day"
+            errors.setdefault(name, explain_error(err, ScheduleFile))
+        return None, errors
+    return parsed.resolve(default), {}
+
+
+def schedule_fields(schedule: Schedule) -> dict[str, str]:
+    """A schedule as a file (or a form) spells it; `day` only for a weekly one."""
+    data = {"frequency": schedule.frequency, "time": schedule.time.isoformat(timespec="seconds").removesuffix(":00"),
+            "timezone": schedule.timezone}
+    return data | ({"day": WEEKDAYS[schedule.day]} if schedule.frequency == "weekly" else {})
+
+
 def fingerprint(text: str) -> str:
     """A file's version for compare-and-swap: the SHA-256 of its text (ABSENT for no file)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -338,7 +370,7 @@ def _file_data(path: Path, subscriber: Subscriber, default_schedule: Schedule) -
         "exclude": list(subscriber.exclude), "liked": list(subscriber.liked),
         "max_papers": subscriber.max_papers, "status": subscriber.status,
         # Only a schedule of their own: one that follows config.yaml keeps following it.
-        "schedule": _schedule_data(subscriber.schedule) if subscriber.schedule != default_schedule else None,
+        "schedule": schedule_fields(subscriber.schedule) if subscriber.schedule != default_schedule else None,
     }
     try:
         parsed = SubscriberFile.model_validate(raw)
@@ -348,12 +380,6 @@ def _file_data(path: Path, subscriber: Subscriber, default_schedule: Schedule) -
     if values["schedule"] is not None:
         values["schedule"] = {key: value for key, value in values["schedule"].items() if value is not None}
     return {key: values[key] for key in FIELDS}
-
-
-def _schedule_data(schedule: Schedule) -> dict[str, str]:
-    data = {"frequency": schedule.frequency, "time": schedule.time.isoformat(timespec="seconds").removesuffix(":00"),
-            "timezone": schedule.timezone}
-    return data | ({"day": WEEKDAYS[schedule.day]} if schedule.frequency == "weekly" else {})
 
 
 def _write(path: Path, current: str | None, subscriber: Subscriber, default_schedule: Schedule) -> Subscriber:

@@ -15,11 +15,14 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 # Longer than any line we write, so a long title is never folded onto two lines.
 LINE_WIDTH = 4096
 
 
+# Digits and colons (a send time): YAML 1.1 reads these as base-60 numbers unless quoted.
+_CLOCK_LIKE = re.compile(r"\d+(?::\d+)+")
 # A block list item under a top-level key: "  - item" (the dash indented) or "- item".
 _LIST_ITEM = re.compile(r"^[^\s#][^\n]*:[ \t]*(?:#[^\n]*)?\n(?:[ \t]*#[^\n]*\n)*( *)- ", re.MULTILINE)
 
@@ -93,6 +96,11 @@ def _fresh(value: Any) -> Any:
     if isinstance(value, list):
         seq = CommentedSeq(value)
         return seq
+    if isinstance(value, dict):
+        return CommentedMap((key, _fresh(item)) for key, item in value.items())
+    if isinstance(value, str) and _CLOCK_LIKE.fullmatch(value):
+        # Quoted as the docs write it: a YAML 1.1 reader (PyYAML, many tools) takes a bare 18:45 for 1125.
+        return DoubleQuotedScalarString(value)
     return value
 
 

@@ -24,11 +24,15 @@ from starlette.routing import Route
 
 from ..deliver import serialise
 from ..errors import BadToken, EditConflict, NewsletterError, ProfileError, UnknownSubscriber
-from ..manage import record_vote, set_status, subscriber_details
+from ..manage import edit_subscriber, like_paper, record_vote, set_status, subscriber_details
 from ..models import Digest, ScoredPaper, Subscriber
 from ..pipeline import RunContext, compose, plan, to_message
 from ..planning import plan_digests
-from .forms import read_preferences
+from ..slots import describe_next
+from ..subscribers.edits import Edit, clean
+from ..subscribers.files import MAX_TITLE
+from ..validation import time_zone_names
+from .forms import read_preferences, schedule_values
 from .guard import Guard, RateLimiter, loopback
 
 Clock = Callable[[], datetime]
@@ -124,21 +128,24 @@ class _Web:
 
     def render_preferences(self, token: str, subscriber_id: str, *, saved: str = "", status: int = 200,
                            errors: dict[str, str] | None = None, values: dict[str, str] | None = None,
-                           notice: str = "") -> Response:
+                           notice: str = "", like: str = "") -> Response:
         details = subscriber_details(self.ctx, subscriber_id)
         s = details.subscriber
         shown = values or {"topics": "\n".join(s.topics), "exclude": "\n".join(s.exclude),
-                           "max_papers": str(s.max_papers or "")}
+                           "max_papers": str(s.max_papers or ""), **schedule_values(s.schedule)}
+        default = self.ctx.subscribers.default_schedule
         return self.page("preferences.html.j2", status, s=s, details=details, token=token, values=shown,
                          errors=defaultdict(str, errors or {}), saved=saved[:40], notice=notice,
-                         csrf=self.ctx.signer.csrf_token(s.id), default_max=self.ctx.policy.max_papers)
+                         csrf=self.ctx.signer.csrf_token(s.id), default_max=self.ctx.policy.max_papers,
+                         zones=time_zone_names(), default_schedule=default.describe(), like=like,
+                         next_send=describe_next(s.schedule, self.now()) if s.status == "active" else "")
 
     def apply(self, token: str, subscriber_id: str, form: dict[str, str]) -> Response:
         action = form.get("action", "")
         version = form.get("version") or None
         if action == "save":
             current = self.ctx.subscribers.read(subscriber_id)
-            result = read_preferences(current.subscriber, form)
+            result = read_preferences(current.subscriber, form, self.ctx.subscribers.default_schedule)
             if result.errors:
                 return self.render_preferences(token, subscriber_id, status=422, errors=result.errors,
                                                values=result.values)
@@ -157,14 +164,44 @@ class _Web:
             except UnknownSubscriber:
                 raise
             except ProfileError as exc:  # e.g. resuming a profile with no topic: say what to fix, here
-                problem = str(exc).splitlines()[0].split(": ", 1)[-1].removeprefix("(top level): ")
                 return self.render_preferences(token, subscriber_id, status=422,
-                                               notice=f"Nothing changed: {problem}.")
+                                               notice=f"Nothing changed: {problem_of(exc)}.")
             return self.saved(token, action)
+        if action == "like":
+            return self.like(token, subscriber_id, form.get("like", ""))
+        if action == "unlike":
+            try:
+                edit_subscriber(self.ctx, subscriber_id, Edit(unlike=(form.get("title", ""),)))
+            except UnknownSubscriber:
+                raise
+            except ProfileError as exc:  # already removed elsewhere, or the last entry of a profile without topics
+                return self.render_preferences(token, subscriber_id, status=422,
+                                               notice=f"Nothing changed: {problem_of(exc)}.")
+            return self.saved(token, "unliked")
         if action == "undo-vote" and form.get("paper_id", "").isdigit():
             self.ctx.store.votes.undo(subscriber_id, int(form["paper_id"]))
             return self.saved(token, "vote")
         return self.message("Unknown action", "The form asked for something this page does not do.", 400)
+
+    def like(self, token: str, subscriber_id: str, typed: str) -> Response:
+        """Add a liked paper by title; the list then shows which stored paper the title names."""
+        title = clean(typed)
+        problem = ""
+        if not title:
+            problem = "type the title of a paper you liked"
+        elif len(title) > MAX_TITLE:
+            problem = f"a title is at most {MAX_TITLE} characters"
+        else:
+            try:
+                like_paper(self.ctx, subscriber_id, title)
+            except UnknownSubscriber:
+                raise
+            except ProfileError as exc:  # e.g. a 101st entry: the file's own rule, next to the field
+                problem = problem_of(exc)
+        if problem:
+            return self.render_preferences(token, subscriber_id, status=422, errors={"like": problem},
+                                           values=None, like=typed[:MAX_TITLE + 1])
+        return self.saved(token, "liked")
 
     def saved(self, token: str, what: str) -> Response:
         # Post/redirect/get: reloading the page never sends the form twice.
@@ -286,8 +323,17 @@ class _Web:
     def preview_message(self, subscriber_id: str) -> tuple[bytes, Any]:
         subscriber = self.ctx.subscribers.get(subscriber_id)
         (digest,) = plan_digests(self.ctx.store, self.ctx.make_ranker, self.ctx.policy, [subscriber], self.now())
-        composed = compose(self.ctx, digest)
+        composed = compose(self.ctx, digest, sent=False)  # never sent: no "View in browser" (it would 404)
         return serialise(to_message(self.ctx, digest, composed)), composed.rendered
+
+
+def problem_of(exc: ProfileError) -> str:
+    """A file rule's complaint without the file's path: the person on the page never sees the path."""
+    first = (str(exc).splitlines() or [""])[0]
+    head, colon, rest = first.partition(": ")
+    if colon and head.endswith((".yaml", ".yml")):  # "subscribers/alice.yaml: key: problem"
+        first = rest
+    return first.removeprefix("(top level): ")
 
 
 def framable(body: str) -> HTMLResponse:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from ..models import Subscriber
+from ..models import Schedule, Subscriber
 from ..subscribers.edits import clean
-from ..subscribers.files import MAX_ENTRIES, MAX_PHRASE, field_errors
+from ..subscribers.files import MAX_ENTRIES, MAX_PHRASE, SCHEDULE_FIELDS, check_schedule, field_errors, schedule_fields
 
 # A list field is at most MAX_ENTRIES lines of MAX_PHRASE characters.
 MAX_LIST_FIELD = MAX_ENTRIES * (MAX_PHRASE + 2)
@@ -30,9 +30,20 @@ def lines(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(c for c in (clean(line) for line in text.splitlines()) if c))
 
 
-def read_preferences(current: Subscriber, form: Mapping[str, str]) -> FormResult:
-    """`current` with topics, exclude and max papers from the form, or the errors to show per field."""
+def schedule_values(schedule: Schedule) -> dict[str, str]:
+    """A schedule as the form shows it: every field filled, `day` too (its select always has a value)."""
+    return {"day": "mon"} | schedule_fields(schedule)
+
+
+def read_preferences(current: Subscriber, form: Mapping[str, str], default_schedule: Schedule) -> FormResult:
+    """`current` with topics, exclude, max papers and schedule from the form, or the errors to show per field.
+
+    A schedule field the form leaves out keeps its value; the schedule is checked by
+    the file's rules and, equal to `default_schedule`, is not written to the file.
+    """
     values = {name: form.get(name, "") for name in ("topics", "exclude", "max_papers")}
+    values |= {name: form.get(name, shown)[:MAX_SHORT_FIELD]
+               for name, shown in schedule_values(current.schedule).items()}
     errors: dict[str, str] = {}
     for name in ("topics", "exclude"):
         if len(values[name]) > MAX_LIST_FIELD:
@@ -43,8 +54,12 @@ def read_preferences(current: Subscriber, form: Mapping[str, str]) -> FormResult
         errors["max_papers"] = "must be a whole number from 1 to 100, or empty for the default"
     elif max_text:
         max_papers = int(max_text)
-    if errors:
+    # The day select always sends a value; it counts only for a weekly schedule.
+    typed = {name: values[name] for name in SCHEDULE_FIELDS if name != "day" or values["frequency"] == "weekly"}
+    schedule, schedule_errors = check_schedule(typed, default_schedule)
+    errors |= schedule_errors
+    if errors or schedule is None:
         return FormResult(current, errors, values)
     changed = replace(current, topics=lines(values["topics"]), exclude=lines(values["exclude"]),
-                      max_papers=max_papers)
+                      max_papers=max_papers, schedule=schedule)
     return FormResult(changed, field_errors(changed), values)
