@@ -39,7 +39,7 @@ from .sending import SendPolicy, Sent, send_queued
 from .slots import Slot, current_slot
 from .sources import Folders, IngestReport, PageReport, ingest
 from .sources.http import FetchPolicy, new_client
-from .store import DeliveryRecord, SourceState, Store, open_store
+from .store import DeliveryRecord, Enqueue, SourceState, Store, open_store
 from .subscribers import FileSubscribers, SubscriberRepository
 
 log = logging.getLogger(__name__)
@@ -290,12 +290,14 @@ def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bo
         results += [dry_run_result(ctx, d) for d in digests]
         return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)))
     queued: dict[str, Digest] = {}
-    for digest, (_, slot) in zip(digests, due, strict=True):
-        result, message_id = queue_digest(ctx, digest, slot, now)
-        if message_id is not None:
-            queued[message_id] = digest
-        if result is not None:
-            results.append(result)
+    pending = [(digest, slot) for digest, (_, slot) in zip(digests, due, strict=True)]
+    for start in range(0, len(pending), QUEUE_BATCH):
+        batch = pending[start:start + QUEUE_BATCH]
+        for (digest, _), (result, message_id) in zip(batch, queue_digests(ctx, batch, now), strict=True):
+            if message_id is not None:
+                queued[message_id] = digest
+            if result is not None:
+                results.append(result)
     interrupted = tuple(r for r in ctx.store.ledger.deliveries_in([DeliveryStatus.SENDING])
                         if not only or r.subscriber_id in only)
     withdraw_unwanted(ctx, now)
@@ -376,23 +378,48 @@ def dry_run_result(ctx: RunContext, digest: Digest) -> SubscriberResult:
                             composed.rendered.subject)
 
 
-def queue_digest(ctx: RunContext, digest: Digest, slot: Slot,
-                 now: datetime) -> tuple[SubscriberResult | None, str | None]:
+# Digests stored per transaction: one commit (one fsync) per batch rather than per digest, while
+# the write lock is still let go often enough for the preference centre's writes to get in.
+QUEUE_BATCH = 50
+
+Queued = tuple[SubscriberResult | None, str | None]
+
+
+def queue_digest(ctx: RunContext, digest: Digest, slot: Slot, now: datetime) -> Queued:
     """Store the digest for its slot with its finished message; (a result if nothing is to be sent, its Message-ID)."""
-    sid, count, candidates = digest.subscriber.id, len(digest.papers), digest.candidate_count
-    ledger = ctx.store.ledger
-    if not ctx.policy.wants_email(digest):
-        ledger.enqueue(digest, slot_at=slot.at, message_id=None, message=None, now=now)
-        return nothing_new(digest), None
-    try:
-        composed = compose(ctx, digest)
-        raw = wire_bytes(ctx, digest, composed)
-    except Exception as exc:  # one subscriber's broken digest must not stop the others
-        log.exception("could not build the digest for %s", sid)
-        return SubscriberResult(sid, "error", count, candidates, f"{type(exc).__name__}: {exc}"), None
-    if ledger.enqueue(digest, slot_at=slot.at, message_id=composed.message_id, message=raw, now=now) is None:
-        return SubscriberResult(sid, "already done", detail=f"the digest for {slot.local_date} was made already"), None
-    return None, composed.message_id
+    return queue_digests(ctx, [(digest, slot)], now)[0]
+
+
+def queue_digests(ctx: RunContext, batch: Sequence[tuple[Digest, Slot]], now: datetime) -> list[Queued]:
+    """`queue_digest` for a batch: every message is built first, then all are stored in one transaction."""
+    outcomes: list[Queued] = []
+    entries: list[Enqueue] = []
+    for digest, slot in batch:
+        sid, count, candidates = digest.subscriber.id, len(digest.papers), digest.candidate_count
+        if not ctx.policy.wants_email(digest):
+            entries.append(Enqueue(digest, slot.at))
+            outcomes.append((nothing_new(digest), None))
+            continue
+        try:
+            composed = compose(ctx, digest)
+            raw = wire_bytes(ctx, digest, composed)
+        except Exception as exc:  # one subscriber's broken digest must not stop the others
+            log.exception("could not build the digest for %s", sid)
+            outcomes.append((SubscriberResult(sid, "error", count, candidates, f"{type(exc).__name__}: {exc}"), None))
+            continue
+        entries.append(Enqueue(digest, slot.at, composed.message_id, raw))
+        outcomes.append((None, composed.message_id))
+    ids = iter(ctx.store.ledger.enqueue_many(entries, now))
+    stored: list[Queued] = []
+    for (digest, slot), (result, message_id) in zip(batch, outcomes, strict=True):
+        if result is not None and result.outcome == "error":
+            stored.append((result, None))
+        elif next(ids) is None:
+            stored.append((SubscriberResult(digest.subscriber.id, "already done",
+                                            detail=f"the digest for {slot.local_date} was made already"), None))
+        else:
+            stored.append((result, message_id))
+    return stored
 
 
 # -- preview and listings ---------------------------------------------------------------------------------

@@ -111,20 +111,28 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
             return todo.popleft() if todo and not stopped and not should_stop() else None
 
     def work() -> None:
-        with make_mailer() as mailer:
-            while (taken := take()) is not None:
-                index, item = taken
-                pacer.wait()
-                try:
-                    results[index] = _send_one(store, mailer, policy, now, item)
-                except DeliveryError as exc:
-                    with lock:
-                        first = not stopped
-                        stopped.append(exc)
-                    if first:
-                        log.error("delivery stopped: %s", exc)
-                    results[index] = Sent(item.record.subscriber_id, "not sent", item.record.message_id, str(exc))
-                    return
+        # A message the server accepted is recorded `sent` together with marking the next one
+        # `sending` (one commit, not two), or on the way out: never after anything else was sent.
+        accepted: list[tuple[int, str]] = []
+        try:
+            with make_mailer() as mailer:
+                while (taken := take()) is not None:
+                    index, item = taken
+                    pacer.wait()
+                    try:
+                        results[index] = _send_one(store, mailer, policy, now, item, accepted)
+                    except DeliveryError as exc:
+                        with lock:
+                            first = not stopped
+                            stopped.append(exc)
+                        if first:
+                            log.error("delivery stopped: %s", exc)
+                        results[index] = Sent(item.record.subscriber_id, "not sent", item.record.message_id,
+                                              str(exc))
+                        return
+        finally:
+            for delivery_id, reply in accepted:
+                store.ledger.settle(delivery_id, DeliveryStatus.SENT, reply=reply, now=now())
 
     def guarded() -> None:
         try:
@@ -151,10 +159,12 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
 
 
 def _send_one(store: Store, mailer: Mailer, policy: SendPolicy, now: Callable[[], datetime],
-              item: QueuedMessage) -> Sent:
+              item: QueuedMessage, accepted: list[tuple[int, str]]) -> Sent:
+    """Send one message. `accepted` holds the previous message if the server took it and it is not yet
+    recorded: it is recorded `sent` first, in this message's start; this one takes its place when accepted."""
     ledger, record = store.ledger, item.record
     resent = record.status is DeliveryStatus.SENDING
-    attempt = ledger.start_sending(record.delivery_id, now())
+    attempt = ledger.start_sending(record.delivery_id, now(), settle_sent=accepted.pop() if accepted else None)
     if attempt is None:
         return Sent(record.subscriber_id, "bounced", record.message_id, "withdrawn: the subscriber bounced")
     try:
@@ -164,7 +174,7 @@ def _send_one(store: Store, mailer: Mailer, policy: SendPolicy, now: Callable[[]
         _defer(store, policy, item, attempt, str(exc), now())
         raise
     if result.status == "sent":
-        ledger.settle(record.delivery_id, DeliveryStatus.SENT, reply=result.reply, now=now())
+        accepted.append((record.delivery_id, result.reply))
         log.info("delivered %s to %s (%s)", record.message_id, record.subscriber_id, result.reply)
         return Sent(record.subscriber_id, "sent", record.message_id, result.reply, resent)
     if result.transient:

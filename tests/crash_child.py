@@ -21,6 +21,7 @@ from typing import Any
 from newsletter import pipeline
 from newsletter.config import load_config
 from newsletter.deliver import DeliveryResult, Mailer, mailer_from_config
+from newsletter.store.ledger import Ledger
 
 
 def die() -> None:
@@ -61,18 +62,19 @@ def main() -> None:
     config, now = load_config(sys.argv[1]), datetime.fromisoformat(sys.argv[2])
     queued_limit = limit("KILL_AFTER_QUEUED")
     if queued_limit is not None:
-        real = pipeline.queue_digest
+        # Digests are stored in batches (pipeline.QUEUE_BATCH): die right after the batch that reaches the limit.
+        real = Ledger.enqueue_many
         count = 0
 
-        def queue_then_maybe_die(*args: Any, **kwargs: Any) -> Any:
+        def queue_then_maybe_die(self: Ledger, items: Any, now: datetime) -> Any:
             nonlocal count
-            result = real(*args, **kwargs)
-            count += 1
-            if count == queued_limit:
+            result = real(self, items, now)
+            count += len(items)
+            if count >= queued_limit:
                 die()
             return result
 
-        pipeline.queue_digest = queue_then_maybe_die  # type: ignore[assignment]
+        Ledger.enqueue_many = queue_then_maybe_die  # type: ignore[method-assign]
     report = pipeline.run_digests(config, now, mailer=KillingMailer(mailer_from_config(config)))
     for result in report.results:
         print(result.subscriber_id, result.outcome)

@@ -12,7 +12,7 @@ from helpers import FIXTURE_PAGES, at
 from newsletter.errors import StoreError
 from newsletter.models import DeliveryStatus, Digest, ScoredPaper, Subscriber
 from newsletter.sources.listing import parse_page
-from newsletter.store import SCHEMA_VERSION, ClosedWindow, Store, open_store
+from newsletter.store import SCHEMA_VERSION, ClosedWindow, Enqueue, Store, open_store
 
 S = DeliveryStatus
 ALICE = Subscriber(id="alice", email="alice@example.org", name="Alice", topics=("graphs",))
@@ -190,3 +190,38 @@ def test_a_database_from_before_the_queue_is_migrated_and_old_deliveries_count_a
         queue(store, digest_of(store, [2]))
         assert store.ledger.enqueue(digest_of(store, [3]), slot_at=None, message_id=None, message=None,
                                     now=at("2026-11-23")) is None
+
+
+def test_a_batch_is_stored_in_order_and_a_taken_slot_in_it_writes_nothing_for_that_digest(store):
+    ids = [p.id for p in store.papers.get()]
+    bob = replace(ALICE, id="bob", email="bob@example.org")
+    carol = replace(ALICE, id="carol", email="carol@example.org")
+    queue(store, digest_of(store, ids[:1]))  # alice's slot is taken before the batch
+    stored = store.ledger.enqueue_many([
+        Enqueue(digest_of(store, ids[:2], who=bob), at("2026-11-23", 7), "<b@x>", b"b"),
+        Enqueue(digest_of(store, ids[1:2]), at("2026-11-23", 7), "<a2@x>", b"a"),
+        Enqueue(digest_of(store, [], who=carol), at("2026-11-23", 7)),  # nothing matched: no delivery
+    ], at("2026-11-23"))
+    assert stored[0] is not None and stored[1] is None and stored[2] is not None
+    assert [r.message_id for r in store.ledger.deliveries_for("bob")] == ["<b@x>"]
+    assert [r.message_id for r in store.ledger.deliveries_for("alice")] == ["<1@x>"]
+    assert store.ledger.deliveries_for("carol") == [] and store.ledger.slot_taken("carol", SLOT)
+
+
+def test_a_batch_with_a_bad_entry_stores_none_of_it(store):
+    ids = [p.id for p in store.papers.get()]
+    with pytest.raises(ValueError, match="both its Message-ID and its bytes"):
+        store.ledger.enqueue_many([Enqueue(digest_of(store, ids), None, "<1@x>", b"x"),
+                                   Enqueue(digest_of(store, ids, end="2026-11-24"), None, "<2@x>", None)],
+                                  at("2026-11-23"))
+    assert store.ledger.deliveries_for("alice") == [] and not store.ledger.slot_taken("alice", SLOT)
+
+
+def test_starting_the_next_send_records_the_previous_one_sent_in_the_same_step(store):
+    ids = [p.id for p in store.papers.get()]
+    first = queue(store, digest_of(store, ids[:1], slot=date(2026, 11, 22)), "<1@x>")
+    second = queue(store, digest_of(store, ids[1:2]), "<2@x>")
+    store.ledger.start_sending(first, at("2026-11-23"))
+    assert store.ledger.start_sending(second, at("2026-11-23"), settle_sent=(first, "250 OK")) == 1
+    statuses = {r.message_id: (r.status, r.reply) for r in store.ledger.deliveries_for("alice")}
+    assert statuses == {"<1@x>": (S.SENT, "250 OK"), "<2@x>": (S.SENDING, "")}

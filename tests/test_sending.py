@@ -11,6 +11,7 @@ from typing import Any
 from helpers import REPO, SAMPLE_PAGES, at
 from newsletter import pipeline
 from newsletter.config import Config, config_from_mapping
+from newsletter.deliver import mailer_from_config
 from newsletter.models import DeliveryStatus
 from newsletter.sending import FIRST_RETRY, LONGEST_RETRY, Pacer, retry_delay, send_queued
 from newsletter.store import open_store
@@ -206,3 +207,39 @@ def test_a_bounce_withdraws_the_rest_of_the_subscribers_batch_and_the_run_goes_o
     assert bob[1].detail == "withdrawn: the subscriber bounced"
     assert report.count("sent") == 4  # alice's and carol's two each
     assert not any("bob@example.org" in m.rcpt_tos for m in sink.messages)
+
+
+class LedgerWatchingMailer:
+    """A real SMTP mailer that, as each message is handed over, notes what the ledger says of every delivery."""
+
+    def __init__(self, inner: Any, config: Config) -> None:
+        self.inner, self.config = inner, config
+        self.seen: list[dict[str, DeliveryStatus]] = []
+
+    def __enter__(self) -> LedgerWatchingMailer:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.__exit__(*exc)
+
+    def send(self, message: Any) -> Any:
+        with open_store(self.config.store_path) as store:  # a second connection, as another process would see it
+            self.seen.append({r.message_id: r.status for r in store.ledger.deliveries_in(list(DeliveryStatus))})
+        return self.inner.send(message)
+
+
+def test_each_message_is_recorded_sent_before_the_next_one_goes_out(tmp_path, smtp_sink):
+    sink = smtp_sink()
+    config = project(tmp_path, smtp_of(sink))
+    pipeline.ingest_pages(config, T_INGEST)
+    mailer = LedgerWatchingMailer(mailer_from_config(config), config)
+    report = pipeline.run_digests(config, T, mailer=mailer)
+    assert set(outcomes(report).values()) == {"sent"} and len(sink.messages) == 3
+    order = [str(m.message["Message-ID"]) for m in sink.messages]
+    for n, seen in enumerate(mailer.seen):
+        # Everything already on the wire is `sent`, the one being handed over is `sending`, the rest wait.
+        states = [DeliveryStatus.SENT] * n + [DeliveryStatus.SENDING] + [DeliveryStatus.QUEUED] * (2 - n)
+        assert seen == dict(zip(order, states, strict=True))
+    with open_store(config.store_path) as store:  # the last one is recorded on the way out
+        assert {r.status for r in store.ledger.deliveries_in(list(DeliveryStatus))} == {DeliveryStatus.SENT}

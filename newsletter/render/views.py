@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from urllib.parse import quote, urlsplit
 
 from ..models import Link, ScoredPaper
@@ -87,6 +88,13 @@ def link_views(links: tuple[Link, ...]) -> tuple[LinkView, ...]:
     return tuple(views)
 
 
+@lru_cache(maxsize=4096)
+def short_abstract(abstract: str) -> str:
+    """The abstract as the digest shows it. Memoised: one run shows the same few hundred papers to
+    thousands of subscribers, and shortening a long abstract cost more than the rest of the view."""
+    return shorten(abstract, ABSTRACT_LIMIT)
+
+
 def paper_view(rank: int, scored: ScoredPaper, search_url: str) -> PaperView:
     paper, reason = scored.paper, scored.reason
     title = " ".join(paper.title.split()) or "(untitled)"
@@ -96,7 +104,7 @@ def paper_view(rank: int, scored: ScoredPaper, search_url: str) -> PaperView:
         rank=rank,
         title=title,
         url=url,
-        abstract=shorten(paper.abstract, ABSTRACT_LIMIT),
+        abstract=short_abstract(paper.abstract),
         links=link_views(paper.code_links),
         reason=reason.summary(),
         topics=reason.topics,

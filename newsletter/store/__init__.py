@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import StoreError
 from .keys import KeyStore
-from .ledger import Bounce, ClosedWindow, DeliveryRecord, DigestSummary, Ledger, QueuedMessage, SentDigest
+from .ledger import Bounce, ClosedWindow, DeliveryRecord, DigestSummary, Enqueue, Ledger, QueuedMessage, SentDigest
 from .locks import FileLock, RunLock
 from .papers import PaperStore
 from .runs import RunLog, RunRecord
@@ -26,7 +26,8 @@ from .sources import SourceState, SourceStates
 from .vectors import VectorStore
 from .votes import VoteStore
 
-__all__ = ["SCHEMA_VERSION", "Bounce", "ClosedWindow", "DeliveryRecord", "DigestSummary", "QueuedMessage", "RunRecord",
+__all__ = ["SCHEMA_VERSION", "Bounce", "ClosedWindow", "DeliveryRecord", "DigestSummary", "Enqueue", "QueuedMessage",
+           "RunRecord",
            "SentDigest", "SourceState", "Store",
            "open_store", "sqlite_path"]
 

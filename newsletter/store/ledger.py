@@ -74,6 +74,16 @@ class QueuedMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class Enqueue:
+    """One digest to store for its slot; with a message (Message-ID and bytes), also its `queued` delivery."""
+
+    digest: Digest
+    slot_at: datetime | None
+    message_id: str | None = None
+    message: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Bounce:
     subscriber_id: str
     hard_failures: int
@@ -152,35 +162,20 @@ class Ledger:
         got there first): nothing is written then. With no message the digest is recorded
         as deliberately not sent (nothing matched): its window and slot close without a delivery.
         """
-        if (message_id is None) != (message is None):
-            raise ValueError("a queued digest needs both its Message-ID and its bytes")
+        return self.enqueue_many([Enqueue(digest, slot_at, message_id, message)], now)[0]
+
+    def enqueue_many(self, items: Sequence[Enqueue], now: datetime) -> list[int | None]:
+        """`enqueue` for many digests in one transaction (one commit, so one fsync, per batch); ids in order.
+
+        All or nothing: a crash mid-batch stores none of the batch, and the next run plans them again.
+        """
+        for item in items:
+            if (item.message_id is None) != (item.message is None):
+                raise ValueError("a queued digest needs both its Message-ID and its bytes")
+        if not items:
+            return []
         with self._db.write() as conn:
-            # The write lock is held from BEGIN, so this check and the insert cannot interleave
-            # with another process's; the unique index is the last word if they somehow did.
-            if digest.slot is not None and _slot_taken(conn, digest.subscriber.id, digest.slot):
-                return None
-            digest_id = int(conn.execute(
-                insert(digests).values(
-                    subscriber_id=digest.subscriber.id, issued_at=to_db(digest.issued_at),
-                    window_start=to_db(digest.window_start), window_end=to_db(digest.window_end),
-                    through_paper_id=digest.through_paper_id,
-                    candidate_count=digest.candidate_count, paper_count=len(digest.papers),
-                    slot_date=digest.slot, slot_at=to_db(slot_at) if slot_at is not None else None,
-                )
-            ).inserted_primary_key[0])  # type: ignore[index]
-            if digest.papers:
-                conn.execute(insert(digest_papers), [
-                    {"digest_id": digest_id, "paper_id": scored.paper.id, "rank": rank, "score": scored.score,
-                     "reason": json.dumps({"topics": scored.reason.topics, "liked": scored.reason.liked,
-                                           "terms": scored.reason.terms, "voted": scored.reason.voted})}
-                    for rank, scored in enumerate(digest.papers, start=1)
-                ])
-            if message_id is not None:
-                conn.execute(insert(deliveries).values(
-                    digest_id=digest_id, recipient=digest.subscriber.email, message_id=message_id,
-                    status=S.QUEUED.value, attempts=0, reply="", updated_at=to_db(now), message=message,
-                ))
-        return digest_id
+            return [_enqueue(conn, item, now) for item in items]
 
     def due(self, now: datetime, subscriber_ids: Sequence[str] = ()) -> list[QueuedMessage]:
         """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due."""
@@ -193,13 +188,19 @@ class Ledger:
             records = _records(conn, condition, with_message=True)
         return [QueuedMessage(record, message) for record, message in records]
 
-    def start_sending(self, delivery_id: int, now: datetime) -> int | None:
+    def start_sending(self, delivery_id: int, now: datetime, *,
+                      settle_sent: tuple[int, str] | None = None) -> int | None:
         """Mark a delivery `sending` just before the mailer gets it; returns the attempt number.
 
         None when it was settled since it was read as due (withdrawn because its subscriber
-        bounced earlier in the same batch): there is nothing to send then.
+        bounced earlier in the same batch): there is nothing to send then. `settle_sent`
+        (delivery id, reply) records the previous message as `sent` in the same transaction,
+        first: one commit per message instead of two, and still nothing goes on the wire
+        before the one before it is recorded.
         """
         with self._db.write() as conn:
+            if settle_sent is not None:
+                _settle(conn, settle_sent[0], S.SENT, reply=settle_sent[1], now=now)
             status, attempts = _current(conn, delivery_id)
             if status is S.FAILED:
                 return None
@@ -218,19 +219,8 @@ class Ledger:
         if (status is S.DEFERRED) != (retry_at is not None):
             raise ValueError("a deferred delivery needs retry_at, and only a deferred one")
         with self._db.write() as conn:
-            current, _ = _current(conn, delivery_id)
-            _check_transition(current, status)
-            conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
-                status=status.value, reply=reply, updated_at=to_db(now),
-                next_attempt_at=to_db(retry_at) if retry_at is not None else None))
-            subscriber_id = conn.execute(
-                select(digests.c.subscriber_id).join(deliveries, deliveries.c.digest_id == digests.c.id)
-                .where(deliveries.c.id == delivery_id)).scalar_one()
-            if status is S.SENT:
-                _set_health(conn, subscriber_id, now, hard_failures=0)
-            elif status is S.FAILED and hard:
-                return _count_hard_failure(conn, subscriber_id, reply, now, bounce_limit)
-        return False
+            return _settle(conn, delivery_id, status, reply=reply, now=now, retry_at=retry_at, hard=hard,
+                           bounce_limit=bounce_limit)
 
     def withdraw(self, subscriber_id: str, why: str, now: datetime) -> int:
         """Take back what waits to be sent to a subscriber who unsubscribed, paused or was removed:
@@ -322,6 +312,53 @@ class Ledger:
 def _slot_taken(conn: Connection, subscriber_id: str, slot: date) -> bool:
     return conn.execute(select(digests.c.id).where(digests.c.subscriber_id == subscriber_id,
                                                    digests.c.slot_date == slot).limit(1)).first() is not None
+
+
+def _enqueue(conn: Connection, item: Enqueue, now: datetime) -> int | None:
+    digest = item.digest
+    # The write lock is held from BEGIN, so this check and the insert cannot interleave
+    # with another process's; the unique index is the last word if they somehow did.
+    if digest.slot is not None and _slot_taken(conn, digest.subscriber.id, digest.slot):
+        return None
+    digest_id = int(conn.execute(
+        insert(digests).values(
+            subscriber_id=digest.subscriber.id, issued_at=to_db(digest.issued_at),
+            window_start=to_db(digest.window_start), window_end=to_db(digest.window_end),
+            through_paper_id=digest.through_paper_id,
+            candidate_count=digest.candidate_count, paper_count=len(digest.papers),
+            slot_date=digest.slot, slot_at=to_db(item.slot_at) if item.slot_at is not None else None,
+        )
+    ).inserted_primary_key[0])  # type: ignore[index]
+    if digest.papers:
+        conn.execute(insert(digest_papers), [
+            {"digest_id": digest_id, "paper_id": scored.paper.id, "rank": rank, "score": scored.score,
+             "reason": json.dumps({"topics": scored.reason.topics, "liked": scored.reason.liked,
+                                   "terms": scored.reason.terms, "voted": scored.reason.voted})}
+            for rank, scored in enumerate(digest.papers, start=1)
+        ])
+    if item.message_id is not None:
+        conn.execute(insert(deliveries).values(
+            digest_id=digest_id, recipient=digest.subscriber.email, message_id=item.message_id,
+            status=S.QUEUED.value, attempts=0, reply="", updated_at=to_db(now), message=item.message,
+        ))
+    return digest_id
+
+
+def _settle(conn: Connection, delivery_id: int, status: DeliveryStatus, *, reply: str, now: datetime,
+            retry_at: datetime | None = None, hard: bool = False, bounce_limit: int | None = None) -> bool:
+    current, _ = _current(conn, delivery_id)
+    _check_transition(current, status)
+    conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
+        status=status.value, reply=reply, updated_at=to_db(now),
+        next_attempt_at=to_db(retry_at) if retry_at is not None else None))
+    subscriber_id = conn.execute(
+        select(digests.c.subscriber_id).join(deliveries, deliveries.c.digest_id == digests.c.id)
+        .where(deliveries.c.id == delivery_id)).scalar_one()
+    if status is S.SENT:
+        _set_health(conn, subscriber_id, now, hard_failures=0)
+    elif status is S.FAILED and hard:
+        return _count_hard_failure(conn, subscriber_id, reply, now, bounce_limit)
+    return False
 
 
 def _current(conn: Connection, delivery_id: int) -> tuple[DeliveryStatus, int]:

@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Delivery throughput: the real pipeline against raw smtplib, to one local aiosmtpd sink.
+
+    python bench/throughput.py [--subscribers 10000] [--papers 500] [--pages ../shared/pages]
+
+Writes N generated subscribers (topics from the pages' title phrases, some liked
+titles and excludes, max_papers 5-20) and ingests the shared pages plus generated
+papers up to M, all in a temporary folder. Then, in one run:
+- the pipeline (`send_digests`: plan, rank, render, build MIME, queue, send) delivers
+  to an aiosmtpd sink that only counts (in its own process, so it does not share our GIL);
+- raw smtplib sends the same stored messages (same count, same bytes) over one reused
+  connection to the same sink: the ceiling.
+Prints both rates, their ratio, the time of each stage and the peak memory (maxrss).
+Numbers only; nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import random
+import resource
+import smtplib
+import socket
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_pipeline import title_phrases  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+
+from newsletter import pipeline, render  # noqa: E402
+from newsletter.config import config_from_mapping  # noqa: E402
+from newsletter.rank import tokenize  # noqa: E402
+from newsletter.sources import Folders, ingest  # noqa: E402
+from newsletter.store import ledger, open_store  # noqa: E402
+from newsletter.store.schema import deliveries  # noqa: E402
+
+NOW = datetime(2026, 3, 20, 8, tzinfo=UTC)
+HOST = "127.0.0.1"
+
+# -- the sink: aiosmtpd in a child process, counting DATA and nothing else -------------------------
+
+
+def _serve_sink(conn: Connection) -> None:
+    from aiosmtpd.controller import Controller
+
+    class Counter:
+        count = 0
+
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's hook)
+            Counter.count += 1
+            return "250 OK"
+
+    with socket.socket() as probe:  # a free port; the sink takes it a moment later (a bench, not a test)
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Counter(), hostname=HOST, port=port)
+    controller.start()
+    conn.send(port)
+    while conn.recv() != "stop":
+        conn.send(Counter.count)
+    controller.stop()
+
+
+@contextmanager
+def counting_sink() -> Iterator[tuple[int, Callable[[], int]]]:
+    """(port, count()) of a sink in a child process, stopped on exit."""
+    ours, theirs = multiprocessing.Pipe()
+    child = multiprocessing.Process(target=_serve_sink, args=(theirs,), daemon=True)
+    child.start()
+    if not ours.poll(30):
+        sys.exit("the SMTP sink did not start")
+    port = int(ours.recv())
+
+    def count() -> int:
+        ours.send("count")
+        return int(ours.recv())
+
+    try:
+        yield port, count
+    finally:
+        ours.send("stop")
+        child.join(5)
+
+
+# -- the data --------------------------------------------------------------------------------------
+
+
+def extra_page(header: str, titles: list[str], words: list[str], count: int, rng: random.Random) -> str:
+    """A page in the shared pages' format with `count` generated papers (titles and abstracts from their words)."""
+    taken = set(titles)
+    entries = []
+    while len(entries) < count:
+        title = " ".join(rng.sample(words, rng.randint(5, 10))).capitalize()
+        if title in taken:
+            continue
+        taken.add(title)
+        abstract = " ".join(rng.choice(words) for _ in range(rng.randint(120, 220))).capitalize() + "."
+        entries.append(f"{title}\n\n{abstract}\n")
+    return header + "Mar 19\n\n" + "\n".join(entries)
+
+
+def write_subscribers(folder: Path, count: int, phrases: list[str], words: list[str], titles: list[str],
+                      rng: random.Random) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(count):
+        lines = [f"email: user{n}@example.org", f"name: User {n}", "topics:"]
+        lines += [f"  - {t}" for t in rng.sample(phrases, rng.randint(1, 5))]
+        if rng.random() < 0.3:
+            lines += ["liked:"] + [f"  - {t!r}" for t in rng.sample(titles, rng.randint(1, 3))]
+        if rng.random() < 0.3:
+            lines.append(f"exclude: [{', '.join(rng.sample(words, rng.randint(1, 2)))}]")
+        lines.append(f"max_papers: {rng.randint(5, 20)}")
+        (folder / f"user{n:05d}.yaml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# -- timing the stages -----------------------------------------------------------------------------
+
+Seconds = defaultdict[str, float]
+
+
+def timed(owner: Any, name: str, stage: str, seconds: Seconds) -> None:
+    """Replace owner.name (a module function or a method) with one that adds its time to seconds[stage]."""
+    original = getattr(owner, name, None)
+    if original is None:
+        return
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            seconds[stage] += time.perf_counter() - started
+
+    setattr(owner, name, wrapper)
+
+
+class TimedRanker:
+    """A ranker whose every call adds its time to seconds["rank"]."""
+
+    def __init__(self, inner: Any, seconds: Seconds) -> None:
+        self._inner, self._seconds = inner, seconds
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return attribute(*args, **kwargs)
+            finally:
+                self._seconds["rank"] += time.perf_counter() - started
+
+        return call
+
+
+def instrument(seconds: Seconds) -> None:
+    # Where the pipeline spends its time; a name that a later version drops is simply not timed.
+    timed(pipeline, "plan_digests", "plan (incl. rank)", seconds)
+    timed(render.Renderer, "render", "render", seconds)
+    timed(render.Renderer, "render_many", "render", seconds)
+    timed(pipeline, "to_message", "build MIME", seconds)
+    timed(pipeline, "serialise", "build MIME", seconds)
+    timed(pipeline, "build_wire", "build MIME", seconds)
+    timed(ledger.Ledger, "enqueue", "store/queue", seconds)
+    timed(ledger.Ledger, "enqueue_many", "store/queue", seconds)
+    timed(pipeline, "send_queued", "send (incl. settle)", seconds)
+    timed(ledger.Ledger, "start_sending", "settle (ledger)", seconds)
+    timed(ledger.Ledger, "settle", "settle (ledger)", seconds)
+    timed(ledger.Ledger, "settle_many", "settle (ledger)", seconds)
+    timed(ledger.Ledger, "start_sending_many", "settle (ledger)", seconds)
+
+
+# -- the two runs ----------------------------------------------------------------------------------
+
+
+def run_pipeline(config: Any, seconds: Seconds) -> tuple[int, float]:
+    instrument(seconds)
+    with pipeline.open_context(config) as ctx:
+        factory = ctx.make_ranker
+
+        def make_ranker(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            ranker = factory(*args, **kwargs)
+            seconds["rank"] += time.perf_counter() - started
+            return TimedRanker(ranker, seconds)
+
+        ctx = replace(ctx, make_ranker=make_ranker)
+        started = time.perf_counter()
+        report = pipeline.send_digests(ctx, NOW)
+        elapsed = time.perf_counter() - started
+    return report.count("sent"), elapsed
+
+
+def stored_messages(db_path: Path, limit: int) -> list[tuple[str, bytes]]:
+    with open_store(db_path) as store, store.db.read() as conn:
+        rows = conn.execute(select(deliveries.c.recipient, deliveries.c.message).limit(limit)).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+def run_raw(port: int, messages: list[tuple[str, bytes]]) -> float:
+    started = time.perf_counter()
+    with smtplib.SMTP(HOST, port) as smtp:
+        for recipient, raw in messages:
+            smtp.sendmail("digest@example.org", [recipient], raw)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pages", type=Path, default=REPO.parent / "shared" / "pages")
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--papers", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    pages = sorted(args.pages.glob("*.txt"))
+    if not pages:
+        sys.exit(f"no pages in {args.pages}")
+    rng = random.Random(args.seed)
+
+    with tempfile.TemporaryDirectory() as tmp, counting_sink() as (port, count):
+        base = Path(tmp)
+        config = config_from_mapping({
+            "delivery": {"method": "smtp"}, "digest": {"lookback_days": 30},
+            "smtp": {"host": HOST, "port": port, "security": "none", "timeout": 30},
+        }, base)
+        folders = Folders(config.inbox, config.processed, config.quarantine)
+        with open_store(config.store_path) as store:
+            ingest(store.papers, folders, NOW - timedelta(hours=2), pages)
+            titles = [p.title for p in store.papers.get()]
+        words = sorted({t for title in titles for t in tokenize(title) if len(t) > 4 and t.isalpha()})
+        if len(titles) < args.papers:
+            header = pages[0].read_text(encoding="utf-8").split("Mar ", 1)[0]
+            page = base / "generated.txt"
+            page.write_text(extra_page(header, titles, words, args.papers - len(titles), rng), encoding="utf-8")
+            with open_store(config.store_path) as store:
+                ingest(store.papers, folders, NOW - timedelta(hours=1), [page])
+                titles = [p.title for p in store.papers.get()]
+        write_subscribers(config.subscribers_dir, args.subscribers, title_phrases(titles), words, titles, rng)
+        print(f"{args.subscribers} subscribers, {len(titles)} papers; sink on {HOST}:{port}")
+
+        seconds: Seconds = defaultdict(float)
+        sent, elapsed = run_pipeline(config, seconds)
+        received = count()
+        messages = stored_messages(config.store_path, sent)
+        raw_elapsed = run_raw(port, messages)
+        size = sum(len(m) for _, m in messages) / max(len(messages), 1) / 1024
+
+    rate, raw_rate = sent / elapsed, len(messages) / raw_elapsed
+    print(f"pipeline: {sent} digests sent ({received} received, mean {size:.1f} KB) in {elapsed:.2f}s: "
+          f"{rate:,.1f}/s")
+    print(f"raw smtplib: {len(messages)} messages in {raw_elapsed:.2f}s: {raw_rate:,.1f}/s")
+    print(f"ratio pipeline/raw: {rate / raw_rate:.2f}")
+    print("stages (s; timed where they run, so overlapping stages can add up to more than the wall time):")
+    for stage, spent in seconds.items():
+        print(f"  {stage:<22}{spent:8.2f}")
+    print(f"peak memory (maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
