@@ -99,25 +99,6 @@ def reachable_offsets(limit: int) -> tuple[tuple[int, tuple[int, ...]], ...]:
     return tuple((longer, tuple(s for s in span if abs(s) + abs(longer + s) <= limit)) for longer in span)
 
 
-@lru_cache(maxsize=8192)
-def probes(key: str, limit: int) -> tuple[tuple[int, int, str], ...]:
-    """(known key length, piece number, text) of every piece a key within `limit` edits could share.
-
-    Cached: the store looks each title up in its index of stored papers and then
-    in the index of the page's new papers, with the same probes.
-    """
-    size = len(key)
-    found: list[tuple[int, int, str]] = []
-    for longer, shifts in reachable_offsets(limit):
-        length = size + longer
-        for number, (start, end) in enumerate(pieces_of_length(length)):
-            for shift in shifts:
-                at = start + shift
-                if at >= 0 and at + end - start <= size:
-                    found.append((length, number, key[at : at + end - start]))
-    return tuple(found)
-
-
 def _allowed_for_length(length: int) -> int:
     """1 edit from 20 characters, 2 from 50: the longer the title, the less one typo could mean."""
     return 0 if length < 20 else 1 if length < 50 else 2
@@ -218,13 +199,18 @@ class TitleIndex:
     def _candidates(self, key: str, limit: int) -> set[int]:
         """Positions of known keys sharing a piece with `key` at a place `limit` edits can reach."""
         found: set[int] = set()
-        pieces = self._pieces
-        for length, number, text in probes(key, limit):
-            tables = pieces.get(length)
-            if tables:
-                hits = tables[number].get(text)
-                if hits:
-                    found.update(hits)
+        size = len(key)
+        for longer, shifts in reachable_offsets(limit):
+            tables = self._pieces.get(size + longer)
+            if not tables:
+                continue
+            for (start, end), table in zip(pieces_of_length(size + longer), tables, strict=True):
+                for shift in shifts:
+                    at = start + shift
+                    if at >= 0 and at + end - start <= size:
+                        hits = table.get(key[at : at + end - start])
+                        if hits:
+                            found.update(hits)
         return found
 
     def find_loose(self, title: str) -> int | None:
