@@ -10,6 +10,7 @@ import pytest
 
 from helpers import REPO
 from newsletter.errors import EditConflict, ProfileError
+from newsletter.models import Schedule
 from newsletter.subscribers import ABSENT, FileSubscribers
 
 HAND_WRITTEN = """\
@@ -119,3 +120,31 @@ def test_an_indented_list_style_is_kept(tmp_path):
     edited = (tmp_path / "alice.yaml").read_text()
     added = [line for line in difflib.ndiff(shipped.splitlines(), edited.splitlines()) if line[:1] in "+-"]
     assert added == ["+   - drug discovery"]
+
+
+PARTIAL = """email: ann@example.org
+topics: [graphs]
+schedule:
+  time: "08:00"
+  timezone: UTC   # pinned on purpose, although it is also config's default
+"""
+
+
+def test_an_edit_keeps_a_partial_schedule_partial_so_the_rest_follows_config(tmp_path):
+    (tmp_path / "ann.yaml").write_text(PARTIAL)
+    files = FileSubscribers(tmp_path, Schedule())  # config's defaults: daily, 07:00, UTC
+    files.update("ann", lambda s: replace(s, topics=(*s.topics, "diffusion")))
+    text = (tmp_path / "ann.yaml").read_text()
+    assert 'schedule:\n  time: "08:00"\n  timezone: UTC   # pinned on purpose' in text
+    assert "frequency" not in text, "the frequency still follows config.yaml"
+    # config.yaml later moves everyone to weekdays: ann follows, keeping her own time and zone.
+    later = FileSubscribers(tmp_path, Schedule(frequency="weekdays", timezone="Europe/Berlin"))
+    assert later.get("ann").schedule.describe() == "on weekdays at 08:00 UTC"
+
+
+def test_a_schedule_changed_back_to_config_leaves_the_file(tmp_path):
+    (tmp_path / "ann.yaml").write_text(PARTIAL)
+    files = FileSubscribers(tmp_path, Schedule())
+    files.update("ann", lambda s: replace(s, schedule=replace(s.schedule, time=Schedule().time)))
+    assert 'time:' not in (tmp_path / "ann.yaml").read_text()
+    assert "timezone: UTC" in (tmp_path / "ann.yaml").read_text()  # the pinned key, untouched, stays

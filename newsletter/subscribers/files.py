@@ -363,14 +363,14 @@ def _check_version(path: Path, current: str | None, expected: str | None) -> Non
                        "command); nothing was written. Load it again and redo the change")
 
 
-def _file_data(path: Path, subscriber: Subscriber, default_schedule: Schedule) -> dict[str, Any]:
+def _file_data(path: Path, subscriber: Subscriber, default_schedule: Schedule,
+               file_schedule: dict[str, Any] | None = None) -> dict[str, Any]:
     """The subscriber as a file's mapping, validated (and normalised) exactly as reading it would be."""
     raw: dict[str, Any] = {
         "email": subscriber.email, "name": subscriber.name, "topics": list(subscriber.topics),
         "exclude": list(subscriber.exclude), "liked": list(subscriber.liked),
         "max_papers": subscriber.max_papers, "status": subscriber.status,
-        # Only a schedule of their own: one that follows config.yaml keeps following it.
-        "schedule": schedule_fields(subscriber.schedule) if subscriber.schedule != default_schedule else None,
+        "schedule": _own_schedule(subscriber.schedule, default_schedule, file_schedule or {}),
     }
     try:
         parsed = SubscriberFile.model_validate(raw)
@@ -382,10 +382,23 @@ def _file_data(path: Path, subscriber: Subscriber, default_schedule: Schedule) -
     return {key: values[key] for key in FIELDS}
 
 
+def _own_schedule(schedule: Schedule, default: Schedule, kept: dict[str, Any]) -> dict[str, str] | None:
+    """The schedule keys a file should hold: those that differ from config.yaml's, and those the file
+    already pinned to the same value. A key that follows config.yaml keeps following it (a file that set
+    only `time` still takes a later change of config's `timezone`), and a key changed back to config's
+    value leaves the file."""
+    own, defaults = schedule_fields(schedule), schedule_fields(default)
+    keys = {key: value for key, value in own.items() if value != defaults.get(key) or kept.get(key) == value}
+    return keys or None
+
+
 def _write(path: Path, current: str | None, subscriber: Subscriber, default_schedule: Schedule) -> Subscriber:
     """Write `subscriber` into `current` (round trip), check it reads back the same, and replace the file."""
-    values = _file_data(path, subscriber, default_schedule)
     existing = _parse_or_none(path, current)
+    file_schedule = existing.get("schedule")
+    values = _file_data(path, subscriber, default_schedule,
+                        {key: str(value) for key, value in file_schedule.items()} if isinstance(file_schedule, dict)
+                        else None)
     # A value the file leaves out because it is the default stays left out.
     for key, default in (("name", subscriber.id), ("status", "active")):
         if values[key] == default and key not in existing:
