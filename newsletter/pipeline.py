@@ -39,7 +39,7 @@ from .sending import SendPolicy, Sent, send_queued
 from .slots import Slot, current_slot
 from .sources import Folders, IngestReport, PageReport, ingest
 from .sources.http import FetchPolicy, new_client
-from .store import DeliveryRecord, Enqueue, SourceState, Store, open_store
+from .store import DeliveryRecord, Enqueue, Store, open_store
 from .subscribers import FileSubscribers, SubscriberRepository
 
 log = logging.getLogger(__name__)
@@ -136,12 +136,6 @@ def ingest_sources(config: Config, now: datetime, *, only_due: bool = True,
             new_client(policy, transport) as client:
         return fetch_sources(store, settings.urls, policy, config.quarantine, now, only_due=only_due, client=client,
                              on_report=on_report)
-
-
-def source_states(config: Config) -> list[SourceState]:
-    """What is known about every URL fetched so far (for `status`)."""
-    with open_store(config.store_url) as store:
-        return store.sources.all()
 
 
 # -- planning ----------------------------------------------------------------------------------------
@@ -385,13 +379,9 @@ QUEUE_BATCH = 50
 Queued = tuple[SubscriberResult | None, str | None]
 
 
-def queue_digest(ctx: RunContext, digest: Digest, slot: Slot, now: datetime) -> Queued:
-    """Store the digest for its slot with its finished message; (a result if nothing is to be sent, its Message-ID)."""
-    return queue_digests(ctx, [(digest, slot)], now)[0]
-
-
 def queue_digests(ctx: RunContext, batch: Sequence[tuple[Digest, Slot]], now: datetime) -> list[Queued]:
-    """`queue_digest` for a batch: every message is built first, then all are stored in one transaction."""
+    """Store each digest for its slot with its finished message; per digest (a result if nothing is to be
+    sent, its Message-ID). Every message is built first, then all are stored in one transaction."""
     outcomes: list[Queued] = []
     entries: list[Enqueue] = []
     for digest, slot in batch:

@@ -26,7 +26,7 @@ from newsletter.models import Paper, Reason, Subscriber
 from newsletter.rank import DEFAULT_MODEL, Profile, Ranker, Ranking, Scores, build_profile, fit_ranker
 from newsletter.rank.explain import reason_for
 from newsletter.rank.hybrid import HybridRanker
-from newsletter.rank.select import Exclusions, choose, diversify, rank_with
+from newsletter.rank.select import Exclusions, diversify, passing, rank_with
 from newsletter.rank.tfidf import TfidfRanker
 from newsletter.rank.words import tokenize
 
@@ -173,7 +173,7 @@ def test_rank_is_score_then_choose_then_explain(make: RankerFactory) -> None:
     profile = build_profile(subscriber(topics=("neural networks", "molecules")), [])
     ranker = make(PAPERS)
     scores = ranker.score(profile, PAPERS)
-    rows = choose(PAPERS, scores.total, max_papers=3, min_score=0.01)
+    rows = passing(PAPERS, scores.total, min_score=0.01)[:3]
     expected = [(PAPERS[i].id, ranker.explain(profile, scores, i)) for i in rows]
     chosen = ranker.rank(profile, PAPERS, max_papers=3, min_score=0.01).chosen
     assert [(c.paper.id, c.reason) for c in chosen] == expected
@@ -185,9 +185,9 @@ def test_rank_is_score_then_choose_then_explain(make: RankerFactory) -> None:
 
 def test_choose_cuts_after_ordering_and_breaks_ties_by_id() -> None:
     papers = [paper(7, "a"), paper(3, "b"), paper(5, "c"), paper(1, "d")]
-    assert choose(papers, [0.5, 0.5, 0.9, 0.0], max_papers=10, min_score=0.0) == [2, 1, 0]
-    assert choose(papers, [0.5, 0.5, 0.9, 0.0], max_papers=2, min_score=0.0) == [2, 1]
-    assert choose(papers, [0.5, 0.5, 0.9, 0.0], max_papers=10, min_score=0.6) == [2]
+    assert passing(papers, [0.5, 0.5, 0.9, 0.0], min_score=0.0)[:10] == [2, 1, 0]
+    assert passing(papers, [0.5, 0.5, 0.9, 0.0], min_score=0.0)[:2] == [2, 1]
+    assert passing(papers, [0.5, 0.5, 0.9, 0.0], min_score=0.6)[:10] == [2]
 
 
 def test_exclusions_count_what_they_remove_and_keep_order() -> None:

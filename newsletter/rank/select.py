@@ -50,18 +50,12 @@ def phrase_patterns(phrases: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(f" {' '.join(words)} " for words in map(tokenize, variants) if words))
 
 
-def choose(papers: Sequence[Paper], totals: Sequence[float] | np.ndarray, *,
-           max_papers: int, min_score: float, eligible: Sequence[bool] | np.ndarray | None = None) -> list[int]:
-    """Rows of `papers` to send, best first: top `max_papers`, at least `min_score` and above zero.
+def passing(papers: Sequence[Paper], totals: Sequence[float] | np.ndarray, *,
+            min_score: float, eligible: Sequence[bool] | np.ndarray | None = None) -> list[int]:
+    """Every row that may be sent, best first, ties by paper id: at least `min_score` and above zero.
 
     `eligible` (when a ranker's scores carry it) marks papers with enough evidence to be sent at all.
     """
-    return passing(papers, totals, min_score=min_score, eligible=eligible)[:max_papers]
-
-
-def passing(papers: Sequence[Paper], totals: Sequence[float] | np.ndarray, *,
-            min_score: float, eligible: Sequence[bool] | np.ndarray | None = None) -> list[int]:
-    """Every row that may be sent, best first, ties by paper id."""
     order = sorted(range(len(papers)), key=lambda i: (-totals[i], papers[i].id))
     return [i for i in order if totals[i] >= min_score and totals[i] > 0 and (eligible is None or eligible[i])]
 

@@ -10,7 +10,7 @@ paper) are embedded on first use and kept in memory for the process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -85,4 +85,3 @@ def _stack(rows: list[np.ndarray]) -> np.ndarray:
     return np.vstack(rows).astype(np.float32) if rows else np.zeros((0, DIMENSION), dtype=np.float32)
 
 
-EmbedderLoader = Callable[[], Embedder]

@@ -38,8 +38,6 @@ TRANSITIONS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
 }
 # Deliveries whose papers count as delivered: sent, or on their way (never plan them twice).
 DELIVERED = (S.SENT, S.QUEUED, S.SENDING, S.DEFERRED)
-# What a run sends: everything not yet settled (deferred ones only once due).
-UNSETTLED = (S.QUEUED, S.SENDING, S.DEFERRED)
 
 
 @dataclass(frozen=True, slots=True)
