@@ -24,7 +24,7 @@ from newsletter.models import Digest, Page, ScoredPaper, Subscriber
 from newsletter.sources.listing import parse_page
 from newsletter.store import SCHEMA_VERSION, Store, open_store
 from newsletter.store.schema import Database
-from newsletter.titles import title_key
+from newsletter.titles import filed_probes, title_key
 
 ALICE = Subscriber(id="alice", email="alice@example.org", name="Alice", topics=("graphs",))
 
@@ -265,6 +265,10 @@ def test_papers_committed_by_another_process_mid_ingest_are_matched(tmp_path):
         blocker.execute("BEGIN IMMEDIATE")
         blocker.execute("INSERT INTO papers (title, title_key, abstract, links, first_seen) VALUES (?, ?, ?, '[]', ?)",
                         (title, title_key(title), "x", "2026-11-20 06:00:00"))
+        paper_id = blocker.execute("SELECT max(id) FROM papers").fetchone()[0]
+        # What another ingest writes in the same transaction: the paper and its typo index entries.
+        blocker.executemany("INSERT INTO title_pieces (probe, paper_id) VALUES (?, ?)",
+                            [(probe, paper_id) for probe in filed_probes(title_key(title))])
         outcome: list[object] = []
         ours = page_of([(with_typo(title, 1), "The same paper, listed again.")], name="ours.txt")
         worker = threading.Thread(target=lambda: outcome.append(other.papers.add_page(ours, at("2026-11-20"))))
@@ -299,3 +303,21 @@ def test_two_ingests_of_the_same_inbox_take_turns(tmp_path):
     assert outcomes == ["0 pages, 0 new, 0 problems", "4 pages, 400 new, 0 problems"]
     with open_store(tmp_path / "var" / "newsletter.sqlite3") as store:
         assert store.papers.count() == 400
+
+
+def test_a_store_from_before_the_title_index_files_its_papers_and_still_dedupes(tmp_path):
+    """A version-5 database has papers but no `title_pieces`: the upgrade files every stored paper, so a
+    typo of one of them on the next page joins it instead of becoming a second paper."""
+    path = tmp_path / "s.sqlite3"
+    titles = generated_titles(300, seed=11)
+    with open_store(path) as store:
+        store.papers.add_page(page_of([(t, abstract_for(t)) for t in titles]), at("2026-11-20"))
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE title_pieces")
+        conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    with open_store(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        typos = [with_typo(t, n) for n, t in enumerate(titles[:40])]
+        outcome = store.papers.add_page(page_of([(t, "Again.") for t in typos], name="again.txt"), at("2026-11-21"))
+        assert (outcome.new_papers, outcome.duplicates) == (0, 40)
+        assert store.papers.count() == 300
