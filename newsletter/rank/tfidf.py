@@ -20,6 +20,7 @@ from ..models import Paper, Reason
 from .base import Ranker, Ranking, Scores
 from .explain import reason_for
 from .profile import Profile, paper_text
+from .segments import Segments
 from .select import Exclusions, rank_with
 from .topics import query_text, spellings
 from .words import fold_plural, tokenize
@@ -92,6 +93,9 @@ class TfidfRanker:
         self.terms = self.vectorizer.get_feature_names_out()
         self.words = frozenset(str(t) for t in self.terms if " " not in t)  # for correcting typed topics
         self._stop_words = frozenset(self.vectorizer.get_stop_words() or ())
+        # Terms a reason may show: single words of three letters or more with a letter in them.
+        self._readable = np.array([" " not in t and len(t) >= 3 and any(c.isalpha() for c in t) for t in self.terms],
+                                  dtype=bool)
         self._papers = _RowCache(self.vectorizer, len(self.terms))
         self._entries = _RowCache(self.vectorizer, len(self.terms))  # topic phrases and liked texts
 
@@ -134,8 +138,30 @@ class TfidfRanker:
 
     def explain(self, profile: Profile, scores: TfidfScores, row: int) -> Reason:
         """The topics and liked papers the paper is close to, and the terms that carried its score."""
-        terms = self._carrying_terms(scores.docs[row], scores.centroid)
+        terms = self._carrying_terms(scores.docs, row, scores.centroid)
         return reason_for(profile, scores.per_entry[row], scores.coverage[row], terms)
+
+    def score_many(self, profiles: Sequence[Profile], papers: Sequence[Paper]) -> TfidfBatch:
+        """`score` for many profiles at once: one sparse product for all their entries (papers x profiles)."""
+        docs = self.vectors(papers)
+        entry_texts = [self._entry_texts(p) for p in profiles]
+        unique = list(dict.fromkeys(t for texts in entry_texts for t in texts))
+        column = {text: k for k, text in enumerate(unique)}
+        entries = normalize(self._entries.rows(unique, unique)) if unique else sparse.csr_matrix((0, docs.shape[1]))
+        topics = list(dict.fromkeys(t for p in profiles for t in p.topics))
+        topic_column = {topic: k for k, topic in enumerate(topics)}
+        slots = Segments([[column[t] for t in texts] for texts in entry_texts])
+        # Each entry column's coverage: a topic's share of words, 1 for a liked text.
+        coverage = self._coverage(docs, topics)
+        scale = np.hstack([np.ones((docs.shape[0], 1)), coverage])
+        scale_slots = Segments([[1 + topic_column[t] for t in p.topics] + [0] * len(p.liked_texts) for p in profiles])
+        per_entry = slots.gather((docs @ entries.T).toarray()) * scale_slots.gather(scale)
+        gram = (entries @ entries.T).toarray()
+        norms = np.array([np.sqrt(max(float(gram[np.ix_(cols, cols)].sum()), 0.0)) / len(cols) if cols else 0.0
+                          for cols in slots.columns])
+        total = slots.mean(per_entry) / np.where(norms > 0, norms, 1.0)
+        return TfidfBatch(self, profiles, total, per_entry, coverage, [[topic_column[t] for t in p.topics]
+                                                                       for p in profiles], docs, entries, slots)
 
     def _entry_texts(self, profile: Profile) -> list[str]:
         """Profile.entries, each topic with all its spellings ("RAG; retrieval-augmented generation")."""
@@ -174,16 +200,20 @@ class TfidfRanker:
         present.data = np.ones_like(present.data)
         return (present @ indicator).toarray() / sizes
 
-    def _carrying_terms(self, doc: sparse.csr_matrix, centroid: sparse.csr_matrix) -> tuple[str, ...]:
-        contribution = doc.multiply(centroid).tocsr()
-        order = sorted(zip(contribution.data, contribution.indices, strict=True), key=lambda pair: (-pair[0], pair[1]))
+    def _carrying_terms(self, docs: sparse.csr_matrix, row: int, centroid: sparse.csr_matrix) -> tuple[str, ...]:
+        # Read the row's slice of the CSR arrays directly: slicing a row out of scipy costs more than all of this.
+        start, end = docs.indptr[row], docs.indptr[row + 1]
+        shared, in_doc, in_centroid = np.intersect1d(docs.indices[start:end], centroid.indices, assume_unique=True,
+                                                     return_indices=True)
+        contribution = docs.data[start:end][in_doc] * centroid.data[in_centroid]
+        order = sorted(zip(contribution, shared, strict=True), key=lambda pair: (-pair[0], pair[1]))
         picked: list[str] = []
-        for _, index in order:
-            term = str(self.terms[index])
+        for value, index in order:
             # Words a reader recognises: a two-word term is often debris ("graph neural", "code llm"),
             # and a number or a two-letter stub says nothing.
-            if " " in term or len(term) < 3 or not any(c.isalpha() for c in term):
+            if value == 0 or not self._readable[index]:
                 continue
+            term = str(self.terms[index])
             # "neural network" already says "network"; skip a word inside a chosen phrase.
             if any(term in chosen.split() or chosen in term.split() for chosen in picked):
                 continue
@@ -191,6 +221,35 @@ class TfidfRanker:
             if len(picked) == REASON_TERMS:
                 break
         return tuple(picked)
+
+
+@dataclass(frozen=True, slots=True)
+class TfidfBatch:
+    """`TfidfRanker.score_many`'s result: totals for every paper and profile, Scores for a profile on demand."""
+
+    ranker: TfidfRanker
+    profiles: Sequence[Profile]
+    total: np.ndarray  # papers x profiles
+    per_entry: np.ndarray  # papers x profiles x entries (padded; coverage applied to topic columns)
+    coverage: np.ndarray  # papers x distinct topics of the batch
+    topic_columns: list[list[int]]  # per profile, its topics' columns of `coverage`
+    docs: sparse.csr_matrix
+    entries: sparse.csr_matrix  # the batch's distinct entry texts, unit rows
+    slots: Segments  # per profile, its entries' rows of `entries`
+
+    eligible = None  # TF-IDF has no evidence floor
+
+    def entry_scores(self, profile: int) -> np.ndarray:
+        """papers x the profile's entries (Profile.entries order)."""
+        return self.per_entry[:, profile, : len(self.slots.columns[profile])]
+
+    def take(self, profile: int, rows: Sequence[int]) -> TfidfScores:
+        """The profile's TfidfScores for the papers at `rows`, as `score` would give them."""
+        rows = list(rows)
+        mean = sparse.csr_matrix(self.entries[self.slots.columns[profile]].mean(axis=0))
+        return TfidfScores(total=self.total[rows, profile], per_entry=self.entry_scores(profile)[rows],
+                           coverage=self.coverage[np.ix_(rows, self.topic_columns[profile])],
+                           docs=self.docs[rows], centroid=normalize(mean))
 
 
 def _conforms(ranker: TfidfRanker) -> Ranker[TfidfScores]:
