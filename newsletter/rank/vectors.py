@@ -28,6 +28,8 @@ class VectorRows(Protocol):
 
     def put(self, model_id: str, vectors: dict[int, bytes]) -> None: ...
 
+    def missing(self, model_id: str, paper_ids: Sequence[int] | None = None) -> list[int]: ...
+
 
 def embedding_text(paper: Paper) -> str:
     """What a paper's vector is made from: its title, then its abstract when it has one."""
