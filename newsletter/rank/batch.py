@@ -69,7 +69,8 @@ def rank_many(ranker: Ranker[Any], papers: Sequence[Paper], requests: Sequence[R
     pending: list[_Pending] = []
     score_many: ScoreMany | None = getattr(ranker, "score_many", None)
     for at, request in enumerate(requests):
-        pool = [p for p in request.candidates if p.id not in request.profile.seen_ids]
+        seen = request.profile.seen_ids  # a property that builds a set: once per request
+        pool = [p for p in request.candidates if p.id not in seen]
         kept, excluded = exclusions.split(pool, request.profile.exclude)
         if not kept or not request.profile.entries:
             results[at] = Ranking((), len(kept), excluded)

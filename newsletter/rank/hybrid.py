@@ -217,7 +217,7 @@ class HybridRanker:
         # A liked paper is named only when the paper reads as similar to it, not merely less unrelated.
         similarities[topic_count:] = np.where(similarities[topic_count:] >= LIKED_SIMILAR, 1.0, 0.0)
         return reason_for(profile, similarities, scores.lexical.coverage[row],
-                          self.lexical.explain(profile, scores.lexical, row).terms)
+                          self.lexical.carrying_terms(scores.lexical, row))
 
     def _vectors(self, papers: Sequence[Paper]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw, whitened and centred rows of `papers`, each computed once per fit (not per subscriber)."""
@@ -244,8 +244,8 @@ class HybridRanker:
         if not texts:
             return out
         queries = _unit(self.vectors.texts(texts) - self._mean)
-        if len(self._reference) > FEEDBACK_PAPERS:
-            nearest = np.argsort(-(queries @ self._reference.T), axis=1, kind="stable")[:, :FEEDBACK_PAPERS]
+        if len(self._reference) > FEEDBACK_PAPERS:  # the same ten as `_topic_query`'s sort, found by a partition
+            nearest = np.argpartition(-(queries @ self._reference.T), FEEDBACK_PAPERS - 1, axis=1)[:, :FEEDBACK_PAPERS]
             queries = queries + self._reference[nearest].mean(axis=1)
         for row, cols in enumerate(columns):
             if cols:
@@ -374,7 +374,8 @@ def _logistic(z: np.ndarray) -> np.ndarray:
 
 def _rows(scores: TfidfScores, count: int) -> TfidfScores:
     return TfidfScores(total=scores.total[:count], per_entry=scores.per_entry[:count],
-                       coverage=scores.coverage[:count], docs=scores.docs[:count], centroid=scores.centroid)
+                       coverage=scores.coverage[:count], docs=scores.docs, centroid=scores.centroid,
+                       doc_rows=scores.doc_rows[:count] if scores.doc_rows is not None else None)
 
 
 def _conforms(ranker: HybridRanker) -> Ranker[HybridScores]:
