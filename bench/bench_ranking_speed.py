@@ -51,6 +51,20 @@ def load() -> str:
     return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+class Timer:
+    """Wall and CPU seconds of a block: on a shared machine the CPU time moves less with the load."""
+
+    def __enter__(self) -> Timer:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+    def __str__(self) -> str:
+        return f"{self.wall:.1f} s ({self.cpu:.1f} s CPU)  [{load()}]"
+
+
 def profiles_for(count: int, tags: Sequence[str], reference: Sequence[Paper]) -> list[Profile]:
     rng = np.random.default_rng(0)
     out = []
@@ -79,6 +93,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--subscribers", type=int, nargs="+", default=[1000, 10_000])
     parser.add_argument("--skip-alone", action="store_true", help="time only the batch (rank_many)")
+    parser.add_argument("--alone-sample", type=int, default=0,
+                        help="time one at a time on this many subscribers only and scale up (0: all of them)")
     args = parser.parse_args()
     bench = load_bench()
     dataset = bench.load_dataset(SHARED / "datasets" / "citeulike-a")
@@ -89,34 +105,37 @@ def main() -> None:
     vectors = paper_vectors(None)
     assert vectors is not None, "the embedding model is not installed"
     remember(vectors)
-    start = time.perf_counter()
-    vectors.of(papers)
-    print(f"embedding {len(papers)} titles (cached: {CACHE.exists()}): {time.perf_counter() - start:.1f} s  "
-          f"[{load()}]", flush=True)
-    start = time.perf_counter()
-    ranker = fit_ranker(reference, vectors=vectors)
-    print(f"fit on {len(reference)} reference papers: {time.perf_counter() - start:.1f} s  [{load()}]", flush=True)
+    cached = CACHE.exists()
+    with Timer() as took:
+        vectors.of(papers)
+    print(f"embedding {len(papers)} titles (cached: {cached}): {took}", flush=True)
+    with Timer() as took:
+        ranker = fit_ranker(reference, vectors=vectors)
+    print(f"fit on {len(reference)} reference papers: {took}", flush=True)
     for count in args.subscribers:
         profiles = profiles_for(count, tags, reference)
-        start = time.perf_counter()
-        ranker.prepare(profiles, new)
-        print(f"{count:,} subscribers: prepare (phrases embedded once per process) "
-              f"{time.perf_counter() - start:.1f} s  [{load()}]", flush=True)
+        with Timer() as took:
+            ranker.prepare(profiles, new)
+        print(f"{count:,} subscribers: prepare (phrases embedded once per process) {took}", flush=True)
         keep(vectors)
         requests = [RankRequest(p, new, 10) for p in profiles]
-        start = time.perf_counter()
-        together = rank_many(ranker, new, requests, min_score=0.05, diversity=0.2)
-        print(f"{count:,} subscribers x {len(new)} papers: all at once (rank_many) "
-              f"{time.perf_counter() - start:.1f} s  [{load()}]", flush=True)
+        with Timer() as took:
+            together = rank_many(ranker, new, requests, min_score=0.05, diversity=0.2)
+        print(f"{count:,} subscribers x {len(new)} papers: all at once (rank_many) {took}", flush=True)
         if args.skip_alone:
             continue
-        start = time.perf_counter()
-        alone = [ranker.rank(p, new, max_papers=10, min_score=0.05, diversity=0.2) for p in profiles]
-        print(f"{count:,} subscribers x {len(new)} papers: one at a time (Ranker.rank) "
-              f"{time.perf_counter() - start:.1f} s  [{load()}]", flush=True)
-        differ = sum(1 for a, b in zip(alone, together, strict=True)
+        sample = profiles[: args.alone_sample or count]
+        with Timer() as took:
+            alone = [ranker.rank(p, new, max_papers=10, min_score=0.05, diversity=0.2) for p in sample]
+        if len(sample) < count:
+            scale = count / len(sample)
+            print(f"{count:,} subscribers x {len(new)} papers: one at a time (Ranker.rank), scaled up from "
+                  f"{len(sample):,}: {took.wall * scale:.1f} s ({took.cpu * scale:.1f} s CPU)  [{load()}]", flush=True)
+        else:
+            print(f"{count:,} subscribers x {len(new)} papers: one at a time (Ranker.rank) {took}", flush=True)
+        differ = sum(1 for a, b in zip(alone, together, strict=False)
                      if [s.paper.id for s in a.chosen] != [s.paper.id for s in b.chosen])
-        print(f"{count:,} subscribers: {differ} with different picks, "
+        print(f"{len(sample):,} subscribers compared: {differ} with different picks, "
               f"{sum(len(r.chosen) for r in together):,} papers picked", flush=True)
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from .errors import RunLocked
 from .rank import load_embedder
-from .rank.vectors import embedding_text
+from .rank.vectors import EMBEDDING, embedding_text
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,8 @@ def embed_new(store: Store, after_id: int) -> int:
         if embedder is None:
             return 0
         ids = store.vectors.missing(embedder.model_id, after_id=after_id)
+        if ids:  # abstracts take about 70 ms each on 2 cores: say why the command has not returned yet
+            log.info("embedding %s new papers with %s", f"{len(ids):,}", embedder.model_id)
         for start in range(0, len(ids), BATCH):
             _embed(store, ids[start:start + BATCH])
         return len(ids)
@@ -46,12 +48,17 @@ def embed_new(store: Store, after_id: int) -> int:
 
 
 def _embed(store: Store, ids: Sequence[int]) -> None:
+    """Embed and store the papers `ids` names that still have no vector (a digest run may have made some)."""
     embedder = load_embedder()
     assert embedder is not None
-    papers = store.papers.get(ids)
-    vectors = embedder.encode([embedding_text(p) for p in papers])
-    store.vectors.put(embedder.model_id, {p.id: v.astype("<f4").tobytes() for p, v in zip(papers, vectors,
-                                                                                           strict=True)})
+    with EMBEDDING:
+        have = store.vectors.get(embedder.model_id, ids)
+        papers = store.papers.get([i for i in ids if i not in have])
+        if not papers:
+            return
+        vectors = embedder.encode([embedding_text(p) for p in papers])
+        store.vectors.put(embedder.model_id, {p.id: v.astype("<f4").tobytes()
+                                              for p, v in zip(papers, vectors, strict=True)})
 
 
 class Reembedding:

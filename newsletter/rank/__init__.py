@@ -11,6 +11,7 @@ neither scikit-learn nor onnxruntime.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -92,9 +93,17 @@ def store_ranker_factory(rows: VectorRows, *, background: Callable[[], None] | N
     return make
 
 
-@cache
+_LOADING = threading.Lock()  # the daemon's threads may ask at once: load (and warn) once all the same
+
+
 def load_embedder() -> Embedder | None:
     """The embedding model, loaded and checked once per process; None (said once, as a warning) if it cannot be."""
+    with _LOADING:
+        return _load_embedder()
+
+
+@cache
+def _load_embedder() -> Embedder | None:
     try:
         from .embeddings import Embedder
 
