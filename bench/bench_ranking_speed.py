@@ -1,11 +1,19 @@
-"""Time to rank many subscribers with the default ranker; prints milliseconds per subscriber.
+"""Time to rank many subscribers with the default ranker, one at a time and all at once; prints seconds.
 
-    PYTHONPATH=$PWD python bench/bench_ranking_speed.py --subscribers 200
+    PYTHONPATH=$PWD python bench/bench_ranking_speed.py --subscribers 1000 10000
 
 2,000 CiteULike titles are the reference set (the digest's REFERENCE_PAPERS) and
-500 more are the day's new papers; each subscriber has 3 topics (CiteULike
-tags) and 3 liked titles. Embedding the 2,500 titles is timed apart: a real
-store embeds each paper once, at its first run.
+500 more are the day's new papers; each subscriber has 3 topics (drawn from the
+1,000 most used CiteULike tags) and 3 liked papers (stored papers, as liked titles
+usually are). "one at a time" is `Ranker.rank` per subscriber (the digest before
+rank/batch.py), "all at once" is `rank_many`, which the digest uses now; both must
+pick the same papers, and the script counts any subscriber whose picks differ.
+
+Embedding is timed apart: a store embeds each paper once, at ingest. Phrases
+(topics) are embedded once per process; NEWSLETTER_BENCH_PHRASES (default
+bench/.speed-vectors.npz, not committed) keeps every text's vector between runs,
+so only the first run pays for them. Each line ends with the load average: the
+machine is shared.
 """
 
 from __future__ import annotations
@@ -15,15 +23,19 @@ import importlib.util
 import os
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 from newsletter.models import Paper, Subscriber
-from newsletter.rank import build_profile, fit_ranker, paper_vectors
+from newsletter.rank import Profile, build_profile, fit_ranker, paper_vectors
+from newsletter.rank.batch import RankRequest, rank_many
+from newsletter.rank.vectors import PaperVectors
 
 SHARED = Path(os.environ.get("NEWSLETTER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+CACHE = Path(os.environ.get("NEWSLETTER_BENCH_PHRASES", Path(__file__).resolve().parent / ".speed-vectors.npz"))
 
 
 def load_bench():  # noqa: ANN201 - the benchmark module, for its dataset loader
@@ -35,36 +47,96 @@ def load_bench():  # noqa: ANN201 - the benchmark module, for its dataset loader
     return module
 
 
+def load() -> str:
+    return "load " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+class Timer:
+    """Wall and CPU seconds of a block: on a shared machine the CPU time moves less with the load."""
+
+    def __enter__(self) -> Timer:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+
+    def __str__(self) -> str:
+        return f"{self.wall:.1f} s ({self.cpu:.1f} s CPU)  [{load()}]"
+
+
+def profiles_for(count: int, tags: Sequence[str], reference: Sequence[Paper]) -> list[Profile]:
+    rng = np.random.default_rng(0)
+    out = []
+    for k in range(count):
+        liked = [reference[j] for j in rng.choice(len(reference), 3, replace=False)]
+        topics = tuple(tags[j] for j in rng.choice(len(tags), 3, replace=False))
+        subscriber = Subscriber(id=str(k), email="s@example.org", name="s", topics=topics,
+                                liked=tuple(p.title for p in liked))
+        out.append(build_profile(subscriber, liked))
+    return out
+
+
+def remember(vectors: PaperVectors) -> None:
+    if CACHE.exists():
+        with np.load(CACHE, allow_pickle=False) as saved:
+            if str(saved["model"]) == vectors.model_id:
+                vectors.remember(list(saved["texts"]), saved["vectors"])
+
+
+def keep(vectors: PaperVectors) -> None:
+    texts = list(vectors._by_text)  # noqa: SLF001 - a benchmark may look inside
+    np.savez(CACHE, model=vectors.model_id, texts=np.array(texts), vectors=vectors.texts(texts))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--subscribers", type=int, default=200)
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[1000, 10_000])
+    parser.add_argument("--skip-alone", action="store_true", help="time only the batch (rank_many)")
+    parser.add_argument("--alone-sample", type=int, default=0,
+                        help="time one at a time on this many subscribers only and scale up (0: all of them)")
     args = parser.parse_args()
     bench = load_bench()
     dataset = bench.load_dataset(SHARED / "datasets" / "citeulike-a")
     epoch = datetime(2026, 1, 1, tzinfo=UTC)
     papers = [Paper(id=i, title=t, abstract="", first_seen=epoch) for i, t in enumerate(dataset.titles[:2500])]
     reference, new = papers[:2000], papers[2000:]
+    tags = [dataset.tag_names[j].replace("_", " ") for j in np.argsort(-dataset.tag_df, kind="stable")[:1000]]
     vectors = paper_vectors(None)
     assert vectors is not None, "the embedding model is not installed"
-    start = time.perf_counter()
-    vectors.of(papers)
-    print(f"embedding {len(papers)} titles: {time.perf_counter() - start:.1f} s")
-    rng = np.random.default_rng(0)
-    profiles = [build_profile(Subscriber(id=str(k), email="s@example.org", name="s",
-                                         topics=tuple(dataset.tag_names[j].replace("_", " ")
-                                                      for j in rng.choice(len(dataset.tag_names), 3)),
-                                         liked=tuple(dataset.titles[j] for j in rng.choice(2000, 3))), [None] * 3)
-                for k in range(args.subscribers)]
-    start = time.perf_counter()
-    ranker = fit_ranker(reference, vectors=vectors)
-    ranker.prepare(profiles, new)
-    print(f"fit and prepare ({len(profiles)} profiles): {time.perf_counter() - start:.1f} s")
-    start = time.perf_counter()
-    for profile in profiles:
-        ranker.rank(profile, new, max_papers=10, min_score=0.05, diversity=0.2)
-    per = (time.perf_counter() - start) / len(profiles)
-    print(f"rank: {per * 1000:.1f} ms per subscriber over {len(new)} new papers "
-          f"(10,000 subscribers: {per * 10_000:.0f} s)")
+    remember(vectors)
+    cached = CACHE.exists()
+    with Timer() as took:
+        vectors.of(papers)
+    print(f"embedding {len(papers)} titles (cached: {cached}): {took}", flush=True)
+    with Timer() as took:
+        ranker = fit_ranker(reference, vectors=vectors)
+    print(f"fit on {len(reference)} reference papers: {took}", flush=True)
+    for count in args.subscribers:
+        profiles = profiles_for(count, tags, reference)
+        with Timer() as took:
+            ranker.prepare(profiles, new)
+        print(f"{count:,} subscribers: prepare (phrases embedded once per process) {took}", flush=True)
+        keep(vectors)
+        requests = [RankRequest(p, new, 10) for p in profiles]
+        with Timer() as took:
+            together = rank_many(ranker, new, requests, min_score=0.05, diversity=0.2)
+        print(f"{count:,} subscribers x {len(new)} papers: all at once (rank_many) {took}", flush=True)
+        if args.skip_alone:
+            continue
+        sample = profiles[: args.alone_sample or count]
+        with Timer() as took:
+            alone = [ranker.rank(p, new, max_papers=10, min_score=0.05, diversity=0.2) for p in sample]
+        if len(sample) < count:
+            scale = count / len(sample)
+            print(f"{count:,} subscribers x {len(new)} papers: one at a time (Ranker.rank), scaled up from "
+                  f"{len(sample):,}: {took.wall * scale:.1f} s ({took.cpu * scale:.1f} s CPU)  [{load()}]", flush=True)
+        else:
+            print(f"{count:,} subscribers x {len(new)} papers: one at a time (Ranker.rank) {took}", flush=True)
+        differ = sum(1 for a, b in zip(alone, together, strict=False)
+                     if [s.paper.id for s in a.chosen] != [s.paper.id for s in b.chosen])
+        print(f"{len(sample):,} subscribers compared: {differ} with different picks, "
+              f"{sum(len(r.chosen) for r in together):,} papers picked", flush=True)
 
 
 if __name__ == "__main__":

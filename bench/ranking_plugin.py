@@ -9,7 +9,8 @@ between runs.
 (from the repository root). Texts become Papers with the text as title and no
 abstract; keywords become topics and profile texts become liked papers given
 as bare titles, as a subscriber file would give them. The ranker is made with
-`fit_ranker` and scored through the same `prepare`/`score` the digest uses.
+`fit_ranker` and scored through the same `prepare`/`score_many` the digest uses
+(rank/batch.py's `rank_many`, with one profile).
 
 The benchmark looks up module-level `setup` and `rank` functions, so this
 module holds exactly one `BenchAdapter`; all state (the fitted ranker, the
@@ -68,7 +69,10 @@ class BenchAdapter:
                                 liked=tuple(profile_texts))
         profile = build_profile(subscriber, [None] * len(profile_texts))  # liked as bare titles
         ranker.prepare([profile], candidates)
-        return [float(x) for x in ranker.score(profile, candidates).total]
+        # The digest's path: rank_many scores through score_many (rank/batch.py); Ranker.score where it cannot.
+        batch = ranker.score_many([profile], candidates) if hasattr(ranker, "score_many") else None
+        totals = batch.total[:, 0] if batch is not None else ranker.score(profile, candidates).total
+        return [float(x) for x in totals]
 
     def papers(self, texts: Sequence[str]) -> list[Paper]:
         return [Paper(id=self._id_of(t), title=t, abstract="", first_seen=_EPOCH) for t in texts]

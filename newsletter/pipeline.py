@@ -28,6 +28,7 @@ import httpx
 from .config import SECRET_KEY_ENV, Config
 from .deliver import Mailer, build_message, mailer_from_config, new_message_id, serialise
 from .deliver.dkim import DkimSigner
+from .embedding_jobs import embed_new, reembedding
 from .errors import ProfileError, UnknownSubscriber
 from .fetching import SourceReport, fetch_sources
 from .links import Signer
@@ -73,14 +74,15 @@ class RunContext:
 
 
 @contextmanager
-def open_context(config: Config) -> Iterator[RunContext]:
+def open_context(config: Config, *, finish_background: bool = False) -> Iterator[RunContext]:
+    """The run context; a re-embedding it started is stopped at the end (kept so far), or waited for."""
     settings = config.settings
-    with open_store(config.store_url) as store:
+    with open_store(config.store_url) as store, reembedding(store, finish=finish_background) as background:
         templates = config.resolve(settings.templates) if settings.templates is not None else shipped_templates()
         yield RunContext(
             store=store,
             subscribers=FileSubscribers(config.subscribers_dir, settings.schedule.default_schedule()),
-            make_ranker=store_ranker_factory(store.vectors),
+            make_ranker=store_ranker_factory(store.vectors, background=background.start),
             renderer=Renderer(templates, sender_name=settings.sender.name, search_url=settings.digest.search_url),
             signer=Signer(os.environ.get(SECRET_KEY_ENV) or store.keys.signing_key(), settings.base_url,
                           settings.sender.address),
@@ -106,10 +108,13 @@ def ingest_pages(config: Config, now: datetime, paths: Sequence[Path] = (),
                  on_wait: Callable[[str], None] | None = None,
                  on_page: Callable[[PageReport], None] | None = None) -> IngestReport:
     """Ingest the given pages, or the inbox; a second ingest on the same store waits its turn."""
-    with open_store(config.store_url) as store, store.locks.hold("ingest", wait=True, on_wait=on_wait):
-        report = ingest(store.papers, Folders(config.inbox, config.processed, config.quarantine), now, paths,
-                        on_page)
-        store.runs.add("ingest", now, now, ok=not report.problems, summary=ingest_summary(report))
+    with open_store(config.store_url) as store:
+        with store.locks.hold("ingest", wait=True, on_wait=on_wait):
+            before = store.papers.max_id()
+            report = ingest(store.papers, Folders(config.inbox, config.processed, config.quarantine), now, paths,
+                            on_page)
+            store.runs.add("ingest", now, now, ok=not report.problems, summary=ingest_summary(report))
+        embed_new(store, after_id=before)  # committed and unlocked: a second ingest need not wait for the model
         return report
 
 
@@ -132,10 +137,14 @@ def ingest_sources(config: Config, now: datetime, *, only_due: bool = True,
     settings = config.settings.sources
     policy = FetchPolicy(timeout=settings.timeout, max_bytes=settings.max_bytes, retries=settings.retries,
                          retry_backoff=settings.retry_backoff, max_redirects=settings.max_redirects)
-    with open_store(config.store_url) as store, store.locks.hold("fetch", wait=True, on_wait=on_wait), \
-            new_client(policy, transport) as client:
-        return fetch_sources(store, settings.urls, policy, config.quarantine, now, only_due=only_due, client=client,
-                             on_report=on_report)
+    with open_store(config.store_url) as store:
+        with store.locks.hold("fetch", wait=True, on_wait=on_wait), new_client(policy, transport) as client:
+            before = store.papers.max_id()
+            reports = fetch_sources(store, settings.urls, policy, config.quarantine, now, only_due=only_due,
+                                    client=client, on_report=on_report)
+        if any(r.new_papers for r in reports):
+            embed_new(store, after_id=before)
+        return reports
 
 
 # -- planning ----------------------------------------------------------------------------------------
@@ -234,7 +243,8 @@ OnResult = Callable[[SubscriberResult], None]
 def run_digests(config: Config, now: datetime, *, only: Sequence[str] = (), dry_run: bool = False,
                 mailer: Mailer | None = None, on_result: OnResult | None = None) -> RunReport:
     """Build every active subscriber's digest and deliver it (or, with dry_run, only report)."""
-    with open_context(config) as ctx:
+    # A re-embedding this run starts (a model change) goes on after the sends until it is done.
+    with open_context(config, finish_background=True) as ctx:
         return send_digests(ctx, now, only=only, dry_run=dry_run, mailer=mailer, on_result=on_result)
 
 

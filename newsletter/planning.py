@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from .models import Digest, Paper, Subscriber
 from .rank import Profile, Ranker, build_profile
+from .rank.batch import RankRequest, rank_many
 from .store import Store
 
 # The ranker's reference set (the IDF today) is the newest papers, whoever is in the run,
@@ -60,9 +61,14 @@ def plan_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
     ranker = make_ranker(store.papers.recent(until=now, limit=REFERENCE_PAPERS))
     profiles = {s.id: profile_of(store, s) for s in subscribers}
     ranker.prepare(list(profiles.values()), corpus)
+    # Everyone at once: the day's papers are scored for all subscribers as matrix products (rank/batch.py).
+    requests = [RankRequest(profiles[s.id], candidates_for(store, corpus, s, windows[s.id]),
+                            s.max_papers or policy.max_papers) for s in subscribers]
+    rankings = rank_many(ranker, corpus, requests, min_score=policy.min_score, diversity=policy.diversity)
     return tuple(
-        digest_for(store, ranker, policy, corpus, s, profiles[s.id], windows[s.id], through, now)
-        for s in subscribers
+        Digest(subscriber=s, papers=ranking.chosen, issued_at=now, window_start=windows[s.id].since, window_end=now,
+               through_paper_id=through, candidate_count=ranking.candidate_count)
+        for s, ranking in zip(subscribers, rankings, strict=True)
     )
 
 
@@ -90,11 +96,7 @@ def profile_of(store: Store, subscriber: Subscriber) -> Profile:
                          voted_up=more, voted_down=less)
 
 
-def digest_for(store: Store, ranker: Ranker, policy: DigestPolicy, corpus: Sequence[Paper], subscriber: Subscriber,
-               profile: Profile, window: Window, through: int, now: datetime) -> Digest:
+def candidates_for(store: Store, corpus: Sequence[Paper], subscriber: Subscriber, window: Window) -> list[Paper]:
+    """The papers of the corpus new to the subscriber: in their window, never sent or on their way."""
     already_sent = store.ledger.delivered_paper_ids(subscriber.id)
-    candidates = [p for p in corpus if window.holds(p) and p.id not in already_sent]
-    ranking = ranker.rank(profile, candidates, max_papers=subscriber.max_papers or policy.max_papers,
-                          min_score=policy.min_score, diversity=policy.diversity)
-    return Digest(subscriber=subscriber, papers=ranking.chosen, issued_at=now, window_start=window.since,
-                  window_end=now, through_paper_id=through, candidate_count=ranking.candidate_count)
+    return [p for p in corpus if window.holds(p) and p.id not in already_sent]

@@ -36,6 +36,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import Config
+from .embedding_jobs import embed_new
 from .errors import NewsletterError, RunLocked, UnknownSubscriber
 from .models import Schedule
 from .pipeline import RunContext, ingest_sources, ingest_summary, open_context, send_digests, send_due
@@ -158,6 +159,7 @@ class Daemon:
         now = self.clock()
         try:
             with self.ctx.store.locks.hold("ingest"):
+                before = self.ctx.store.papers.max_id()
                 report = ingest(self.ctx.store.papers, self.ctx.folders, now, ())
         except RunLocked:
             log.info("inbox: another ingest is running; next poll")
@@ -168,6 +170,8 @@ class Daemon:
                 summary = ingest_summary(report)
                 log.info("ingested %s from %s", summary, self.ctx.folders.inbox)
                 self.ctx.store.runs.add("ingest", now, self.clock(), ok=not report.problems, summary=summary)
+            if report.new_papers:
+                embed_new(self.ctx.store, after_id=before)  # after the ingest lock; never raises
         if self.ingest_sources is not None:
             # Due URL sources: fetched, ingested, one log line per fetch (newsletter.fetching).
             try:

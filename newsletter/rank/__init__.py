@@ -11,6 +11,7 @@ neither scikit-learn nor onnxruntime.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -61,21 +62,48 @@ def fit_ranker(reference: Sequence[Paper], model_id: str = DEFAULT_MODEL, *,
     raise ValueError(f"unknown ranker model {model_id!r}; known: {', '.join(MODELS)}")
 
 
-def store_ranker_factory(rows: VectorRows) -> Callable[[Sequence[Paper]], Ranker[Any]]:
+# A run embeds at most this many of its reference papers itself (about a day's papers; ingest embeds
+# new papers, so normally none); with more lacking vectors (a model change, a store from before
+# vectors) it ranks with TF-IDF and they are embedded in the background (newsletter/embedding_jobs.py).
+FOREGROUND_EMBEDDING = 500
+
+
+def store_ranker_factory(rows: VectorRows, *, background: Callable[[], None] | None = None,
+                         foreground_limit: int | None = None) -> Callable[[Sequence[Paper]], Ranker[Any]]:
     """`fit_ranker` for the pipeline: the default model, with paper vectors kept in `rows` (store.vectors).
 
     The embedding model is loaded on the first ranker made, not before: commands
-    that never rank do not pay for it.
+    that never rank do not pay for it. When more than `foreground_limit` (FOREGROUND_EMBEDDING) reference
+    papers have no vector of the current model, the ranker is TF-IDF and
+    `background()` is called to embed them while the run goes on.
     """
     def make(reference: Sequence[Paper]) -> Ranker[Any]:
-        return fit_ranker(reference, vectors=paper_vectors(rows, progress=_log_progress))
+        vectors = paper_vectors(rows, progress=_log_progress)
+        if vectors is None:
+            return fit_ranker(reference, FALLBACK_MODEL)
+        lacking = rows.missing(vectors.model_id, [p.id for p in reference])
+        if len(lacking) > (FOREGROUND_EMBEDDING if foreground_limit is None else foreground_limit):
+            log.info("%s of %s recent papers have no vector for %s yet: ranking with TF-IDF while they are "
+                     "embedded in the background", f"{len(lacking):,}", f"{len(reference):,}", vectors.model_id)
+            if background is not None:
+                background()
+            return fit_ranker(reference, FALLBACK_MODEL)
+        return fit_ranker(reference, vectors=vectors)
 
     return make
 
 
-@cache
+_LOADING = threading.Lock()  # the daemon's threads may ask at once: load (and warn) once all the same
+
+
 def load_embedder() -> Embedder | None:
     """The embedding model, loaded and checked once per process; None (said once, as a warning) if it cannot be."""
+    with _LOADING:
+        return _load_embedder()
+
+
+@cache
+def _load_embedder() -> Embedder | None:
     try:
         from .embeddings import Embedder
 

@@ -24,6 +24,8 @@ def reason_for(profile: Profile, similarities: Sequence[float], coverage: Sequen
                terms: tuple[str, ...] = ()) -> Reason:
     """`similarities` follows Profile.entries (topics, then liked); `coverage` follows profile.topics."""
     topic_count = len(profile.topics)
+    # Plain floats: comparing numpy scalars one by one costs more than the rest of a reason.
+    similarities, coverage = [float(x) for x in similarities], [float(x) for x in coverage]
     topic_rows = zip(profile.topics, similarities[:topic_count], coverage, strict=True)
     topics = tuple(
         topic

@@ -35,8 +35,9 @@ from ..models import Paper, Reason
 from .base import Ranker, Ranking, Scores
 from .explain import reason_for
 from .profile import Profile
+from .segments import Segments
 from .select import Exclusions, rank_with
-from .tfidf import TfidfRanker, TfidfScores
+from .tfidf import TfidfBatch, TfidfRanker, TfidfScores
 from .topics import query_text
 from .vectors import PaperVectors
 from .words import tokenize
@@ -146,6 +147,69 @@ class HybridRanker:
         return HybridScores(total=total[:count], per_entry=per_entry, eligible=evidence[:count] >= EVIDENCE_FLOOR,
                             lexical=_rows(lexical, count), liked_cosine=liked_cosine[:count], vectors=raw[:count])
 
+    def score_many(self, profiles: Sequence[Profile], papers: Sequence[Paper]) -> HybridBatch | None:
+        """`score` for many profiles at once, as matrix products (papers x profiles); None without a background.
+
+        Scores do not depend on which other papers are scored (each part is standardised against the
+        background papers), so scoring the run's papers once for everyone gives each subscriber the
+        scores `score` gives their own candidates. With fewer than two background papers `score`
+        standardises against the candidates themselves, which only it can do.
+        """
+        if len(self._background) < 2:
+            return None
+        count = len(papers)
+        everything = list(papers) + self._background
+        raw, docs, centred = self._vectors(everything)
+        lexical = self.lexical.score_many(profiles, everything)
+        weights = self._weights
+        parts: list[tuple[float, np.ndarray, np.ndarray]] = [
+            (weights["lexical"], lexical.total, np.ones(len(profiles), dtype=bool))]
+        liked = Segments(_spans([len(p.liked_titles) for p in profiles]))
+        liked_raw = self._liked_matrix(profiles)
+        liked_cosine = raw @ liked_raw.T
+        evidence = liked.max(liked.gather(liked_cosine))
+        similarity = liked.gather(docs @ self._transform(liked_raw).T)
+        parts += [(weights["liked_centroid"], liked.mean(similarity), liked.present),
+                  (weights["liked_best"], liked.best_two_mean(similarity), liked.present)]
+        parts.append((weights["lexical_best"], _best_liked_entry(lexical.per_entry, profiles), liked.present))
+        with_topics = np.array([bool(p.topics) for p in profiles])
+        if with_topics.any():
+            parts.append((weights["topics"], centred @ self._topic_queries([p.topics for p in profiles]).T,
+                          with_topics))
+            spelt, topic_columns = _columns([[query_text(t, self.lexical.words) for t in p.topics] for p in profiles])
+            topic = Segments(topic_columns)
+            evidence = np.maximum(evidence, np.where(with_topics, topic.max(topic.gather(raw @ self.vectors.texts(
+                spelt).T)), evidence))
+        excluded, exclude_columns = _columns([[query_text(t) for t in p.exclude] for p in profiles])
+        if excluded:
+            exclude = Segments(exclude_columns)
+            parts.append((weights["excluded"], exclude.max(exclude.gather(raw @ self.vectors.texts(excluded).T)),
+                          exclude.present))
+        disliked = Segments(_spans([len(p.disliked) for p in profiles]))
+        if disliked.present.any():
+            rows = self._transform(self.vectors.of([d for p in profiles for d in p.disliked]))
+            parts.append((weights["disliked"], disliked.max(disliked.gather(docs @ rows.T)), disliked.present))
+        combined = sum(weight * np.where(present, _standardise_columns(values, count), 0.0)
+                       for weight, values, present in parts)
+        total = _logistic(LOGISTIC_SLOPE * (_standardise_columns(np.asarray(combined), count) - SCORE_CENTRE))
+        return HybridBatch(total=total[:count], eligible=evidence[:count] >= EVIDENCE_FLOOR, lexical=lexical,
+                           liked_cosine=liked_cosine[:count], liked=liked, vectors=raw[:count], topics=[
+                               len(p.topics) for p in profiles])
+
+    def _liked_matrix(self, profiles: Sequence[Profile]) -> np.ndarray:
+        """Every profile's liked vectors, one after another (`_liked_vectors` for many profiles, in two batches)."""
+        pairs = [(p, title) for pr in profiles
+                 for p, title in zip(pr.liked_papers or (None,) * len(pr.liked_titles), pr.liked_titles, strict=True)]
+        if not pairs:
+            return np.zeros((0, self._mean.shape[0]), dtype=np.float32)
+        stored = self.vectors.of([p for p, _ in pairs if p is not None])
+        bare = self.vectors.texts([title for p, title in pairs if p is None])
+        out = np.zeros((len(pairs), self._mean.shape[0]), dtype=np.float32)
+        is_paper = np.array([p is not None for p, _ in pairs])
+        out[is_paper] = stored
+        out[~is_paper] = bare
+        return out
+
     def explain(self, profile: Profile, scores: HybridScores, row: int) -> Reason:
         """The topics and liked papers the paper is close to, and the terms that carried its score."""
         similarities = scores.per_entry[row].copy()
@@ -153,7 +217,7 @@ class HybridRanker:
         # A liked paper is named only when the paper reads as similar to it, not merely less unrelated.
         similarities[topic_count:] = np.where(similarities[topic_count:] >= LIKED_SIMILAR, 1.0, 0.0)
         return reason_for(profile, similarities, scores.lexical.coverage[row],
-                          self.lexical.explain(profile, scores.lexical, row).terms)
+                          self.lexical.carrying_terms(scores.lexical, row))
 
     def _vectors(self, papers: Sequence[Paper]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw, whitened and centred rows of `papers`, each computed once per fit (not per subscriber)."""
@@ -172,12 +236,51 @@ class HybridRanker:
                 for p, title in zip(papers, profile.liked_titles, strict=True)]
         return np.vstack(rows) if rows else np.zeros((0, self._mean.shape[0]), dtype=np.float32)
 
+    def _topic_queries(self, topic_lists: Sequence[Sequence[str]]) -> np.ndarray:
+        """`_topic_query` of each list (zeros for an empty one), with one product and one sort for all."""
+        texts, columns = _columns([[_topic_text(topics, self.lexical.words)] if topics else []
+                                   for topics in topic_lists])
+        out = np.zeros((len(topic_lists), self._mean.shape[0]), dtype=np.float32)
+        if not texts:
+            return out
+        queries = _unit(self.vectors.texts(texts) - self._mean)
+        if len(self._reference) > FEEDBACK_PAPERS:  # the same ten as `_topic_query`'s sort, found by a partition
+            nearest = np.argpartition(-(queries @ self._reference.T), FEEDBACK_PAPERS - 1, axis=1)[:, :FEEDBACK_PAPERS]
+            queries = queries + self._reference[nearest].mean(axis=1)
+        for row, cols in enumerate(columns):
+            if cols:
+                out[row] = queries[cols[0]]
+        return out
+
     def _topic_query(self, topics: Sequence[str]) -> np.ndarray:
         query = _unit(self.vectors.texts([_topic_text(topics, self.lexical.words)]) - self._mean)[0]
         if len(self._reference) > FEEDBACK_PAPERS:
             nearest = np.argsort(-(self._reference @ query), kind="stable")[:FEEDBACK_PAPERS]
             query = query + self._reference[nearest].mean(axis=0)
         return query
+
+
+@dataclass(frozen=True, slots=True)
+class HybridBatch:
+    """`HybridRanker.score_many`'s result: totals for every paper and profile, HybridScores on demand."""
+
+    total: np.ndarray  # papers x profiles
+    eligible: np.ndarray  # papers x profiles
+    lexical: TfidfBatch
+    liked_cosine: np.ndarray  # papers x every profile's liked entries (see `liked`)
+    liked: Segments
+    vectors: np.ndarray  # papers x 384
+    topics: list[int]  # per profile, how many topics it has
+
+    def take(self, profile: int, rows: Sequence[int]) -> HybridScores:
+        """The profile's HybridScores for the papers at `rows`, as `score` would give them."""
+        rows = list(rows)
+        liked_cosine = self.liked_cosine[np.ix_(rows, self.liked.columns[profile])]
+        lexical = self.lexical.take(profile, rows)
+        per_entry = np.hstack([lexical.per_entry[:, : self.topics[profile]], liked_cosine])
+        return HybridScores(total=self.total[rows, profile], per_entry=per_entry,
+                            eligible=self.eligible[rows, profile], lexical=lexical, liked_cosine=liked_cosine,
+                            vectors=self.vectors[rows])
 
 
 class _Rows:
@@ -234,13 +337,45 @@ def _standardise(values: np.ndarray, count: int) -> np.ndarray:
     return (values - float(background.mean())) / (spread if spread > 1e-9 else 1.0)
 
 
+def _standardise_columns(values: np.ndarray, count: int) -> np.ndarray:
+    """`_standardise` of each column of `values` (papers x profiles) against its background rows."""
+    background = values[count:]
+    spread = background.std(axis=0)
+    return (values - background.mean(axis=0)) / np.where(spread > 1e-9, spread, 1.0)
+
+
+def _best_liked_entry(per_entry: np.ndarray, profiles: Sequence[Profile]) -> np.ndarray:
+    """papers x profiles: the largest of each profile's liked columns of a TfidfBatch's per_entry (0 without)."""
+    if per_entry.shape[2] == 0:
+        return np.zeros(per_entry.shape[:2])
+    topics = np.array([len(p.topics) for p in profiles])[:, None]
+    ends = topics + np.array([len(p.liked_titles) for p in profiles])[:, None]
+    position = np.arange(per_entry.shape[2])[None, :]
+    best = np.where((position >= topics) & (position < ends), per_entry, -np.inf).max(axis=2)
+    return np.where(np.isfinite(best), best, 0.0)
+
+
+def _spans(sizes: Sequence[int]) -> list[list[int]]:
+    """Consecutive column ranges of the given sizes: [2, 0, 1] -> [[0, 1], [], [2]]."""
+    ends = np.cumsum(sizes)
+    return [list(range(int(end) - size, int(end))) for size, end in zip(sizes, ends, strict=True)]
+
+
+def _columns(texts: Sequence[Sequence[str]]) -> tuple[list[str], list[list[int]]]:
+    """Distinct texts, and per profile the column of each of its texts among them."""
+    unique = list(dict.fromkeys(t for group in texts for t in group))
+    column = {t: k for k, t in enumerate(unique)}
+    return unique, [[column[t] for t in group] for group in texts]
+
+
 def _logistic(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(z / 2.0))
 
 
 def _rows(scores: TfidfScores, count: int) -> TfidfScores:
     return TfidfScores(total=scores.total[:count], per_entry=scores.per_entry[:count],
-                       coverage=scores.coverage[:count], docs=scores.docs[:count], centroid=scores.centroid)
+                       coverage=scores.coverage[:count], docs=scores.docs, centroid=scores.centroid,
+                       doc_rows=scores.doc_rows[:count] if scores.doc_rows is not None else None)
 
 
 def _conforms(ranker: HybridRanker) -> Ranker[HybridScores]:

@@ -65,17 +65,21 @@ def diversify(order: Sequence[int], totals: Sequence[float] | np.ndarray, simila
     """Maximal marginal relevance over `order` (rows, best first); `similarity` is between those rows.
 
     Each pick maximises (1 - strength) * score - strength * (cosine to the closest paper already
-    picked); a paper at NEAR_DUPLICATE or closer to a picked one is never picked, at any strength.
+    picked), ties to the better-ranked paper; a paper at NEAR_DUPLICATE or closer to a picked one is
+    never picked, at any strength.
     """
+    scores = np.array([float(totals[i]) for i in order], dtype=np.float64)
+    similarity = np.asarray(similarity, dtype=np.float64)
+    closest = np.zeros(len(order))  # each row's cosine to the closest pick so far
+    open_ = np.ones(len(order), dtype=bool)
     picked: list[int] = []  # positions in `order`
-    left = list(range(len(order)))
-    while left and len(picked) < max_papers:
-        closest = similarity[np.ix_(left, picked)].max(axis=1) if picked else np.zeros(len(left))
-        gains = [(1 - strength) * float(totals[order[j]]) - strength * float(c) for j, c in zip(left, closest,
-                                                                                               strict=True)]
-        best = left[max(range(len(left)), key=lambda k: (gains[k], -k))]
+    while open_.any() and len(picked) < max_papers:
+        gains = np.where(open_, (1 - strength) * scores - strength * closest, -np.inf)
+        best = int(np.argmax(gains))  # the first of equal gains: the better-ranked paper
         picked.append(best)
-        left = [j for j in left if j != best and similarity[j, best] < NEAR_DUPLICATE]
+        open_[best] = False
+        open_ &= similarity[:, best] < NEAR_DUPLICATE
+        closest = np.maximum(closest, similarity[:, best])
     return [order[j] for j in picked]
 
 
@@ -90,11 +94,20 @@ def rank_with(ranker: Ranker[S], exclusions: Exclusions, profile: Profile, candi
     order = passing(kept, scores.total, min_score=min_score, eligible=getattr(scores, "eligible", None))
     # MMR looks a little past the digest's length: a diverse pick comes from the next best, not from the tail.
     head = order[: max_papers * DIVERSITY_POOL]
+    return Ranking(pick(ranker, profile, scores, kept, head, max_papers=max_papers, diversity=diversity),
+                   len(kept), excluded)
+
+
+def pick(ranker: Ranker[S], profile: Profile, scores: S, papers: Sequence[Paper], head: Sequence[int], *,
+         max_papers: int, diversity: float) -> tuple[ScoredPaper, ...]:
+    """The diverse best of `head` (rows of `scores` and `papers`, best first), each with its reason.
+
+    Only these few papers are explained: a reason costs more than a score.
+    """
     similarity = scores.pairwise(head)
     if similarity is None:  # a ranker without vectors: at least the same title twice is one paper
-        keys = [" ".join(tokenize(kept[i].title)) for i in head]
+        keys = [" ".join(tokenize(papers[i].title)) for i in head]
         similarity = np.array([[1.0 if a == b else 0.0 for b in keys] for a in keys]).reshape(len(head), len(head))
     rows = diversify(head, scores.total, similarity, max_papers=max_papers, strength=diversity)
-    chosen = tuple(ScoredPaper(kept[i], round(float(scores.total[i]), 6), ranker.explain(profile, scores, i))
-                   for i in rows)
-    return Ranking(chosen, len(kept), excluded)
+    return tuple(ScoredPaper(papers[i], round(float(scores.total[i]), 6), ranker.explain(profile, scores, i))
+                 for i in rows)

@@ -20,6 +20,7 @@ from ..models import Paper, Reason
 from .base import Ranker, Ranking, Scores
 from .explain import reason_for
 from .profile import Profile, paper_text
+from .segments import Segments
 from .select import Exclusions, rank_with
 from .topics import query_text, spellings
 from .words import fold_plural, tokenize
@@ -51,12 +52,16 @@ class TfidfScores(Scores):
     """Scores plus what TF-IDF's `explain` reads: topic coverage, the papers' rows and the profile centroid."""
 
     coverage: np.ndarray  # papers x topics: share of each topic's words in the paper
-    docs: sparse.csr_matrix
-    centroid: sparse.csr_matrix
+    docs: sparse.csr_matrix  # TF-IDF rows; score row i is docs row doc_rows[i] (row i without doc_rows)
+    centroid: np.ndarray  # the profile's unit centroid, dense (one lookup per term of a paper explained)
+    doc_rows: np.ndarray | None = None
+
+    def doc_row(self, row: int) -> int:
+        return row if self.doc_rows is None else int(self.doc_rows[row])
 
     def pairwise(self, rows: Sequence[int]) -> np.ndarray | None:
         """TF-IDF cosine between the papers at `rows` (their rows are unit length)."""
-        picked = self.docs[list(rows)]
+        picked = self.docs[[self.doc_row(r) for r in rows]]
         return np.asarray((picked @ picked.T).toarray())
 
 
@@ -92,6 +97,9 @@ class TfidfRanker:
         self.terms = self.vectorizer.get_feature_names_out()
         self.words = frozenset(str(t) for t in self.terms if " " not in t)  # for correcting typed topics
         self._stop_words = frozenset(self.vectorizer.get_stop_words() or ())
+        # Terms a reason may show: single words of three letters or more with a letter in them.
+        self._readable = np.array([" " not in t and len(t) >= 3 and any(c.isalpha() for c in t) for t in self.terms],
+                                  dtype=bool)
         self._papers = _RowCache(self.vectorizer, len(self.terms))
         self._entries = _RowCache(self.vectorizer, len(self.terms))  # topic phrases and liked texts
 
@@ -119,7 +127,7 @@ class TfidfRanker:
         entries = self._entry_texts(profile)
         if not entries:  # nothing to compare with: every paper scores zero
             nothing = np.zeros((len(papers), 0))
-            return TfidfScores(np.zeros(len(papers)), nothing, nothing, docs, sparse.csr_matrix((1, docs.shape[1])))
+            return TfidfScores(np.zeros(len(papers)), nothing, nothing, docs, np.zeros(docs.shape[1]))
         entry_vectors = normalize(self._entries.rows(entries, entries))
         mean = sparse.csr_matrix(entry_vectors.mean(axis=0))
         per_entry = (docs @ entry_vectors.T).toarray()  # papers x entries, cosine
@@ -130,12 +138,36 @@ class TfidfRanker:
         # (the best of the variants on ../shared/bench, see README) with phrase coverage.
         norm = float(np.sqrt(mean.multiply(mean).sum())) or 1.0
         total = per_entry.mean(axis=1) / norm
-        return TfidfScores(total=total, per_entry=per_entry, coverage=coverage, docs=docs, centroid=normalize(mean))
+        return TfidfScores(total=total, per_entry=per_entry, coverage=coverage, docs=docs,
+                           centroid=normalize(mean).toarray().ravel())
 
     def explain(self, profile: Profile, scores: TfidfScores, row: int) -> Reason:
         """The topics and liked papers the paper is close to, and the terms that carried its score."""
-        terms = self._carrying_terms(scores.docs[row], scores.centroid)
-        return reason_for(profile, scores.per_entry[row], scores.coverage[row], terms)
+        return reason_for(profile, scores.per_entry[row], scores.coverage[row], self.carrying_terms(scores, row))
+
+    def score_many(self, profiles: Sequence[Profile], papers: Sequence[Paper]) -> TfidfBatch:
+        """`score` for many profiles at once: one sparse product for all their entries (papers x profiles)."""
+        docs = self.vectors(papers)
+        entry_texts = [self._entry_texts(p) for p in profiles]
+        unique = list(dict.fromkeys(t for texts in entry_texts for t in texts))
+        column = {text: k for k, text in enumerate(unique)}
+        entries = normalize(self._entries.rows(unique, unique)) if unique else sparse.csr_matrix((0, docs.shape[1]))
+        topics = list(dict.fromkeys(t for p in profiles for t in p.topics))
+        topic_column = {topic: k for k, topic in enumerate(topics)}
+        slots = Segments([[column[t] for t in texts] for texts in entry_texts])
+        # Each entry column's coverage: a topic's share of words, 1 for a liked text.
+        coverage = self._coverage(docs, topics)
+        scale = np.hstack([np.ones((docs.shape[0], 1)), coverage])
+        scale_slots = Segments([[1 + topic_column[t] for t in p.topics] + [0] * len(p.liked_texts) for p in profiles])
+        per_entry = slots.gather((docs @ entries.T).toarray()) * scale_slots.gather(scale)
+        # Each profile's centroid, unit length, all in one product: explaining a paper then needs no scipy call.
+        centroids = normalize(_averaging(slots, entries.shape[0]) @ entries)
+        gram = (entries @ entries.T).toarray()
+        norms = np.array([np.sqrt(max(float(gram[np.ix_(cols, cols)].sum()), 0.0)) / len(cols) if cols else 0.0
+                          for cols in slots.columns])
+        total = slots.mean(per_entry) / np.where(norms > 0, norms, 1.0)
+        return TfidfBatch(total, per_entry, coverage, [[topic_column[t] for t in p.topics] for p in profiles], docs,
+                          centroids, slots)
 
     def _entry_texts(self, profile: Profile) -> list[str]:
         """Profile.entries, each topic with all its spellings ("RAG; retrieval-augmented generation")."""
@@ -174,16 +206,19 @@ class TfidfRanker:
         present.data = np.ones_like(present.data)
         return (present @ indicator).toarray() / sizes
 
-    def _carrying_terms(self, doc: sparse.csr_matrix, centroid: sparse.csr_matrix) -> tuple[str, ...]:
-        contribution = doc.multiply(centroid).tocsr()
-        order = sorted(zip(contribution.data, contribution.indices, strict=True), key=lambda pair: (-pair[0], pair[1]))
+    def carrying_terms(self, scores: TfidfScores, row: int) -> tuple[str, ...]:
+        """The words that carried the paper's score: its largest TF-IDF products with the profile centroid."""
+        # Read the row's slice of the CSR arrays directly: slicing a row out of scipy costs more than all of this.
+        docs, at = scores.docs, scores.doc_row(row)
+        indices = docs.indices[docs.indptr[at]:docs.indptr[at + 1]]
+        contribution = docs.data[docs.indptr[at]:docs.indptr[at + 1]] * scores.centroid[indices]
+        # Words a reader recognises: a two-word term is often debris ("graph neural", "code llm"),
+        # and a number or a two-letter stub says nothing (see _readable).
+        keep = (contribution != 0) & self._readable[indices]
+        contribution, indices = contribution[keep], indices[keep]
         picked: list[str] = []
-        for _, index in order:
+        for index in indices[np.lexsort((indices, -contribution))]:  # largest first, ties by term
             term = str(self.terms[index])
-            # Words a reader recognises: a two-word term is often debris ("graph neural", "code llm"),
-            # and a number or a two-letter stub says nothing.
-            if " " in term or len(term) < 3 or not any(c.isalpha() for c in term):
-                continue
             # "neural network" already says "network"; skip a word inside a chosen phrase.
             if any(term in chosen.split() or chosen in term.split() for chosen in picked):
                 continue
@@ -191,6 +226,43 @@ class TfidfRanker:
             if len(picked) == REASON_TERMS:
                 break
         return tuple(picked)
+
+
+@dataclass(frozen=True, slots=True)
+class TfidfBatch:
+    """`TfidfRanker.score_many`'s result: totals for every paper and profile, Scores for a profile on demand."""
+
+    total: np.ndarray  # papers x profiles
+    per_entry: np.ndarray  # papers x profiles x entries (padded; coverage applied to topic columns)
+    coverage: np.ndarray  # papers x distinct topics of the batch
+    topic_columns: list[list[int]]  # per profile, its topics' columns of `coverage`
+    docs: sparse.csr_matrix
+    centroids: sparse.csr_matrix  # profiles x terms, unit rows
+    slots: Segments  # per profile, its entries' rows of the batch's distinct entry texts
+
+    eligible = None  # TF-IDF has no evidence floor
+
+    def entry_scores(self, profile: int) -> np.ndarray:
+        """papers x the profile's entries (Profile.entries order)."""
+        return self.per_entry[:, profile, : len(self.slots.columns[profile])]
+
+    def take(self, profile: int, rows: Sequence[int]) -> TfidfScores:
+        """The profile's TfidfScores for the papers at `rows`, as `score` would give them."""
+        at = np.asarray(rows, dtype=np.int64)
+        centroid = np.zeros(self.centroids.shape[1])
+        start, end = self.centroids.indptr[profile], self.centroids.indptr[profile + 1]
+        centroid[self.centroids.indices[start:end]] = self.centroids.data[start:end]
+        return TfidfScores(total=self.total[at, profile], per_entry=self.entry_scores(profile)[at],
+                           coverage=self.coverage[np.ix_(at, np.asarray(self.topic_columns[profile], np.int64))],
+                           docs=self.docs, centroid=centroid, doc_rows=at)
+
+
+def _averaging(slots: Segments, width: int) -> sparse.csr_matrix:
+    """profiles x columns, 1/n at each of a profile's n columns: `averaging @ rows` is each profile's mean row."""
+    weights = [1.0 / len(cols) for cols in slots.columns for _ in cols]
+    columns = [k for cols in slots.columns for k in cols]
+    starts = np.concatenate([[0], np.cumsum(slots.counts)])
+    return sparse.csr_matrix((weights, columns, starts), shape=(len(slots.columns), width))
 
 
 def _conforms(ranker: TfidfRanker) -> Ranker[TfidfScores]:

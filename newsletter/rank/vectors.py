@@ -10,6 +10,7 @@ paper) are embedded on first use and kept in memory for the process.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -20,6 +21,11 @@ from .embeddings import DIMENSION, Embedder, Progress
 
 log = logging.getLogger(__name__)
 
+# One pass of embedding stored papers at a time per process: the daemon's ingest and its digest job
+# may want the same new papers at once, and the second should read what the first stored rather
+# than embed them again (newsletter/embedding_jobs.py takes it too).
+EMBEDDING = threading.Lock()
+
 
 class VectorRows(Protocol):
     """The part of the store this module uses (store.vectors)."""
@@ -27,6 +33,8 @@ class VectorRows(Protocol):
     def get(self, model_id: str, paper_ids: Sequence[int]) -> dict[int, bytes]: ...
 
     def put(self, model_id: str, vectors: dict[int, bytes]) -> None: ...
+
+    def missing(self, model_id: str, paper_ids: Sequence[int] | None = None) -> list[int]: ...
 
 
 def embedding_text(paper: Paper) -> str:
@@ -49,7 +57,14 @@ class PaperVectors:
     def of(self, papers: Sequence[Paper]) -> np.ndarray:
         """One row per paper, in order; missing vectors are computed in one pass and stored."""
         wanted = [p for p in {p.id: p for p in papers}.values() if p.id not in self._by_id]
-        if wanted and self._rows is not None:
+        if wanted:
+            with EMBEDDING:
+                self._fill(wanted)
+        return _stack([self._by_id[p.id] for p in papers])
+
+    def _fill(self, wanted: list[Paper]) -> None:
+        """Read the stored vectors of `wanted`, embed and store the rest."""
+        if self._rows is not None:
             for paper_id, blob in self._rows.get(self.model_id, [p.id for p in wanted]).items():
                 self._by_id[paper_id] = np.frombuffer(blob, dtype="<f4")
             wanted = [p for p in wanted if p.id not in self._by_id]
@@ -61,7 +76,6 @@ class PaperVectors:
             self._by_id.update(new)
             if self._rows is not None:
                 self._rows.put(self.model_id, {i: v.astype("<f4").tobytes() for i, v in new.items()})
-        return _stack([self._by_id[p.id] for p in papers])
 
     def texts(self, texts: Sequence[str]) -> np.ndarray:
         """One row per phrase, in order, embedded on first use."""

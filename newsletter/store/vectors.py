@@ -48,12 +48,17 @@ class VectorStore:
             if rows:
                 conn.execute(insert(paper_vectors), rows)
 
-    def missing(self, model_id: str, paper_ids: Iterable[int] | None = None) -> list[int]:
-        """Ids of papers (all stored papers, or those given) with no vector for `model_id`, in id order."""
+    def missing(self, model_id: str, paper_ids: Iterable[int] | None = None, *, after_id: int | None = None,
+                newest_first: bool = False) -> list[int]:
+        """Ids of papers (all stored papers, those given, or those after `after_id`) with no vector for
+        `model_id`, in id order (`newest_first`: the other way round)."""
         query = (select(papers.c.id)
                  .outerjoin(paper_vectors, (paper_vectors.c.paper_id == papers.c.id)
                             & (paper_vectors.c.model_id == model_id))
-                 .where(paper_vectors.c.paper_id.is_(None)).order_by(papers.c.id))
+                 .where(paper_vectors.c.paper_id.is_(None))
+                 .order_by(papers.c.id.desc() if newest_first else papers.c.id))
+        if after_id is not None:
+            query = query.where(papers.c.id > after_id)
         with self._db.read() as conn:
             ids = [int(i) for i in conn.execute(query).scalars()]
         if paper_ids is None:
