@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from sqlalchemy import select  # noqa: E402
 
 from newsletter import pipeline, render  # noqa: E402
 from newsletter.config import config_from_mapping  # noqa: E402
-from newsletter.rank import tokenize  # noqa: E402
+from newsletter.rank import fit_ranker, tokenize  # noqa: E402
 from newsletter.sources import Folders, ingest  # noqa: E402
 from newsletter.store import ledger, open_store  # noqa: E402
 from newsletter.store.schema import deliveries  # noqa: E402
@@ -189,10 +190,10 @@ def instrument(seconds: Seconds) -> None:
 # -- the two runs ----------------------------------------------------------------------------------
 
 
-def run_pipeline(config: Any, seconds: Seconds) -> tuple[int, float]:
+def run_pipeline(config: Any, seconds: Seconds, ranker: str) -> tuple[int, float]:
     instrument(seconds)
     with pipeline.open_context(config) as ctx:
-        factory = ctx.make_ranker
+        factory = ctx.make_ranker if ranker == "default" else partial(fit_ranker, model_id=ranker)
 
         def make_ranker(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
@@ -227,6 +228,8 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--papers", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ranker", default="default",
+                        help="a ranker model id (e.g. tfidf-v1) instead of the default one: to time the other stages")
     args = parser.parse_args()
     pages = sorted(args.pages.glob("*.txt"))
     if not pages:
@@ -255,7 +258,7 @@ def main() -> None:
         print(f"{args.subscribers} subscribers, {len(titles)} papers; sink on {HOST}:{port}")
 
         seconds: Seconds = defaultdict(float)
-        sent, elapsed = run_pipeline(config, seconds)
+        sent, elapsed = run_pipeline(config, seconds, args.ranker)
         received = count()
         messages = stored_messages(config.store_path, sent)
         raw_elapsed = run_raw(port, messages)

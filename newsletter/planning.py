@@ -7,7 +7,7 @@ exactly what a run would send at the same moment.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -52,18 +52,22 @@ class Window:
 def plan_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
                  subscribers: Sequence[Subscriber], now: datetime) -> tuple[Digest, ...]:
     """The digest each subscriber would get now, in the order given."""
+    return tuple(iter_digests(store, make_ranker, policy, subscribers, now))
+
+
+def iter_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
+                 subscribers: Sequence[Subscriber], now: datetime) -> Iterator[Digest]:
+    """`plan_digests` one digest at a time, so a run can store and send the first while it ranks the rest."""
     if not subscribers:
-        return ()
+        return
     through = store.papers.max_id()  # papers committed after this wait for the next run
     windows = {s.id: window_for(store, policy, s, now) for s in subscribers}
     corpus = papers_in_play(store, list(windows.values()), through)
     ranker = make_ranker(store.papers.recent(until=now, limit=REFERENCE_PAPERS))
     profiles = {s.id: profile_of(store, s) for s in subscribers}
     ranker.prepare(list(profiles.values()), corpus)
-    return tuple(
-        digest_for(store, ranker, policy, corpus, s, profiles[s.id], windows[s.id], through, now)
-        for s in subscribers
-    )
+    for s in subscribers:
+        yield digest_for(store, ranker, policy, corpus, s, profiles[s.id], windows[s.id], through, now)
 
 
 def window_for(store: Store, policy: DigestPolicy, subscriber: Subscriber, now: datetime) -> Window:

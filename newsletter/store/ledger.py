@@ -175,11 +175,14 @@ class Ledger:
         with self._db.write() as conn:
             return [_enqueue(conn, item, now) for item in items]
 
-    def due(self, now: datetime, subscriber_ids: Sequence[str] = ()) -> list[QueuedMessage]:
-        """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due."""
+    def due(self, now: datetime, subscriber_ids: Sequence[str] = (), *, after_id: int = 0) -> list[QueuedMessage]:
+        """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due.
+
+        `after_id` leaves out deliveries up to that id (those a sender has already read).
+        """
         ready = or_(deliveries.c.status.in_((S.QUEUED.value, S.SENDING.value)),
                     and_(deliveries.c.status == S.DEFERRED.value, deliveries.c.next_attempt_at <= to_db(now)))
-        condition: ColumnElement[bool] = and_(ready, deliveries.c.message.is_not(None))
+        condition: ColumnElement[bool] = and_(ready, deliveries.c.message.is_not(None), deliveries.c.id > after_id)
         if subscriber_ids:
             condition = and_(condition, digests.c.subscriber_id.in_(list(subscriber_ids)))
         with self._db.read() as conn:
@@ -196,10 +199,18 @@ class Ledger:
         first: one commit per message instead of two, and still nothing goes on the wire
         before the one before it is recorded.
         """
-        with self._db.write() as conn:
+        # Lazily synced: a commit per message is the price of "one message in flight"; its fsync
+        # is not (a killed process loses nothing; see Database.write for a power cut).
+        with self._db.write(lazy_sync=True) as conn:
             if settle_sent is not None:
                 _settle(conn, settle_sent[0], S.SENT, reply=settle_sent[1], now=now)
-            status, attempts = _current(conn, delivery_id)
+            status, attempts, subscriber_bounced = _current_for_sending(conn, delivery_id)
+            if status is not S.SENDING and subscriber_bounced:
+                # Queued after its subscriber bounced (a run stores and sends at once): withdraw it now.
+                conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
+                    status=S.FAILED.value, reply="withdrawn: the subscriber bounced", next_attempt_at=None,
+                    updated_at=to_db(now)))
+                return None
             if status is S.FAILED:
                 return None
             _check_transition(status, S.SENDING)
@@ -216,7 +227,7 @@ class Ledger:
         """
         if (status is S.DEFERRED) != (retry_at is not None):
             raise ValueError("a deferred delivery needs retry_at, and only a deferred one")
-        with self._db.write() as conn:
+        with self._db.write(lazy_sync=status is S.SENT) as conn:
             return _settle(conn, delivery_id, status, reply=reply, now=now, retry_at=retry_at, hard=hard,
                            bounce_limit=bounce_limit)
 
@@ -353,7 +364,11 @@ def _settle(conn: Connection, delivery_id: int, status: DeliveryStatus, *, reply
         select(digests.c.subscriber_id).join(deliveries, deliveries.c.digest_id == digests.c.id)
         .where(deliveries.c.id == delivery_id)).scalar_one()
     if status is S.SENT:
-        _set_health(conn, subscriber_id, now, hard_failures=0)
+        # A sent message starts the hard-failure count again; no row means no failures, so
+        # the common case (nothing to reset) writes nothing.
+        conn.execute(update(subscriber_health).where(subscriber_health.c.subscriber_id == subscriber_id,
+                                                     subscriber_health.c.hard_failures != 0)
+                     .values(hard_failures=0, updated_at=to_db(now)))
     elif status is S.FAILED and hard:
         return _count_hard_failure(conn, subscriber_id, reply, now, bounce_limit)
     return False
@@ -364,6 +379,18 @@ def _current(conn: Connection, delivery_id: int) -> tuple[DeliveryStatus, int]:
     if row is None:
         raise StoreError(f"no delivery {delivery_id}")
     return S(row[0]), int(row[1])
+
+
+def _current_for_sending(conn: Connection, delivery_id: int) -> tuple[DeliveryStatus, int, bool]:
+    """A delivery's status and attempts, and whether its subscriber is bounced: one query per message."""
+    row = conn.execute(
+        select(deliveries.c.status, deliveries.c.attempts, subscriber_health.c.bounced_at)
+        .select_from(deliveries.join(digests, digests.c.id == deliveries.c.digest_id)
+                     .outerjoin(subscriber_health, subscriber_health.c.subscriber_id == digests.c.subscriber_id))
+        .where(deliveries.c.id == delivery_id)).first()
+    if row is None:
+        raise StoreError(f"no delivery {delivery_id}")
+    return S(row[0]), int(row[1]), row[2] is not None
 
 
 def _reason(text: str) -> Reason:

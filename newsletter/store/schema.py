@@ -235,6 +235,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 # How long a write waits for another process's write transaction before giving up.
 BUSY_TIMEOUT_MS = 30_000
+# A lazily synced commit (see Database.write) waits for the disk when none has for this long.
+LAZY_SYNC_SECONDS = 1.0
 
 
 def to_db(moment: datetime) -> datetime:
@@ -254,6 +256,7 @@ class Database:
         self.path = path
         self.label = str(path)
         self.busy_timeout_ms = busy_timeout_ms
+        self._synced_at = float("-inf")  # when a commit last waited for the disk (see write)
         _create_private_file(path)
         self.engine: Engine = create_engine(f"sqlite:///{path}")
         event.listen(self.engine, "connect", self._on_connect)
@@ -264,13 +267,31 @@ class Database:
         self.engine.dispose()
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, *, lazy_sync: bool = False) -> Iterator[Connection]:
         """A write transaction that takes SQLite's write lock at BEGIN, so it never fails half-way
-        on a lock upgrade; waits up to BUSY_TIMEOUT_MS for another writer, then raises StoreBusy."""
+        on a lock upgrade; waits up to BUSY_TIMEOUT_MS for another writer, then raises StoreBusy.
+
+        Every commit survives the process being killed. A `lazy_sync` commit skips the fsync when
+        another commit synced less than LAZY_SYNC_SECONDS ago (SQLite's synchronous=NORMAL under
+        WAL: the next synced commit writes it to disk too), so after a power cut or an OS crash
+        at most that much of such commits can be lost. The per-message delivery records use it:
+        an fsync per message cost more than sending the message.
+        """
+        lazy = lazy_sync and time.monotonic() - self._synced_at < LAZY_SYNC_SECONDS
         with self.guard(), self.engine.connect() as conn:
             conn.execution_options(newsletter_write=True)
-            with conn.begin():
-                yield conn
+            # On the driver's connection, outside any transaction: SQLite refuses the change inside one.
+            driver = conn.connection.driver_connection
+            if lazy and driver is not None:
+                driver.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                if lazy and driver is not None:
+                    driver.execute("PRAGMA synchronous=FULL")
+        if not lazy:
+            self._synced_at = time.monotonic()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -298,6 +319,7 @@ class Database:
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")  # before WAL: switching may wait
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=FULL")  # every commit waits for the disk unless it asks not to
         self._switch_to_wal(cursor)
         cursor.close()
 
