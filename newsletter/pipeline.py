@@ -421,21 +421,24 @@ def sort_out(ctx: RunContext, subscribers: Sequence[Subscriber],
     """Who is due a digest for their current slot; a result for everyone who is not."""
     ledger = ctx.store.ledger
     results: list[SubscriberResult] = []
-    due: list[tuple[Subscriber, Slot]] = []
+    active: list[tuple[Subscriber, Slot]] = []
+    bounced = ledger.bounced_ids()
     for subscriber in subscribers:
         if subscriber.status != "active":
             results.append(SubscriberResult(subscriber.id, subscriber.status))
-            continue
-        if ledger.is_bounced(subscriber.id):
+        elif subscriber.id in bounced:
             results.append(SubscriberResult(subscriber.id, "bounced", detail="suppressed after repeated hard "
                                             f"failures; `newsletter unbounce {subscriber.id}` sends again"))
-            continue
-        slot = current_slot(subscriber.schedule, now)
-        if ledger.slot_taken(subscriber.id, slot.local_date):
+        else:
+            active.append((subscriber, current_slot(subscriber.schedule, now)))
+    taken = ledger.taken_slots([(s.id, slot.local_date) for s, slot in active])
+    due: list[tuple[Subscriber, Slot]] = []
+    for subscriber, slot in active:
+        if (subscriber.id, slot.local_date) in taken:
             results.append(SubscriberResult(subscriber.id, "already done",
                                             detail=f"the digest for {slot.local_date} was made already"))
-            continue
-        due.append((subscriber, slot))
+        else:
+            due.append((subscriber, slot))
     return results, due
 
 

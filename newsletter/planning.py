@@ -61,20 +61,25 @@ def iter_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
     if not subscribers:
         return
     through = store.papers.max_id()  # papers committed after this wait for the next run
-    windows = {s.id: window_for(store, policy, s, now) for s in subscribers}
+    windows = windows_for(store, policy, subscribers, now)
     corpus = papers_in_play(store, list(windows.values()), through)
+    # What each subscriber already has among this run's papers: one query for the run, not one each.
+    sent = store.ledger.delivered_paper_ids_among([s.id for s in subscribers],
+                                                  min((p.id for p in corpus), default=through + 1))
     ranker = make_ranker(store.papers.recent(until=now, limit=REFERENCE_PAPERS))
     profiles = {s.id: profile_of(store, s) for s in subscribers}
     ranker.prepare(list(profiles.values()), corpus)
     for s in subscribers:
-        yield digest_for(store, ranker, policy, corpus, s, profiles[s.id], windows[s.id], through, now)
+        yield digest_for(ranker, policy, corpus, s, profiles[s.id], windows[s.id], sent[s.id], through, now)
 
 
-def window_for(store: Store, policy: DigestPolicy, subscriber: Subscriber, now: datetime) -> Window:
-    last = store.ledger.last_closed_window(subscriber.id)
-    if last is not None:
-        return Window(last.ended_at, last.through_paper_id)
-    return Window(now - timedelta(days=policy.lookback_days), None)
+def windows_for(store: Store, policy: DigestPolicy, subscribers: Sequence[Subscriber],
+                now: datetime) -> dict[str, Window]:
+    """Each subscriber's window: after their last closed digest, or the lookback for a first digest."""
+    closed = store.ledger.last_closed_windows([s.id for s in subscribers])
+    first = Window(now - timedelta(days=policy.lookback_days), None)
+    return {s.id: Window(closed[s.id].ended_at, closed[s.id].through_paper_id) if s.id in closed else first
+            for s in subscribers}
 
 
 def papers_in_play(store: Store, windows: Sequence[Window], through: int) -> list[Paper]:
@@ -94,9 +99,8 @@ def profile_of(store: Store, subscriber: Subscriber) -> Profile:
                          voted_up=more, voted_down=less)
 
 
-def digest_for(store: Store, ranker: Ranker, policy: DigestPolicy, corpus: Sequence[Paper], subscriber: Subscriber,
-               profile: Profile, window: Window, through: int, now: datetime) -> Digest:
-    already_sent = store.ledger.delivered_paper_ids(subscriber.id)
+def digest_for(ranker: Ranker, policy: DigestPolicy, corpus: Sequence[Paper], subscriber: Subscriber,
+               profile: Profile, window: Window, already_sent: set[int], through: int, now: datetime) -> Digest:
     candidates = [p for p in corpus if window.holds(p) and p.id not in already_sent]
     ranking = ranker.rank(profile, candidates, max_papers=subscriber.max_papers or policy.max_papers,
                           min_score=policy.min_score, diversity=policy.diversity)

@@ -225,3 +225,23 @@ def test_starting_the_next_send_records_the_previous_one_sent_in_the_same_step(s
     assert store.ledger.start_sending(second, at("2026-11-23"), settle_sent=(first, "250 OK")) == 1
     statuses = {r.message_id: (r.status, r.reply) for r in store.ledger.deliveries_for("alice")}
     assert statuses == {"<1@x>": (S.SENT, "250 OK"), "<2@x>": (S.SENDING, "")}
+
+
+def test_the_run_wide_reads_match_the_per_subscriber_ones(store):
+    ids = [p.id for p in store.papers.get()]
+    bob = replace(ALICE, id="bob", email="bob@example.org")
+    carol = replace(ALICE, id="carol", email="carol@example.org")
+    queue(store, digest_of(store, ids[:1], end="2026-11-22", slot=date(2026, 11, 22)), "<a1@x>")
+    queue(store, digest_of(store, ids[1:2]), "<a2@x>")  # alice's newest window: the 23rd
+    failed = queue(store, digest_of(store, ids[2:], who=bob), "<b@x>")
+    store.ledger.start_sending(failed, at("2026-11-23"))
+    store.ledger.settle(failed, S.FAILED, reply="550 no", now=at("2026-11-23"), hard=True, bounce_limit=1)
+    everyone = ["alice", "bob", "carol"]
+
+    assert store.ledger.last_closed_windows(everyone) == {"alice": ClosedWindow(at("2026-11-23"), ids[-1])}
+    assert store.ledger.delivered_paper_ids_among(everyone, 0) == {"alice": set(ids[:2]), "bob": set(), "carol": set()}
+    assert store.ledger.delivered_paper_ids_among(["alice"], ids[1]) == {"alice": {ids[1]}}  # only from that paper on
+    assert store.ledger.bounced_ids() == {"bob"}
+    wanted = [("alice", SLOT), ("alice", date(2026, 11, 24)), ("bob", SLOT), (carol.id, SLOT)]
+    assert store.ledger.taken_slots(wanted) == {("alice", SLOT), ("bob", SLOT)}
+    assert store.ledger.taken_slots(wanted) == {w for w in wanted if store.ledger.slot_taken(*w)}

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import ColumnElement, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ..errors import StoreError
@@ -123,27 +123,62 @@ class Ledger:
 
         A failed delivery does not close its window, so its papers come round again.
         """
-        with self._db.read() as conn:
-            row = conn.execute(
-                select(digests.c.window_end, digests.c.through_paper_id)
-                .select_from(digests.outerjoin(deliveries, deliveries.c.digest_id == digests.c.id))
-                .where(digests.c.subscriber_id == subscriber_id)
-                .where(deliveries.c.id.is_(None) | deliveries.c.status.in_(DELIVERED))
-                .order_by(digests.c.id.desc())
-                .limit(1)
-            ).first()
-        return ClosedWindow(from_db(row[0]), int(row[1])) if row is not None else None
+        return self.last_closed_windows([subscriber_id]).get(subscriber_id)
 
     def delivered_paper_ids(self, subscriber_id: str) -> set[int]:
         """Every paper this subscriber has been sent or has on its way."""
+        return self.delivered_paper_ids_among([subscriber_id], 0)[subscriber_id]
+
+    # -- the same, for a whole run at once (one query per kind, not one per subscriber) -------------
+
+    def last_closed_windows(self, subscriber_ids: Sequence[str]) -> dict[str, ClosedWindow]:
+        """`last_closed_window` of each subscriber that has one."""
+        closed = deliveries.c.id.is_(None) | deliveries.c.status.in_(DELIVERED)
+        found: dict[str, ClosedWindow] = {}
         with self._db.read() as conn:
-            rows = conn.execute(
-                select(digest_papers.c.paper_id)
-                .join(digests, digests.c.id == digest_papers.c.digest_id)
-                .join(deliveries, deliveries.c.digest_id == digests.c.id)
-                .where(digests.c.subscriber_id == subscriber_id, deliveries.c.status.in_(DELIVERED))
-            )
-            return {row[0] for row in rows}
+            for chunk in _chunks(subscriber_ids):
+                newest = (select(digests.c.subscriber_id, func.max(digests.c.id).label("id"))
+                          .select_from(digests.outerjoin(deliveries, deliveries.c.digest_id == digests.c.id))
+                          .where(digests.c.subscriber_id.in_(chunk), closed)
+                          .group_by(digests.c.subscriber_id).subquery())
+                for sid, ended_at, through in conn.execute(
+                        select(digests.c.subscriber_id, digests.c.window_end, digests.c.through_paper_id)
+                        .join(newest, newest.c.id == digests.c.id)):
+                    found[sid] = ClosedWindow(from_db(ended_at), int(through))
+        return found
+
+    def delivered_paper_ids_among(self, subscriber_ids: Sequence[str], from_paper_id: int) -> dict[str, set[int]]:
+        """`delivered_paper_ids` of each subscriber, only papers from `from_paper_id` on (a run's candidates):
+        the whole history of every subscriber would not fit in memory."""
+        found: dict[str, set[int]] = {sid: set() for sid in subscriber_ids}
+        with self._db.read() as conn:
+            for chunk in _chunks(subscriber_ids):
+                for sid, paper_id in conn.execute(
+                        select(digests.c.subscriber_id, digest_papers.c.paper_id)
+                        .join(digests, digests.c.id == digest_papers.c.digest_id)
+                        .join(deliveries, deliveries.c.digest_id == digests.c.id)
+                        .where(digests.c.subscriber_id.in_(chunk), deliveries.c.status.in_(DELIVERED),
+                               digest_papers.c.paper_id >= from_paper_id)):
+                    found[sid].add(int(paper_id))
+        return found
+
+    def taken_slots(self, wanted: Sequence[tuple[str, date]]) -> set[tuple[str, date]]:
+        """Those (subscriber, slot) pairs that already have a digest (see `slot_taken`)."""
+        pairs = set(wanted)
+        taken: set[tuple[str, date]] = set()
+        with self._db.read() as conn:
+            for chunk in _chunks(sorted({sid for sid, _ in pairs})):
+                rows = conn.execute(select(digests.c.subscriber_id, digests.c.slot_date)
+                                    .where(digests.c.subscriber_id.in_(chunk),
+                                           digests.c.slot_date.in_(sorted({day for _, day in pairs}))))
+                taken.update((sid, day) for sid, day in rows if (sid, day) in pairs)
+        return taken
+
+    def bounced_ids(self) -> set[str]:
+        """Every subscriber suppressed after too many hard failures (see `is_bounced`)."""
+        with self._db.read() as conn:
+            return set(conn.execute(select(subscriber_health.c.subscriber_id)
+                                    .where(subscriber_health.c.bounced_at.is_not(None))).scalars())
 
     def slot_taken(self, subscriber_id: str, slot: date) -> bool:
         """Whether the subscriber already has a digest (sent, queued, failed or empty) for this slot."""
@@ -316,6 +351,15 @@ class Ledger:
     def deliveries_in(self, statuses: Sequence[DeliveryStatus]) -> list[DeliveryRecord]:
         with self._db.read() as conn:
             return [r for r, _ in _records(conn, deliveries.c.status.in_([s.value for s in statuses]))]
+
+
+# Subscriber ids per IN list: well under SQLite's limit on bound parameters.
+CHUNK = 500
+
+
+def _chunks(ids: Sequence[str]) -> list[list[str]]:
+    ids = list(ids)
+    return [ids[start:start + CHUNK] for start in range(0, len(ids), CHUNK)]
 
 
 def _slot_taken(conn: Connection, subscriber_id: str, slot: date) -> bool:
