@@ -245,3 +245,24 @@ def test_the_run_wide_reads_match_the_per_subscriber_ones(store):
     wanted = [("alice", SLOT), ("alice", date(2026, 11, 24)), ("bob", SLOT), (carol.id, SLOT)]
     assert store.ledger.taken_slots(wanted) == {("alice", SLOT), ("bob", SLOT)}
     assert store.ledger.taken_slots(wanted) == {w for w in wanted if store.ledger.slot_taken(*w)}
+
+
+def test_messages_stored_in_the_deliveries_row_by_schema_5_move_to_their_own_table(tmp_path):
+    path = tmp_path / "v5.sqlite3"
+    with open_store(path) as store:
+        page = FIXTURE_PAGES / "good-extra-chrome.txt"
+        store.papers.add_page(parse_page(page, page.read_bytes(), at("2026-11-22").date()), at("2026-11-22"))
+        delivery = queue(store, digest_of(store, [1]), "<queued@x>")
+    raw_message = b"Message-ID: <queued@x>\r\n\r\nbody\r\n"
+    with sqlite3.connect(path) as raw:  # as schema 5 kept it: the bytes in the deliveries row
+        raw.executescript(f"""
+            DROP TABLE messages;
+            UPDATE deliveries SET message = X'{raw_message.hex()}' WHERE id = {delivery};
+            UPDATE meta SET value = '5' WHERE key = 'schema_version';
+        """)
+    with open_store(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        [due] = store.ledger.due(at("2026-11-23"))
+        assert (due.record.message_id, due.message) == ("<queued@x>", raw_message)
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT message FROM deliveries").fetchall() == [(None,)]  # not kept twice

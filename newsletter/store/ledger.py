@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 
 from ..errors import StoreError
 from ..models import DeliveryStatus, Digest, Reason
-from .schema import Database, deliveries, digest_papers, digests, from_db, papers, subscriber_health, to_db
+from .schema import Database, deliveries, digest_papers, digests, from_db, messages, papers, subscriber_health, to_db
 
 S = DeliveryStatus
 # The only moves a delivery can make.
@@ -217,7 +217,7 @@ class Ledger:
         """
         ready = or_(deliveries.c.status.in_((S.QUEUED.value, S.SENDING.value)),
                     and_(deliveries.c.status == S.DEFERRED.value, deliveries.c.next_attempt_at <= to_db(now)))
-        condition: ColumnElement[bool] = and_(ready, deliveries.c.message.is_not(None), deliveries.c.id > after_id)
+        condition: ColumnElement[bool] = and_(ready, deliveries.c.id > after_id)
         if subscriber_ids:
             condition = and_(condition, digests.c.subscriber_id.in_(list(subscriber_ids)))
         with self._db.read() as conn:
@@ -389,11 +389,12 @@ def _enqueue(conn: Connection, item: Enqueue, now: datetime) -> int | None:
                                    "terms": scored.reason.terms, "voted": scored.reason.voted})}
             for rank, scored in enumerate(digest.papers, start=1)
         ])
-    if item.message_id is not None:
-        conn.execute(insert(deliveries).values(
+    if item.message_id is not None and item.message is not None:
+        delivery_id = conn.execute(insert(deliveries).values(
             digest_id=digest_id, recipient=digest.subscriber.email, message_id=item.message_id,
-            status=S.QUEUED.value, attempts=0, reply="", updated_at=to_db(now), message=item.message,
-        ))
+            status=S.QUEUED.value, attempts=0, reply="", updated_at=to_db(now),
+        )).inserted_primary_key[0]  # type: ignore[index]
+        conn.execute(insert(messages).values(delivery_id=delivery_id, message=item.message))
     return digest_id
 
 
@@ -483,10 +484,11 @@ def _records(conn: Connection, condition: ColumnElement[bool], *,
     columns = [deliveries.c.digest_id, digests.c.subscriber_id, deliveries.c.recipient, deliveries.c.message_id,
                deliveries.c.status, deliveries.c.attempts, deliveries.c.reply, deliveries.c.id, digests.c.slot_date,
                deliveries.c.next_attempt_at, deliveries.c.updated_at]
-    if with_message:
-        columns.append(deliveries.c.message)
-    rows = conn.execute(select(*columns).join(digests, digests.c.id == deliveries.c.digest_id)
-                        .where(condition).order_by(deliveries.c.id))
+    joined = deliveries.join(digests, digests.c.id == deliveries.c.digest_id)
+    if with_message:  # deliveries without stored bytes (made before the queue existed) are left out
+        columns.append(messages.c.message)
+        joined = joined.join(messages, messages.c.delivery_id == deliveries.c.id)
+    rows = conn.execute(select(*columns).select_from(joined).where(condition).order_by(deliveries.c.id))
     return [(DeliveryRecord(row[0], row[1], row[2], row[3], S(row[4]), row[5], row[6], row[7], row[8],
                             from_db(row[9]) if row[9] is not None else None,
                             from_db(row[10]) if row[10] is not None else None),

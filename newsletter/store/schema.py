@@ -120,7 +120,7 @@ deliveries = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("reply", Text, nullable=False, default=""),
     Column("updated_at", DateTime, nullable=False),
-    # The exact bytes to send (added by _add_delivery_queue): a resend after a crash is the same message.
+    # Unused since _split_message_bodies moved the bytes to `messages` (always NULL now).
     Column("message", LargeBinary, nullable=True),
     Column("next_attempt_at", DateTime, nullable=True),  # when a deferred delivery is due again
 )
@@ -228,9 +228,26 @@ def _add_paper_vectors(conn: Connection) -> None:
     paper_vectors.create(conn, checkfirst=True)
 
 
+# The exact bytes to send for a delivery: a resend after a crash is the same message. A table of their
+# own, because SQLite rewrites a whole row (its 30-60 KB message included) on every status change,
+# and a delivery changes status twice per send.
+messages = Table(
+    "messages", later_metadata,
+    Column("delivery_id", Integer, ForeignKey(deliveries.c.id), primary_key=True),
+    Column("message", LargeBinary, nullable=False),
+)
+
+
+def _split_message_bodies(conn: Connection) -> None:
+    messages.create(conn, checkfirst=True)
+    conn.execute(insert(messages).from_select(["delivery_id", "message"], select(deliveries.c.id, deliveries.c.message)
+                                              .where(deliveries.c.message.is_not(None))))
+    conn.execute(update(deliveries).where(deliveries.c.message.is_not(None)).values(message=None))
+
+
 # MIGRATIONS[n] upgrades a version-n database to n+1; version 0 is an empty file.
 MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1, _add_votes, _add_source_state, _add_delivery_queue,
-                                                  _add_paper_vectors]
+                                                  _add_paper_vectors, _split_message_bodies]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # How long a write waits for another process's write transaction before giving up.
