@@ -67,7 +67,7 @@ def iter_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
     sent = store.ledger.delivered_paper_ids_among([s.id for s in subscribers],
                                                   min((p.id for p in corpus), default=through + 1))
     ranker = make_ranker(store.papers.recent(until=now, limit=REFERENCE_PAPERS))
-    profiles = {s.id: profile_of(store, s) for s in subscribers}
+    profiles = profiles_of(store, subscribers)
     ranker.prepare(list(profiles.values()), corpus)
     for s in subscribers:
         yield digest_for(ranker, policy, corpus, s, profiles[s.id], windows[s.id], sent[s.id], through, now)
@@ -89,14 +89,20 @@ def papers_in_play(store: Store, windows: Sequence[Window], through: int) -> lis
     return store.papers.in_play(through, after_id=min(after_ids, default=None), since=min(since, default=None))
 
 
-def profile_of(store: Store, subscriber: Subscriber) -> Profile:
-    """The subscriber's file plus their "more / less like this" votes, as the ranker reads them."""
-    votes = store.votes.for_subscriber(subscriber.id)
-    voted = {p.id: p for p in store.papers.get([v.paper_id for v in votes])} if votes else {}
-    more = [voted[v.paper_id] for v in votes if v.direction == "more" and v.paper_id in voted]
-    less = [voted[v.paper_id] for v in votes if v.direction == "less" and v.paper_id in voted]
-    return build_profile(subscriber, [store.papers.find_by_title(title) for title in subscriber.liked],
-                         voted_up=more, voted_down=less)
+def profiles_of(store: Store, subscribers: Sequence[Subscriber]) -> dict[str, Profile]:
+    """Each subscriber's file plus their "more / less like this" votes, as the ranker reads them.
+
+    Read for the whole run at once: the votes in one query, each distinct liked title looked up once.
+    """
+    votes = store.votes.for_subscribers([s.id for s in subscribers])
+    voted = {p.id: p for p in store.papers.get(sorted({v.paper_id for vs in votes.values() for v in vs}))}
+    liked = store.papers.find_by_titles([title for s in subscribers for title in s.liked])
+    profiles = {}
+    for s in subscribers:
+        more = [voted[v.paper_id] for v in votes[s.id] if v.direction == "more" and v.paper_id in voted]
+        less = [voted[v.paper_id] for v in votes[s.id] if v.direction == "less" and v.paper_id in voted]
+        profiles[s.id] = build_profile(s, [liked[title] for title in s.liked], voted_up=more, voted_down=less)
+    return profiles
 
 
 def digest_for(ranker: Ranker, policy: DigestPolicy, corpus: Sequence[Paper], subscriber: Subscriber,
