@@ -44,7 +44,9 @@ from sqlalchemy import select  # noqa: E402
 
 from newsletter import pipeline, render  # noqa: E402
 from newsletter.config import config_from_mapping  # noqa: E402
+from newsletter.models import Reason, ScoredPaper  # noqa: E402
 from newsletter.rank import fit_ranker, tokenize  # noqa: E402
+from newsletter.rank.base import Ranking  # noqa: E402
 from newsletter.sources import Folders, ingest  # noqa: E402
 from newsletter.store import ledger, open_store  # noqa: E402
 from newsletter.store.schema import deliveries, messages  # noqa: E402
@@ -213,10 +215,36 @@ def instrument(seconds: Seconds) -> None:
 # -- the two runs ----------------------------------------------------------------------------------
 
 
+class InstantRanker:
+    """`--ranker instant`: the newest candidates with a fixed reason, at no cost, so the numbers show what
+    everything but ranking costs (the real rankers are benched by bench_ranking_speed.py)."""
+
+    model_id = "instant"
+
+    def __init__(self, reference: Any) -> None:
+        self.reason = Reason(topics=("language models",), terms=("model", "language"))
+
+    def prepare(self, profiles: Any, papers: Any) -> None:
+        return None
+
+    def rank(self, profile: Any, candidates: Any, *, max_papers: int, min_score: float,
+             diversity: float = 0.0) -> Ranking:
+        chosen = tuple(ScoredPaper(p, 0.5, self.reason) for p in list(candidates)[-max_papers:][::-1])
+        return Ranking(chosen, len(candidates), 0)
+
+
+def ranker_factory(ctx: Any, ranker: str) -> Any:
+    if ranker == "default":
+        return ctx.make_ranker
+    if ranker == "instant":
+        return InstantRanker
+    return partial(fit_ranker, model_id=ranker)
+
+
 def run_pipeline(config: Any, seconds: Seconds, ranker: str) -> tuple[int, float]:
     instrument(seconds)
     with pipeline.open_context(config) as ctx:
-        factory = ctx.make_ranker if ranker == "default" else partial(fit_ranker, model_id=ranker)
+        factory = ranker_factory(ctx, ranker)
 
         def make_ranker(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
@@ -253,7 +281,8 @@ def main() -> None:
     parser.add_argument("--papers", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ranker", default="default",
-                        help="a ranker model id (e.g. tfidf-v1) instead of the default one: to time the other stages")
+                        help="a ranker model id (e.g. tfidf-v1) instead of the default one, or `instant` (no ranking: "
+                             "what every other stage costs)")
     args = parser.parse_args()
     pages = sorted(args.pages.glob("*.txt"))
     if not pages:

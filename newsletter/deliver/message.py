@@ -93,8 +93,8 @@ def build_wire(
         _from_header(sender_name, sender_address),
         _address_header("To", subscriber.name, subscriber.email, f"subscriber {subscriber.id}"),
         _fold("Subject", one_line(rendered.subject)),
-        _fold("Date", format_datetime(now)),
-        _fold("Message-ID", one_line(message_id)),
+        _plain_header("Date", format_datetime(now)),
+        _plain_header("Message-ID", one_line(message_id)),
         _list_headers(sender_name, list_id),
         _fold("List-Unsubscribe", f"<{one_line(links.one_click)}>, <{one_line(links.unsubscribe_mailto)}>"),
         b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
@@ -107,6 +107,15 @@ def build_wire(
         b"\r\n--", boundary, b"\r\n", _text_part("text/html", rendered.html),
         b"\r\n--", boundary, b"--\r\n",
     ))
+
+
+def _plain_header(name: str, value: str) -> bytes:
+    """A header we made ourselves (a date, a Message-ID): written as it is when it is short ASCII, which
+    is what the folder would write too, without parsing it back first."""
+    line = f"{name}: {value}"
+    if len(line) <= 78 and line.isascii() and "=?" not in value:
+        return line.encode("ascii") + b"\r\n"
+    return _fold(name, value)
 
 
 def _fold(name: str, value: str | Address) -> bytes:
@@ -153,8 +162,12 @@ def _text_part(content_type: str, content: str) -> bytes:
     Line ends are normalised as the stdlib does (CR, LF and CRLF each end a line, and the
     part ends with one), so the decoded text is what the template rendered.
     """
-    lines = content.encode("utf-8").splitlines()
-    body = binascii.b2a_qp(b"\n".join(lines) + b"\n", quotetabs=False, istext=True, header=False)
+    data = content.encode("utf-8")
+    if b"\r" in data:
+        data = b"\n".join(data.splitlines()) + b"\n"
+    elif not data.endswith(b"\n"):
+        data += b"\n"
+    body = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
     return (f'Content-Type: {content_type}; charset="utf-8"\r\n'
             "Content-Transfer-Encoding: quoted-printable\r\n\r\n").encode("ascii") + body.replace(b"\n", b"\r\n")
 
