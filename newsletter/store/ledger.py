@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ..errors import StoreError
-from ..models import DeliveryStatus, Digest, Reason
+from ..models import DeliveryStatus, Digest, Reason, ScoredPaper
 from .schema import Database, deliveries, digest_papers, digests, from_db, messages, papers, subscriber_health, to_db
 
 S = DeliveryStatus
@@ -164,15 +164,8 @@ class Ledger:
 
     def taken_slots(self, wanted: Sequence[tuple[str, date]]) -> set[tuple[str, date]]:
         """Those (subscriber, slot) pairs that already have a digest (see `slot_taken`)."""
-        pairs = set(wanted)
-        taken: set[tuple[str, date]] = set()
         with self._db.read() as conn:
-            for chunk in _chunks(sorted({sid for sid, _ in pairs})):
-                rows = conn.execute(select(digests.c.subscriber_id, digests.c.slot_date)
-                                    .where(digests.c.subscriber_id.in_(chunk),
-                                           digests.c.slot_date.in_(sorted({day for _, day in pairs}))))
-                taken.update((sid, day) for sid, day in rows if (sid, day) in pairs)
-        return taken
+            return _taken_slots(conn, wanted)
 
     def bounced_ids(self) -> set[str]:
         """Every subscriber suppressed after too many hard failures (see `is_bounced`)."""
@@ -208,7 +201,7 @@ class Ledger:
         if not items:
             return []
         with self._db.write() as conn:
-            return [_enqueue(conn, item, now) for item in items]
+            return _enqueue_many(conn, items, now)
 
     def due(self, now: datetime, subscriber_ids: Sequence[str] = (), *, after_id: int = 0) -> list[QueuedMessage]:
         """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due.
@@ -367,35 +360,67 @@ def _slot_taken(conn: Connection, subscriber_id: str, slot: date) -> bool:
                                                    digests.c.slot_date == slot).limit(1)).first() is not None
 
 
-def _enqueue(conn: Connection, item: Enqueue, now: datetime) -> int | None:
-    digest = item.digest
-    # The write lock is held from BEGIN, so this check and the insert cannot interleave
+def _taken_slots(conn: Connection, wanted: Sequence[tuple[str, date]]) -> set[tuple[str, date]]:
+    pairs = set(wanted)
+    taken: set[tuple[str, date]] = set()
+    days = sorted({day for _, day in pairs})
+    for chunk in _chunks(sorted({sid for sid, _ in pairs})):
+        rows = conn.execute(select(digests.c.subscriber_id, digests.c.slot_date)
+                            .where(digests.c.subscriber_id.in_(chunk), digests.c.slot_date.in_(days)))
+        taken.update((sid, day) for sid, day in rows if (sid, day) in pairs)
+    return taken
+
+
+def _enqueue_many(conn: Connection, items: Sequence[Enqueue], now: datetime) -> list[int | None]:
+    """Store the items with one statement per table (not four per digest); ids in order, None for a taken slot."""
+    # The write lock is held from BEGIN, so this check and the inserts cannot interleave
     # with another process's; the unique index is the last word if they somehow did.
-    if digest.slot is not None and _slot_taken(conn, digest.subscriber.id, digest.slot):
-        return None
-    digest_id = int(conn.execute(
-        insert(digests).values(
-            subscriber_id=digest.subscriber.id, issued_at=to_db(digest.issued_at),
-            window_start=to_db(digest.window_start), window_end=to_db(digest.window_end),
-            through_paper_id=digest.through_paper_id,
-            candidate_count=digest.candidate_count, paper_count=len(digest.papers),
-            slot_date=digest.slot, slot_at=to_db(item.slot_at) if item.slot_at is not None else None,
-        )
-    ).inserted_primary_key[0])  # type: ignore[index]
-    if digest.papers:
-        conn.execute(insert(digest_papers), [
-            {"digest_id": digest_id, "paper_id": scored.paper.id, "rank": rank, "score": scored.score,
-             "reason": json.dumps({"topics": scored.reason.topics, "liked": scored.reason.liked,
-                                   "terms": scored.reason.terms, "voted": scored.reason.voted})}
-            for rank, scored in enumerate(digest.papers, start=1)
-        ])
-    if item.message_id is not None and item.message is not None:
-        delivery_id = conn.execute(insert(deliveries).values(
-            digest_id=digest_id, recipient=digest.subscriber.email, message_id=item.message_id,
-            status=S.QUEUED.value, attempts=0, reply="", updated_at=to_db(now),
-        )).inserted_primary_key[0]  # type: ignore[index]
-        conn.execute(insert(messages).values(delivery_id=delivery_id, message=item.message))
-    return digest_id
+    taken = _taken_slots(conn, [(i.digest.subscriber.id, i.digest.slot) for i in items if i.digest.slot is not None])
+    fresh: list[Enqueue] = []
+    for item in items:
+        slot = item.digest.slot
+        if slot is not None:
+            if (item.digest.subscriber.id, slot) in taken:
+                continue
+            taken.add((item.digest.subscriber.id, slot))  # a second digest for the same slot in this batch too
+        fresh.append(item)
+    if not fresh:
+        return [None] * len(items)
+    digest_ids = [int(row[0]) for row in conn.execute(
+        insert(digests).returning(digests.c.id, sort_by_parameter_order=True),
+        [_digest_row(item) for item in fresh])]
+    by_item = {id(item): digest_id for item, digest_id in zip(fresh, digest_ids, strict=True)}
+    chosen = [_paper_row(digest_id, rank, scored) for item, digest_id in zip(fresh, digest_ids, strict=True)
+              for rank, scored in enumerate(item.digest.papers, start=1)]
+    if chosen:
+        conn.execute(insert(digest_papers), chosen)
+    sending = [(item, digest_id) for item, digest_id in zip(fresh, digest_ids, strict=True)
+               if item.message_id is not None and item.message is not None]
+    if sending:
+        delivery_ids = [int(row[0]) for row in conn.execute(
+            insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True),
+            [{"digest_id": digest_id, "recipient": item.digest.subscriber.email, "message_id": item.message_id,
+              "status": S.QUEUED.value, "attempts": 0, "reply": "", "updated_at": to_db(now)}
+             for item, digest_id in sending])]
+        conn.execute(insert(messages), [{"delivery_id": delivery_id, "message": item.message}
+                                        for (item, _), delivery_id in zip(sending, delivery_ids, strict=True)])
+    return [by_item.get(id(item)) for item in items]
+
+
+def _digest_row(item: Enqueue) -> dict[str, object]:
+    digest = item.digest
+    return {"subscriber_id": digest.subscriber.id, "issued_at": to_db(digest.issued_at),
+            "window_start": to_db(digest.window_start), "window_end": to_db(digest.window_end),
+            "through_paper_id": digest.through_paper_id, "candidate_count": digest.candidate_count,
+            "paper_count": len(digest.papers), "slot_date": digest.slot,
+            "slot_at": to_db(item.slot_at) if item.slot_at is not None else None}
+
+
+def _paper_row(digest_id: int, rank: int, scored: ScoredPaper) -> dict[str, object]:
+    reason = scored.reason
+    return {"digest_id": digest_id, "paper_id": scored.paper.id, "rank": rank, "score": scored.score,
+            "reason": json.dumps({"topics": reason.topics, "liked": reason.liked, "terms": reason.terms,
+                                  "voted": reason.voted})}
 
 
 def _settle(conn: Connection, delivery_id: int, status: DeliveryStatus, *, reply: str, now: datetime,
