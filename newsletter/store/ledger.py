@@ -425,6 +425,8 @@ def _paper_row(digest_id: int, rank: int, scored: ScoredPaper) -> dict[str, obje
 
 def _settle(conn: Connection, delivery_id: int, status: DeliveryStatus, *, reply: str, now: datetime,
             retry_at: datetime | None = None, hard: bool = False, bounce_limit: int | None = None) -> bool:
+    if status is S.SENT and _settle_sent(conn, delivery_id, reply, now):
+        return False
     current, _ = _current(conn, delivery_id)
     _check_transition(current, status)
     conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
@@ -433,15 +435,27 @@ def _settle(conn: Connection, delivery_id: int, status: DeliveryStatus, *, reply
     subscriber_id = conn.execute(
         select(digests.c.subscriber_id).join(deliveries, deliveries.c.digest_id == digests.c.id)
         .where(deliveries.c.id == delivery_id)).scalar_one()
-    if status is S.SENT:
-        # A sent message starts the hard-failure count again; no row means no failures, so
-        # the common case (nothing to reset) writes nothing.
-        conn.execute(update(subscriber_health).where(subscriber_health.c.subscriber_id == subscriber_id,
-                                                     subscriber_health.c.hard_failures != 0)
-                     .values(hard_failures=0, updated_at=to_db(now)))
-    elif status is S.FAILED and hard:
+    if status is S.FAILED and hard:
         return _count_hard_failure(conn, subscriber_id, reply, now, bounce_limit)
     return False
+
+
+def _settle_sent(conn: Connection, delivery_id: int, reply: str, now: datetime) -> bool:
+    """`sending -> sent` in two statements, not four: the one transition every message makes.
+    False (nothing written) when the delivery is not `sending`; the caller then says why not."""
+    done = conn.execute(update(deliveries).where(deliveries.c.id == delivery_id,
+                                                 deliveries.c.status == S.SENDING.value)
+                        .values(status=S.SENT.value, reply=reply, updated_at=to_db(now), next_attempt_at=None))
+    if done.rowcount != 1:
+        return False
+    # A sent message starts the hard-failure count again; no row means no failures, so
+    # the common case (nothing to reset) writes nothing.
+    subscriber = (select(digests.c.subscriber_id).join(deliveries, deliveries.c.digest_id == digests.c.id)
+                  .where(deliveries.c.id == delivery_id).scalar_subquery())
+    conn.execute(update(subscriber_health).where(subscriber_health.c.subscriber_id == subscriber,
+                                                 subscriber_health.c.hard_failures != 0)
+                 .values(hard_failures=0, updated_at=to_db(now)))
+    return True
 
 
 def _current(conn: Connection, delivery_id: int) -> tuple[DeliveryStatus, int]:
