@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,12 @@ from sqlalchemy import select  # noqa: E402
 
 from newsletter import pipeline, render  # noqa: E402
 from newsletter.config import config_from_mapping  # noqa: E402
-from newsletter.rank import tokenize  # noqa: E402
+from newsletter.models import Reason, ScoredPaper  # noqa: E402
+from newsletter.rank import fit_ranker, tokenize  # noqa: E402
+from newsletter.rank.base import Ranking  # noqa: E402
 from newsletter.sources import Folders, ingest  # noqa: E402
 from newsletter.store import ledger, open_store  # noqa: E402
-from newsletter.store.schema import deliveries  # noqa: E402
+from newsletter.store.schema import deliveries, messages  # noqa: E402
 
 NOW = datetime(2026, 3, 20, 8, tzinfo=UTC)
 HOST = "127.0.0.1"
@@ -169,9 +172,32 @@ class TimedRanker:
         return call
 
 
+def timed_generator(owner: Any, name: str, stage: str, seconds: Seconds) -> None:
+    """Like timed, for a generator function: the time of making each item counts, not of the call."""
+    original = getattr(owner, name, None)
+    if original is None:
+        return
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        items = original(*args, **kwargs)
+        while True:
+            started = time.perf_counter()
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            finally:
+                seconds[stage] += time.perf_counter() - started
+            yield item
+
+    setattr(owner, name, wrapper)
+
+
 def instrument(seconds: Seconds) -> None:
     # Where the pipeline spends its time; a name that a later version drops is simply not timed.
     timed(pipeline, "plan_digests", "plan (incl. rank)", seconds)
+    timed_generator(pipeline, "iter_digests", "plan (incl. rank)", seconds)
+    timed(pipeline, "compose", "compose (links, render)", seconds)
     timed(render.Renderer, "render", "render", seconds)
     timed(render.Renderer, "render_many", "render", seconds)
     timed(pipeline, "to_message", "build MIME", seconds)
@@ -189,10 +215,36 @@ def instrument(seconds: Seconds) -> None:
 # -- the two runs ----------------------------------------------------------------------------------
 
 
-def run_pipeline(config: Any, seconds: Seconds) -> tuple[int, float]:
+class InstantRanker:
+    """`--ranker instant`: the newest candidates with a fixed reason, at no cost, so the numbers show what
+    everything but ranking costs (the real rankers are benched by bench_ranking_speed.py)."""
+
+    model_id = "instant"
+
+    def __init__(self, reference: Any) -> None:
+        self.reason = Reason(topics=("language models",), terms=("model", "language"))
+
+    def prepare(self, profiles: Any, papers: Any) -> None:
+        return None
+
+    def rank(self, profile: Any, candidates: Any, *, max_papers: int, min_score: float,
+             diversity: float = 0.0) -> Ranking:
+        chosen = tuple(ScoredPaper(p, 0.5, self.reason) for p in list(candidates)[-max_papers:][::-1])
+        return Ranking(chosen, len(candidates), 0)
+
+
+def ranker_factory(ctx: Any, ranker: str) -> Any:
+    if ranker == "default":
+        return ctx.make_ranker
+    if ranker == "instant":
+        return InstantRanker
+    return partial(fit_ranker, model_id=ranker)
+
+
+def run_pipeline(config: Any, seconds: Seconds, ranker: str) -> tuple[int, float]:
     instrument(seconds)
     with pipeline.open_context(config) as ctx:
-        factory = ctx.make_ranker
+        factory = ranker_factory(ctx, ranker)
 
         def make_ranker(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
@@ -209,7 +261,8 @@ def run_pipeline(config: Any, seconds: Seconds) -> tuple[int, float]:
 
 def stored_messages(db_path: Path, limit: int) -> list[tuple[str, bytes]]:
     with open_store(db_path) as store, store.db.read() as conn:
-        rows = conn.execute(select(deliveries.c.recipient, deliveries.c.message).limit(limit)).all()
+        rows = conn.execute(select(deliveries.c.recipient, messages.c.message)
+                            .join(messages, messages.c.delivery_id == deliveries.c.id).limit(limit)).all()
     return [(r[0], r[1]) for r in rows]
 
 
@@ -227,6 +280,9 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--papers", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ranker", default="default",
+                        help="a ranker model id (e.g. tfidf-v1) instead of the default one, or `instant` (no ranking: "
+                             "what every other stage costs)")
     args = parser.parse_args()
     pages = sorted(args.pages.glob("*.txt"))
     if not pages:
@@ -255,7 +311,7 @@ def main() -> None:
         print(f"{args.subscribers} subscribers, {len(titles)} papers; sink on {HOST}:{port}")
 
         seconds: Seconds = defaultdict(float)
-        sent, elapsed = run_pipeline(config, seconds)
+        sent, elapsed = run_pipeline(config, seconds, args.ranker)
         received = count()
         messages = stored_messages(config.store_path, sent)
         raw_elapsed = run_raw(port, messages)

@@ -15,25 +15,29 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 
 from .config import SECRET_KEY_ENV, Config
-from .deliver import Mailer, build_message, mailer_from_config, new_message_id, serialise
+from .deliver import Mailer, build_message, build_wire, mailer_from_config, new_message_id
 from .deliver.dkim import DkimSigner
 from .embedding_jobs import embed_new, reembedding
 from .errors import ProfileError, UnknownSubscriber
 from .fetching import SourceReport, fetch_sources
 from .links import Signer
 from .models import DeliveryStatus, Digest, Outcome, Paper, RenderedEmail, Subscriber, SubscriberLinks
-from .planning import DigestPolicy, RankerFactory, plan_digests
+from .planning import DigestPolicy, RankerFactory, iter_digests, plan_digests
 from .rank import store_ranker_factory
 from .render import Renderer, shipped_templates
 from .sending import SendPolicy, Sent, send_queued
@@ -41,6 +45,7 @@ from .slots import Slot, current_slot
 from .sources import Folders, IngestReport, PageReport, ingest
 from .sources.http import FetchPolicy, new_client
 from .store import DeliveryRecord, Enqueue, Store, open_store
+from .store.ledger import QueuedMessage
 from .subscribers import FileSubscribers, SubscriberRepository
 
 log = logging.getLogger(__name__)
@@ -197,17 +202,21 @@ def compose(ctx: RunContext, digest: Digest, *, sent: bool = True) -> Composed:
 
 
 def wire_bytes(ctx: RunContext, digest: Digest, composed: Composed) -> bytes:
-    """The message exactly as it is stored and sent: serialised, then DKIM-signed when configured."""
-    raw = serialise(to_message(ctx, digest, composed))
+    """The message exactly as it is stored and sent: its bytes, then DKIM-signed when configured."""
+    raw = build_wire(composed.rendered, digest.subscriber, **_message_fields(ctx, digest, composed))
     return ctx.dkim.sign(raw) if ctx.dkim is not None else raw
 
 
 def to_message(ctx: RunContext, digest: Digest, composed: Composed) -> EmailMessage:
+    """The same message as an EmailMessage (unsigned), for the web preview's headers."""
+    return build_message(composed.rendered, digest.subscriber, **_message_fields(ctx, digest, composed))
+
+
+def _message_fields(ctx: RunContext, digest: Digest, composed: Composed) -> dict[str, Any]:
     # The Date on the subscriber's clock: their mail client shows the day the digest is for.
     local = digest.issued_at.astimezone(ZoneInfo(digest.subscriber.schedule.timezone))
-    return build_message(composed.rendered, digest.subscriber, sender_name=ctx.sender.name,
-                         sender_address=ctx.sender.address, list_id=ctx.sender.list_id, links=composed.links,
-                         now=local, message_id=composed.message_id)
+    return {"sender_name": ctx.sender.name, "sender_address": ctx.sender.address, "list_id": ctx.sender.list_id,
+            "links": composed.links, "now": local, "message_id": composed.message_id}
 
 
 # -- running digests ------------------------------------------------------------------------------------------
@@ -287,37 +296,108 @@ def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bo
                 late_after: timedelta | None, should_stop: Callable[[], bool]) -> RunReport:
     subscribers, errors = select_subscribers(ctx, only)
     results, due = sort_out(ctx, subscribers, now)
-    planned = plan_digests(ctx.store, ctx.make_ranker, ctx.policy, [s for s, _ in due], now)
-    digests = [replace(d, slot=slot.local_date, late=late_after is not None and now - slot.at > late_after)
-               for d, (_, slot) in zip(planned, due, strict=True)]
     if dry_run:
-        results += [dry_run_result(ctx, d) for d in digests]
+        planned = plan_digests(ctx.store, ctx.make_ranker, ctx.policy, [s for s, _ in due], now)
+        results += [dry_run_result(ctx, _for_slot(d, slot, now, late_after)) for d, (_, slot) in zip(planned, due,
+                                                                                                    strict=True)]
         return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)))
-    queued: dict[str, Digest] = {}
-    pending = [(digest, slot) for digest, (_, slot) in zip(digests, due, strict=True)]
-    for start in range(0, len(pending), QUEUE_BATCH):
-        batch = pending[start:start + QUEUE_BATCH]
-        for (digest, _), (result, message_id) in zip(batch, queue_digests(ctx, batch, now), strict=True):
-            if message_id is not None:
-                queued[message_id] = digest
-            if result is not None:
-                results.append(result)
     interrupted = tuple(r for r in ctx.store.ledger.deliveries_in([DeliveryStatus.SENDING])
                         if not only or r.subscriber_id in only)
     withdraw_unwanted(ctx, now)
     # A mailer handed in (tests, tools) is one session: it cannot be shared between parallel senders.
     policy = replace(ctx.send_policy, connections=1) if mailer is not None else ctx.send_policy
-    sent = send_queued(ctx.store, (lambda: mailer) if mailer is not None else ctx.make_mailer, policy,
-                       lambda: now, only=only, should_stop=should_stop)
+    producer = DigestProducer(ctx, due, now, late_after, only)
+    with short_switch_interval():
+        try:
+            sent = send_queued(ctx.store, (lambda: mailer) if mailer is not None else ctx.make_mailer, policy,
+                               lambda: now, only=only, should_stop=should_stop, feed=producer.start)
+        finally:
+            producer.join()  # a crash while sending: what the producer stored stays queued
+    results += producer.results
     # A message an earlier run queued for this slot says more than "already done".
     resumed = {item.subscriber_id for item in sent}
     results = [r for r in results if not (r.outcome == "already done" and r.subscriber_id in resumed)]
     for item in sent:
-        this_run = queued.get(item.message_id)  # None for a message an earlier run queued
+        this_run = producer.queued.get(item.message_id)  # None for a message an earlier run queued
         results.append(SubscriberResult(item.subscriber_id, item.outcome,
                                         len(this_run.papers) if this_run else 0,
                                         this_run.candidate_count if this_run else 0, item.detail))
     return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)), interrupted)
+
+
+def _for_slot(digest: Digest, slot: Slot, now: datetime, late_after: timedelta | None) -> Digest:
+    return replace(digest, slot=slot.local_date, late=late_after is not None and now - slot.at > late_after)
+
+
+class DigestProducer:
+    """Plans, renders and stores (`queued`) the run's digests in a thread of its own, QUEUE_BATCH at a time,
+    and hands each stored batch to the sender as read back from the ledger: sending starts with the first
+    batch instead of after the last, and the ledger stays the one record of what waits to be sent.
+
+    A crash loses nothing: what was stored is sent by the next run, what was not is planned again.
+    An exception in the producer ends the feed; `join` raises it in the caller's thread.
+    """
+
+    def __init__(self, ctx: RunContext, due: Sequence[tuple[Subscriber, Slot]], now: datetime,
+                 late_after: timedelta | None, only: Sequence[str]) -> None:
+        self._ctx, self._due, self._now, self._late_after, self._only = ctx, due, now, late_after, only
+        self.results: list[SubscriberResult] = []  # nothing new, already done, errors
+        self.queued: dict[str, Digest] = {}  # by Message-ID
+        # A few batches ahead of the sender at most: stored messages wait in the ledger, not in memory.
+        self._batches: queue.Queue[list[QueuedMessage] | None] = queue.Queue(maxsize=4)
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
+
+    def start(self, read_through: int) -> Iterator[list[QueuedMessage]]:
+        """Start producing; yields each stored batch. `read_through`: the highest delivery id the sender has."""
+        self._thread = threading.Thread(target=self._run, args=(read_through,), name="digest-producer", daemon=True)
+        self._thread.start()
+        return iter(self._batches.get, None)
+
+    def join(self) -> None:
+        """Wait for the producer to finish (taking what the sender left, so it never blocks); raise its failure."""
+        while self._thread is not None and self._thread.is_alive():
+            with suppress(queue.Empty):
+                self._batches.get(timeout=0.05)
+        if self._failure is not None:
+            raise self._failure
+
+    def _run(self, read_through: int) -> None:
+        try:
+            ctx, now = self._ctx, self._now
+            digests = iter_digests(ctx.store, ctx.make_ranker, ctx.policy, [s for s, _ in self._due], now)
+            for start in range(0, len(self._due), QUEUE_BATCH):
+                slots = [slot for _, slot in self._due[start:start + QUEUE_BATCH]]
+                batch = [(_for_slot(next(digests), slot, now, self._late_after), slot) for slot in slots]
+                for (digest, _), (result, message_id) in zip(batch, queue_digests(ctx, batch, now), strict=True):
+                    if message_id is not None:
+                        self.queued[message_id] = digest
+                    if result is not None:
+                        self.results.append(result)
+                stored = ctx.store.ledger.due(now, self._only, after_id=read_through)
+                if stored:
+                    read_through = stored[-1].record.delivery_id
+                    self._batches.put(stored)
+        except BaseException as exc:  # raised again in the caller's thread by join()
+            self._failure = exc
+        finally:
+            self._batches.put(None)
+
+
+# While a producer thread prepares digests, the sending thread needs the GIL back quickly each time
+# a socket or the database answers; with the default 5 ms switch interval it waited up to that long
+# for every reply and sent several times slower.
+SWITCH_INTERVAL = 0.0002
+
+
+@contextmanager
+def short_switch_interval() -> Iterator[None]:
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def send_due(ctx: RunContext, now: datetime, *, should_stop: Callable[[], bool] = lambda: False,
@@ -351,21 +431,24 @@ def sort_out(ctx: RunContext, subscribers: Sequence[Subscriber],
     """Who is due a digest for their current slot; a result for everyone who is not."""
     ledger = ctx.store.ledger
     results: list[SubscriberResult] = []
-    due: list[tuple[Subscriber, Slot]] = []
+    active: list[tuple[Subscriber, Slot]] = []
+    bounced = ledger.bounced_ids()
     for subscriber in subscribers:
         if subscriber.status != "active":
             results.append(SubscriberResult(subscriber.id, subscriber.status))
-            continue
-        if ledger.is_bounced(subscriber.id):
+        elif subscriber.id in bounced:
             results.append(SubscriberResult(subscriber.id, "bounced", detail="suppressed after repeated hard "
                                             f"failures; `newsletter unbounce {subscriber.id}` sends again"))
-            continue
-        slot = current_slot(subscriber.schedule, now)
-        if ledger.slot_taken(subscriber.id, slot.local_date):
+        else:
+            active.append((subscriber, current_slot(subscriber.schedule, now)))
+    taken = ledger.taken_slots([(s.id, slot.local_date) for s, slot in active])
+    due: list[tuple[Subscriber, Slot]] = []
+    for subscriber, slot in active:
+        if (subscriber.id, slot.local_date) in taken:
             results.append(SubscriberResult(subscriber.id, "already done",
                                             detail=f"the digest for {slot.local_date} was made already"))
-            continue
-        due.append((subscriber, slot))
+        else:
+            due.append((subscriber, slot))
     return results, due
 
 

@@ -7,13 +7,13 @@ exactly what a run would send at the same moment.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .models import Digest, Paper, Subscriber
 from .rank import Profile, Ranker, build_profile
-from .rank.batch import RankRequest, rank_many
+from .rank.batch import BLOCK, RankRequest, rank_many
 from .store import Store
 
 # The ranker's reference set (the IDF today) is the newest papers, whoever is in the run,
@@ -53,30 +53,42 @@ class Window:
 def plan_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
                  subscribers: Sequence[Subscriber], now: datetime) -> tuple[Digest, ...]:
     """The digest each subscriber would get now, in the order given."""
+    return tuple(iter_digests(store, make_ranker, policy, subscribers, now))
+
+
+def iter_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
+                 subscribers: Sequence[Subscriber], now: datetime) -> Iterator[Digest]:
+    """`plan_digests` one digest at a time, so a run can store and send the first while it ranks the rest."""
     if not subscribers:
-        return ()
+        return
     through = store.papers.max_id()  # papers committed after this wait for the next run
-    windows = {s.id: window_for(store, policy, s, now) for s in subscribers}
+    windows = windows_for(store, policy, subscribers, now)
     corpus = papers_in_play(store, list(windows.values()), through)
+    # What each subscriber already has among this run's papers: one query for the run, not one each.
+    sent = store.ledger.delivered_paper_ids_among([s.id for s in subscribers],
+                                                  min((p.id for p in corpus), default=through + 1))
     ranker = make_ranker(store.papers.recent(until=now, limit=REFERENCE_PAPERS))
-    profiles = {s.id: profile_of(store, s) for s in subscribers}
+    profiles = profiles_of(store, subscribers)
     ranker.prepare(list(profiles.values()), corpus)
-    # Everyone at once: the day's papers are scored for all subscribers as matrix products (rank/batch.py).
-    requests = [RankRequest(profiles[s.id], candidates_for(store, corpus, s, windows[s.id]),
-                            s.max_papers or policy.max_papers) for s in subscribers]
-    rankings = rank_many(ranker, corpus, requests, min_score=policy.min_score, diversity=policy.diversity)
-    return tuple(
-        Digest(subscriber=s, papers=ranking.chosen, issued_at=now, window_start=windows[s.id].since, window_end=now,
-               through_paper_id=through, candidate_count=ranking.candidate_count)
-        for s, ranking in zip(subscribers, rankings, strict=True)
-    )
+    # Everyone at once, a block at a time: each block's papers are scored for all its subscribers as matrix
+    # products (rank/batch.py), and its digests go on their way before the next block is ranked.
+    for start in range(0, len(subscribers), BLOCK):
+        block = subscribers[start : start + BLOCK]
+        requests = [RankRequest(profiles[s.id], candidates_for(corpus, windows[s.id], sent[s.id]),
+                                s.max_papers or policy.max_papers) for s in block]
+        rankings = rank_many(ranker, corpus, requests, min_score=policy.min_score, diversity=policy.diversity)
+        for s, ranking in zip(block, rankings, strict=True):
+            yield Digest(subscriber=s, papers=ranking.chosen, issued_at=now, window_start=windows[s.id].since,
+                         window_end=now, through_paper_id=through, candidate_count=ranking.candidate_count)
 
 
-def window_for(store: Store, policy: DigestPolicy, subscriber: Subscriber, now: datetime) -> Window:
-    last = store.ledger.last_closed_window(subscriber.id)
-    if last is not None:
-        return Window(last.ended_at, last.through_paper_id)
-    return Window(now - timedelta(days=policy.lookback_days), None)
+def windows_for(store: Store, policy: DigestPolicy, subscribers: Sequence[Subscriber],
+                now: datetime) -> dict[str, Window]:
+    """Each subscriber's window: after their last closed digest, or the lookback for a first digest."""
+    closed = store.ledger.last_closed_windows([s.id for s in subscribers])
+    first = Window(now - timedelta(days=policy.lookback_days), None)
+    return {s.id: Window(closed[s.id].ended_at, closed[s.id].through_paper_id) if s.id in closed else first
+            for s in subscribers}
 
 
 def papers_in_play(store: Store, windows: Sequence[Window], through: int) -> list[Paper]:
@@ -86,17 +98,22 @@ def papers_in_play(store: Store, windows: Sequence[Window], through: int) -> lis
     return store.papers.in_play(through, after_id=min(after_ids, default=None), since=min(since, default=None))
 
 
-def profile_of(store: Store, subscriber: Subscriber) -> Profile:
-    """The subscriber's file plus their "more / less like this" votes, as the ranker reads them."""
-    votes = store.votes.for_subscriber(subscriber.id)
-    voted = {p.id: p for p in store.papers.get([v.paper_id for v in votes])} if votes else {}
-    more = [voted[v.paper_id] for v in votes if v.direction == "more" and v.paper_id in voted]
-    less = [voted[v.paper_id] for v in votes if v.direction == "less" and v.paper_id in voted]
-    return build_profile(subscriber, [store.papers.find_by_title(title) for title in subscriber.liked],
-                         voted_up=more, voted_down=less)
+def profiles_of(store: Store, subscribers: Sequence[Subscriber]) -> dict[str, Profile]:
+    """Each subscriber's file plus their "more / less like this" votes, as the ranker reads them.
+
+    Read for the whole run at once: the votes in one query, each distinct liked title looked up once.
+    """
+    votes = store.votes.for_subscribers([s.id for s in subscribers])
+    voted = {p.id: p for p in store.papers.get(sorted({v.paper_id for vs in votes.values() for v in vs}))}
+    liked = store.papers.find_by_titles([title for s in subscribers for title in s.liked])
+    profiles = {}
+    for s in subscribers:
+        more = [voted[v.paper_id] for v in votes[s.id] if v.direction == "more" and v.paper_id in voted]
+        less = [voted[v.paper_id] for v in votes[s.id] if v.direction == "less" and v.paper_id in voted]
+        profiles[s.id] = build_profile(s, [liked[title] for title in s.liked], voted_up=more, voted_down=less)
+    return profiles
 
 
-def candidates_for(store: Store, corpus: Sequence[Paper], subscriber: Subscriber, window: Window) -> list[Paper]:
-    """The papers of the corpus new to the subscriber: in their window, never sent or on their way."""
-    already_sent = store.ledger.delivered_paper_ids(subscriber.id)
+def candidates_for(corpus: Sequence[Paper], window: Window, already_sent: set[int]) -> list[Paper]:
+    """The papers of the corpus new to a subscriber: in their window, never sent or on their way."""
     return [p for p in corpus if window.holds(p) and p.id not in already_sent]

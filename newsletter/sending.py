@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -89,26 +89,53 @@ def retry_delay(attempts: int, rng: random.Random | None = None) -> timedelta:
     return full * (rng or random).uniform(0.5, 1.0)
 
 
+# Batches of messages stored by another thread while this one sends (a digest run's producer).
+Feed = Iterator[Sequence[QueuedMessage]]
+
+
 def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPolicy, now: Callable[[], datetime], *,
                 only: Sequence[str] = (), should_stop: Callable[[], bool] = lambda: False,
-                pacer: Pacer | None = None) -> list[Sent]:
+                pacer: Pacer | None = None, feed: Callable[[int], Feed] | None = None) -> list[Sent]:
     """Send every due message (only those of `only` when given), oldest first; one result per message.
 
     `policy.connections` workers each open their own mailer (one SMTP session each) and take
     the next message in turn. A DeliveryError that stops a batch stops every worker after its
     current message; what nobody took stays queued for the next run.
+
+    `feed`, when given, is called once, after the due messages were read, with the highest
+    delivery id among them (so nothing is read twice); the batches it yields are sent after
+    them, as they arrive. Each batch is
+    already stored `queued`: the ledger stays the one record of what is left. Batches that
+    arrive after sending stopped are reported `not sent` (they stay queued).
     """
     pacer = pacer or Pacer(policy.max_per_second)
     queue = store.ledger.due(now(), only)
+    incoming = feed(max((q.record.delivery_id for q in queue), default=0)) if feed is not None else iter(())
     todo = deque(enumerate(queue))
     results: dict[int, Sent] = {}
     stopped: list[DeliveryError] = []
     crashed: list[BaseException] = []
-    lock = threading.Lock()
+    lock, feeding = threading.Lock(), threading.Lock()
 
-    def take() -> tuple[int, QueuedMessage] | None:
+    def next_from_todo() -> tuple[int, QueuedMessage] | None:
         with lock:
             return todo.popleft() if todo and not stopped and not should_stop() else None
+
+    def take() -> tuple[int, QueuedMessage] | None:
+        while True:
+            taken = next_from_todo()
+            if taken is not None or stopped or should_stop():
+                return taken
+            with feeding:  # one worker waits for the next batch; the others wait for it
+                with lock:
+                    if todo:
+                        continue
+                batch = next(incoming, None)
+                if batch is None:
+                    return None
+                with lock:
+                    todo.extend(enumerate(batch, start=len(queue)))
+                    queue.extend(batch)
 
     def work() -> None:
         # A message the server accepted is recorded `sent` together with marking the next one
@@ -142,7 +169,7 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
                 crashed.append(exc)
                 todo.clear()
 
-    workers = min(policy.connections, max(len(queue), 1))
+    workers = max(min(policy.connections, len(queue) if feed is None else policy.connections), 1)
     if workers == 1:
         work()  # in this thread: a crash propagates as it is
     else:
@@ -153,6 +180,8 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
             thread.join()
         if crashed:
             raise crashed[0]
+    for batch in incoming:  # stored after sending stopped: they wait for the next run
+        queue.extend(batch)
     why = "not attempted: delivery stopped; still queued" if stopped else "stopping; still queued"
     return [results.get(i) or Sent(q.record.subscriber_id, "not sent", q.record.message_id, why)
             for i, q in enumerate(queue)]

@@ -472,3 +472,33 @@ def test_config_smtp_without_password_env_is_a_config_error(tmp_path: Path, monk
     config = config_from_mapping({"delivery": {"method": "smtp"}, "smtp": {"username": "digest"}}, tmp_path)
     with pytest.raises(ConfigError, match="NEWSLETTER_SMTP_PASSWORD"):
         mailer_from_config(config)
+
+
+AWKWARD = ("trailing spaces   \n\ttabs\tinside\t\n=3D is not an escape = sign\n.\n..leading dots\nFrom the start\n"
+           + "x" * 300 + "\n" + "é" * 120 + "\nmixed\r\nline\rends\n\nsoft-hyphen\u00ad and emoji 🎉\n" + "a " * 200)
+
+
+@pytest.mark.parametrize("text", [AWKWARD, "", "no final newline", "\n\n\n"])
+def test_built_bytes_decode_to_what_the_stdlib_would_have_sent(text: str) -> None:
+    """The bytes are written directly, not by EmailMessage: a mail reader decodes the same parts and headers."""
+    rendered = RenderedEmail(subject="Über " + "long subject " * 10, preheader="p", html=f"<p>{text}</p>", text=text)
+    ours = parse(serialise(build_message(rendered, subscriber(), sender_name=SENDER_NAME, sender_address=SENDER,
+                                         list_id=LIST_ID, links=LINKS, now=NOW, message_id="<id@example.org>")))
+    stdlib = EmailMessage(policy=email.policy.SMTP)
+    stdlib.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    stdlib.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    theirs = parse(stdlib.as_bytes())
+    assert [p.get_content() for p in ours.iter_parts()] == [p.get_content() for p in theirs.iter_parts()]
+    assert [p.get_content_type() for p in ours.iter_parts()] == ["text/plain", "text/html"]
+    assert ours["Subject"] == rendered.subject.strip() and ours["MIME-Version"] == "1.0"
+    assert_wire_format(serialise(build_message(rendered, subscriber(), sender_name=SENDER_NAME, sender_address=SENDER,
+                                               list_id=LIST_ID, links=LINKS, now=NOW, message_id="<id@x.org>")))
+
+
+@pytest.mark.parametrize("name", ["Ada Lovelace", "O'Brien-Smith", "", "Ada Lovelace " + "x" * 70, "Ada (the) Byron",
+                                  "a=?utf-8?q?x?=", "Zoë"])
+def test_an_address_header_reads_back_as_the_name_and_address_written(name: str) -> None:
+    got = parse(serialise(message_for(subscriber(name=name))))
+    [recipient] = got["To"].addresses
+    assert (recipient.display_name, recipient.addr_spec) == (name, "alice@example.org")
+    assert_wire_format(serialise(message_for(subscriber(name=name))))

@@ -225,3 +225,44 @@ def test_starting_the_next_send_records_the_previous_one_sent_in_the_same_step(s
     assert store.ledger.start_sending(second, at("2026-11-23"), settle_sent=(first, "250 OK")) == 1
     statuses = {r.message_id: (r.status, r.reply) for r in store.ledger.deliveries_for("alice")}
     assert statuses == {"<1@x>": (S.SENT, "250 OK"), "<2@x>": (S.SENDING, "")}
+
+
+def test_the_run_wide_reads_match_the_per_subscriber_ones(store):
+    ids = [p.id for p in store.papers.get()]
+    bob = replace(ALICE, id="bob", email="bob@example.org")
+    carol = replace(ALICE, id="carol", email="carol@example.org")
+    queue(store, digest_of(store, ids[:1], end="2026-11-22", slot=date(2026, 11, 22)), "<a1@x>")
+    queue(store, digest_of(store, ids[1:2]), "<a2@x>")  # alice's newest window: the 23rd
+    failed = queue(store, digest_of(store, ids[2:], who=bob), "<b@x>")
+    store.ledger.start_sending(failed, at("2026-11-23"))
+    store.ledger.settle(failed, S.FAILED, reply="550 no", now=at("2026-11-23"), hard=True, bounce_limit=1)
+    everyone = ["alice", "bob", "carol"]
+
+    assert store.ledger.last_closed_windows(everyone) == {"alice": ClosedWindow(at("2026-11-23"), ids[-1])}
+    assert store.ledger.delivered_paper_ids_among(everyone, 0) == {"alice": set(ids[:2]), "bob": set(), "carol": set()}
+    assert store.ledger.delivered_paper_ids_among(["alice"], ids[1]) == {"alice": {ids[1]}}  # only from that paper on
+    assert store.ledger.bounced_ids() == {"bob"}
+    wanted = [("alice", SLOT), ("alice", date(2026, 11, 24)), ("bob", SLOT), (carol.id, SLOT)]
+    assert store.ledger.taken_slots(wanted) == {("alice", SLOT), ("bob", SLOT)}
+    assert store.ledger.taken_slots(wanted) == {w for w in wanted if store.ledger.slot_taken(*w)}
+
+
+def test_messages_stored_in_the_deliveries_row_by_schema_5_move_to_their_own_table(tmp_path):
+    path = tmp_path / "v5.sqlite3"
+    with open_store(path) as store:
+        page = FIXTURE_PAGES / "good-extra-chrome.txt"
+        store.papers.add_page(parse_page(page, page.read_bytes(), at("2026-11-22").date()), at("2026-11-22"))
+        delivery = queue(store, digest_of(store, [1]), "<queued@x>")
+    raw_message = b"Message-ID: <queued@x>\r\n\r\nbody\r\n"
+    with sqlite3.connect(path) as raw:  # as schema 5 kept it: the bytes in the deliveries row
+        raw.executescript(f"""
+            DROP TABLE messages;
+            UPDATE deliveries SET message = X'{raw_message.hex()}' WHERE id = {delivery};
+            UPDATE meta SET value = '5' WHERE key = 'schema_version';
+        """)
+    with open_store(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        [due] = store.ledger.due(at("2026-11-23"))
+        assert (due.record.message_id, due.message) == ("<queued@x>", raw_message)
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT message FROM deliveries").fetchall() == [(None,)]  # not kept twice

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import random
 import shutil
+import threading
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from helpers import REPO, SAMPLE_PAGES, at
 from newsletter import pipeline
 from newsletter.config import Config, config_from_mapping
 from newsletter.deliver import mailer_from_config
+from newsletter.errors import StoreError
 from newsletter.models import DeliveryStatus
+from newsletter.render import Renderer
 from newsletter.sending import FIRST_RETRY, LONGEST_RETRY, Pacer, retry_delay, send_queued
 from newsletter.store import open_store
+from newsletter.store.ledger import Ledger
 from smtp_sink import SmtpSink
 
 T_INGEST = at("2026-11-20", 6)
@@ -243,3 +250,91 @@ def test_each_message_is_recorded_sent_before_the_next_one_goes_out(tmp_path, sm
         assert seen == dict(zip(order, states, strict=True))
     with open_store(config.store_path) as store:  # the last one is recorded on the way out
         assert {r.status for r in store.ledger.deliveries_in(list(DeliveryStatus))} == {DeliveryStatus.SENT}
+
+
+class GatedRenderer(Renderer):
+    """The real renderer, except that the digest after the first stored batch waits until a message was sent."""
+
+    def __init__(self, inner: Renderer, first_sent: threading.Event) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.first_sent, self.rendered = first_sent, 0
+        self.waited_for_a_send = False
+
+    def render(self, digest: Any, links: Any) -> Any:
+        self.rendered += 1
+        if self.rendered == pipeline.QUEUE_BATCH + 1:
+            self.waited_for_a_send = self.first_sent.wait(timeout=60)
+        return super().render(digest, links)
+
+
+class SignallingMailer:
+    """A real SMTP mailer that sets an event once the server accepted a message."""
+
+    def __init__(self, inner: Any, sent: threading.Event) -> None:
+        self.inner, self.sent = inner, sent
+
+    def __enter__(self) -> SignallingMailer:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.__exit__(*exc)
+
+    def send(self, message: Any) -> Any:
+        result = self.inner.send(message)
+        self.sent.set()
+        return result
+
+
+def test_a_run_sends_the_first_batch_while_it_prepares_the_next(tmp_path, smtp_sink):
+    sink = smtp_sink()
+    config = project(tmp_path, smtp_of(sink))
+    for n in range(pipeline.QUEUE_BATCH + 10):
+        (tmp_path / "subscribers" / f"reader{n:03d}.yaml").write_text(
+            f"email: reader{n:03d}@example.org\ntopics: [language models]\n")
+    pipeline.ingest_pages(config, T_INGEST)
+    first_sent = threading.Event()
+    with pipeline.open_context(config) as ctx:
+        renderer = GatedRenderer(ctx.renderer, first_sent)
+        ctx = replace(ctx, renderer=renderer)
+        report = pipeline.send_digests(ctx, T, mailer=SignallingMailer(mailer_from_config(config), first_sent))
+    # The 51st digest was rendered only after the server had accepted a message of the first batch.
+    assert renderer.waited_for_a_send
+    subscribers = pipeline.QUEUE_BATCH + 10 + 3
+    assert report.count("sent") == subscribers and len(sink.messages) == subscribers
+    assert len({m.rcpt_tos for m in sink.messages}) == subscribers
+    with open_store(config.store_path) as store:
+        assert {r.status for r in store.ledger.deliveries_in(list(DeliveryStatus))} == {DeliveryStatus.SENT}
+
+
+def test_a_failure_while_preparing_stops_the_run_after_sending_what_was_stored(tmp_path, smtp_sink):
+    sink = smtp_sink()
+    config = project(tmp_path, smtp_of(sink))
+    for n in range(pipeline.QUEUE_BATCH + 10):
+        (tmp_path / "subscribers" / f"reader{n:03d}.yaml").write_text(
+            f"email: reader{n:03d}@example.org\ntopics: [language models]\n")
+    pipeline.ingest_pages(config, T_INGEST)
+
+    class FullDisk(Ledger):
+        """The real ledger, whose second batch of digests cannot be stored."""
+
+        batches = 0
+
+        def enqueue_many(self, items: Any, now: Any) -> Any:
+            FullDisk.batches += 1
+            if FullDisk.batches == 2:
+                raise StoreError("database or disk is full")
+            return super().enqueue_many(items, now)
+
+    with pipeline.open_context(config) as ctx:
+        ctx.store.ledger = FullDisk(ctx.store.db)
+        with pytest.raises(StoreError, match="disk is full"):
+            pipeline.send_digests(ctx, T)
+    # The first batch was stored and sent; the rest was never stored, so the next run plans it.
+    assert len(sink.messages) == pipeline.QUEUE_BATCH
+    with open_store(config.store_path) as store:
+        records = store.ledger.deliveries_in(list(DeliveryStatus))
+    assert len(records) == pipeline.QUEUE_BATCH and {r.status for r in records} == {DeliveryStatus.SENT}
+    report = pipeline.run_digests(config, T)
+    assert report.count("sent") == 13 and report.count("already done") == pipeline.QUEUE_BATCH
+    assert len({m.rcpt_tos for m in sink.messages}) == len(sink.messages) == pipeline.QUEUE_BATCH + 13

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from builders import abstract_for, generated_titles, listing_page, with_typo, write_page
+from sqlalchemy import update
 
 from helpers import FIXTURE_PAGES, at
 from newsletter import pipeline
@@ -23,7 +24,7 @@ from newsletter.errors import RunLocked, StoreBusy, StoreError
 from newsletter.models import Digest, Page, ScoredPaper, Subscriber
 from newsletter.sources.listing import parse_page
 from newsletter.store import SCHEMA_VERSION, Store, open_store
-from newsletter.store.schema import Database
+from newsletter.store.schema import Database, meta
 from newsletter.titles import filed_probes, title_key
 
 ALICE = Subscriber(id="alice", email="alice@example.org", name="Alice", topics=("graphs",))
@@ -321,3 +322,22 @@ def test_a_store_from_before_the_title_index_files_its_papers_and_still_dedupes(
         outcome = store.papers.add_page(page_of([(t, "Again.") for t in typos], name="again.txt"), at("2026-11-21"))
         assert (outcome.new_papers, outcome.duplicates) == (0, 40)
         assert store.papers.count() == 300
+
+
+def synchronous(conn: Any) -> int:
+    return int(conn.connection.driver_connection.execute("PRAGMA synchronous").fetchone()[0])
+
+
+def test_a_lazily_synced_write_skips_the_fsync_only_right_after_a_synced_one(tmp_path: Path) -> None:
+    with open_store(tmp_path / "db.sqlite3") as store:  # opening migrates: a synced write
+        with store.db.write(lazy_sync=True) as conn:
+            assert synchronous(conn) == 1  # NORMAL: the commit before it was synced a moment ago
+        with store.db.write() as conn:
+            assert synchronous(conn) == 2  # FULL, and the setting does not leak into later writes
+        store.db._synced_at -= 2  # as if the last synced commit were two seconds old
+        with store.db.write(lazy_sync=True) as conn:
+            assert synchronous(conn) == 2  # waits for the disk: at most ~1 s of lazy commits is ever unsynced
+        with store.db.write(lazy_sync=True) as conn:
+            conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+    with sqlite3.connect(tmp_path / "db.sqlite3") as check:  # another connection sees the lazy commit
+        assert check.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)

@@ -4,7 +4,7 @@ One module per backend behind one contract, the `Mailer` protocol (read its docs
 base.py: what `send` returns, and which DeliveryError means what):
 
     base.py      Mailer protocol and DeliveryResult
-    message.py   build_message, serialise, new_message_id, the wire policy
+    message.py   build_wire (the bytes), build_message, serialise, new_message_id, the wire policy
     smtp.py      SmtpMailer (one session per batch; retries; stops on a dead or stalled server)
     outbox.py    OutboxMailer (.eml files, mode 0600, in a 0700 folder)
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..config import Config
 from .base import DeliveryResult, Mailer
-from .message import WIRE_POLICY, build_message, new_message_id, serialise, stored_message
+from .message import WIRE_POLICY, build_message, build_wire, new_message_id, serialise, stored_message
 from .outbox import OutboxMailer
 from .smtp import SmtpMailer
 
@@ -24,6 +24,7 @@ __all__ = [
     "OutboxMailer",
     "SmtpMailer",
     "build_message",
+    "build_wire",
     "mailer_from_config",
     "new_message_id",
     "serialise",

@@ -8,7 +8,7 @@ from datetime import date
 from functools import lru_cache
 from urllib.parse import quote, urlsplit
 
-from ..models import Link, ScoredPaper
+from ..models import Link, Paper, ScoredPaper
 from ..text import shorten
 
 ABSTRACT_LIMIT = 300
@@ -23,8 +23,12 @@ def format_date(day: date) -> str:
     return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
 
 
+@lru_cache(maxsize=16384)
 def wrap(text: str, width: int = 72, indent: int = 0) -> str:
-    """Greedy word wrap for the text part; lines after the first are indented, long words kept."""
+    """Greedy word wrap for the text part; lines after the first are indented, long words kept.
+
+    Memoised: a run wraps the same titles and abstracts for every subscriber who gets the paper.
+    """
     lines: list[str] = []
     current = ""
     for word in text.split():
@@ -96,20 +100,29 @@ def short_abstract(abstract: str) -> str:
 
 
 def paper_view(rank: int, scored: ScoredPaper, search_url: str) -> PaperView:
-    paper, reason = scored.paper, scored.reason
-    title = " ".join(paper.title.split()) or "(untitled)"
-    url = safe_url(paper.url) or search_url.replace("{query}", quote(title, safe=""))
-    latest = max((s.page_date for s in paper.sightings), default=None)
+    reason = scored.reason
+    title, url, abstract, links, seen = _paper_part(scored.paper, search_url)
     return PaperView(
         rank=rank,
         title=title,
         url=url,
-        abstract=short_abstract(paper.abstract),
-        links=link_views(paper.code_links),
+        abstract=abstract,
+        links=links,
         reason=reason.summary(),
         topics=reason.topics,
         liked=reason.liked,
         terms=reason.terms,
-        seen=format_date(latest) if latest else "",
-        paper_id=paper.id,
+        seen=seen,
+        paper_id=scored.paper.id,
     )
+
+
+@lru_cache(maxsize=4096)
+def _paper_part(paper: Paper, search_url: str) -> tuple[str, str, str, tuple[LinkView, ...], str]:
+    """What a paper's view holds whoever gets it (title, URL, abstract, links, listed date): made once per
+    run and paper, not once per subscriber (the same few hundred papers go to thousands of people)."""
+    title = " ".join(paper.title.split()) or "(untitled)"
+    url = safe_url(paper.url) or search_url.replace("{query}", quote(title, safe=""))
+    latest = max((s.page_date for s in paper.sightings), default=None)
+    return (title, url, short_abstract(paper.abstract), link_views(paper.code_links),
+            format_date(latest) if latest else "")

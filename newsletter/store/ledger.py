@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import ColumnElement, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ..errors import StoreError
-from ..models import DeliveryStatus, Digest, Reason
-from .schema import Database, deliveries, digest_papers, digests, from_db, papers, subscriber_health, to_db
+from ..models import DeliveryStatus, Digest, Reason, ScoredPaper
+from .schema import Database, deliveries, digest_papers, digests, from_db, messages, papers, subscriber_health, to_db
 
 S = DeliveryStatus
 # The only moves a delivery can make.
@@ -123,27 +123,55 @@ class Ledger:
 
         A failed delivery does not close its window, so its papers come round again.
         """
-        with self._db.read() as conn:
-            row = conn.execute(
-                select(digests.c.window_end, digests.c.through_paper_id)
-                .select_from(digests.outerjoin(deliveries, deliveries.c.digest_id == digests.c.id))
-                .where(digests.c.subscriber_id == subscriber_id)
-                .where(deliveries.c.id.is_(None) | deliveries.c.status.in_(DELIVERED))
-                .order_by(digests.c.id.desc())
-                .limit(1)
-            ).first()
-        return ClosedWindow(from_db(row[0]), int(row[1])) if row is not None else None
+        return self.last_closed_windows([subscriber_id]).get(subscriber_id)
 
     def delivered_paper_ids(self, subscriber_id: str) -> set[int]:
         """Every paper this subscriber has been sent or has on its way."""
+        return self.delivered_paper_ids_among([subscriber_id], 0)[subscriber_id]
+
+    # -- the same, for a whole run at once (one query per kind, not one per subscriber) -------------
+
+    def last_closed_windows(self, subscriber_ids: Sequence[str]) -> dict[str, ClosedWindow]:
+        """`last_closed_window` of each subscriber that has one."""
+        closed = deliveries.c.id.is_(None) | deliveries.c.status.in_(DELIVERED)
+        found: dict[str, ClosedWindow] = {}
         with self._db.read() as conn:
-            rows = conn.execute(
-                select(digest_papers.c.paper_id)
-                .join(digests, digests.c.id == digest_papers.c.digest_id)
-                .join(deliveries, deliveries.c.digest_id == digests.c.id)
-                .where(digests.c.subscriber_id == subscriber_id, deliveries.c.status.in_(DELIVERED))
-            )
-            return {row[0] for row in rows}
+            for chunk in _chunks(subscriber_ids):
+                newest = (select(digests.c.subscriber_id, func.max(digests.c.id).label("id"))
+                          .select_from(digests.outerjoin(deliveries, deliveries.c.digest_id == digests.c.id))
+                          .where(digests.c.subscriber_id.in_(chunk), closed)
+                          .group_by(digests.c.subscriber_id).subquery())
+                for sid, ended_at, through in conn.execute(
+                        select(digests.c.subscriber_id, digests.c.window_end, digests.c.through_paper_id)
+                        .join(newest, newest.c.id == digests.c.id)):
+                    found[sid] = ClosedWindow(from_db(ended_at), int(through))
+        return found
+
+    def delivered_paper_ids_among(self, subscriber_ids: Sequence[str], from_paper_id: int) -> dict[str, set[int]]:
+        """`delivered_paper_ids` of each subscriber, only papers from `from_paper_id` on (a run's candidates):
+        the whole history of every subscriber would not fit in memory."""
+        found: dict[str, set[int]] = {sid: set() for sid in subscriber_ids}
+        with self._db.read() as conn:
+            for chunk in _chunks(subscriber_ids):
+                for sid, paper_id in conn.execute(
+                        select(digests.c.subscriber_id, digest_papers.c.paper_id)
+                        .join(digests, digests.c.id == digest_papers.c.digest_id)
+                        .join(deliveries, deliveries.c.digest_id == digests.c.id)
+                        .where(digests.c.subscriber_id.in_(chunk), deliveries.c.status.in_(DELIVERED),
+                               digest_papers.c.paper_id >= from_paper_id)):
+                    found[sid].add(int(paper_id))
+        return found
+
+    def taken_slots(self, wanted: Sequence[tuple[str, date]]) -> set[tuple[str, date]]:
+        """Those (subscriber, slot) pairs that already have a digest (see `slot_taken`)."""
+        with self._db.read() as conn:
+            return _taken_slots(conn, wanted)
+
+    def bounced_ids(self) -> set[str]:
+        """Every subscriber suppressed after too many hard failures (see `is_bounced`)."""
+        with self._db.read() as conn:
+            return set(conn.execute(select(subscriber_health.c.subscriber_id)
+                                    .where(subscriber_health.c.bounced_at.is_not(None))).scalars())
 
     def slot_taken(self, subscriber_id: str, slot: date) -> bool:
         """Whether the subscriber already has a digest (sent, queued, failed or empty) for this slot."""
@@ -173,13 +201,16 @@ class Ledger:
         if not items:
             return []
         with self._db.write() as conn:
-            return [_enqueue(conn, item, now) for item in items]
+            return _enqueue_many(conn, items, now)
 
-    def due(self, now: datetime, subscriber_ids: Sequence[str] = ()) -> list[QueuedMessage]:
-        """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due."""
+    def due(self, now: datetime, subscriber_ids: Sequence[str] = (), *, after_id: int = 0) -> list[QueuedMessage]:
+        """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due.
+
+        `after_id` leaves out deliveries up to that id (those a sender has already read).
+        """
         ready = or_(deliveries.c.status.in_((S.QUEUED.value, S.SENDING.value)),
                     and_(deliveries.c.status == S.DEFERRED.value, deliveries.c.next_attempt_at <= to_db(now)))
-        condition: ColumnElement[bool] = and_(ready, deliveries.c.message.is_not(None))
+        condition: ColumnElement[bool] = and_(ready, deliveries.c.id > after_id)
         if subscriber_ids:
             condition = and_(condition, digests.c.subscriber_id.in_(list(subscriber_ids)))
         with self._db.read() as conn:
@@ -196,10 +227,18 @@ class Ledger:
         first: one commit per message instead of two, and still nothing goes on the wire
         before the one before it is recorded.
         """
-        with self._db.write() as conn:
+        # Lazily synced: a commit per message is the price of "one message in flight"; its fsync
+        # is not (a killed process loses nothing; see Database.write for a power cut).
+        with self._db.write(lazy_sync=True) as conn:
             if settle_sent is not None:
                 _settle(conn, settle_sent[0], S.SENT, reply=settle_sent[1], now=now)
-            status, attempts = _current(conn, delivery_id)
+            status, attempts, subscriber_bounced = _current_for_sending(conn, delivery_id)
+            if status is not S.SENDING and subscriber_bounced:
+                # Queued after its subscriber bounced (a run stores and sends at once): withdraw it now.
+                conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
+                    status=S.FAILED.value, reply="withdrawn: the subscriber bounced", next_attempt_at=None,
+                    updated_at=to_db(now)))
+                return None
             if status is S.FAILED:
                 return None
             _check_transition(status, S.SENDING)
@@ -216,7 +255,7 @@ class Ledger:
         """
         if (status is S.DEFERRED) != (retry_at is not None):
             raise ValueError("a deferred delivery needs retry_at, and only a deferred one")
-        with self._db.write() as conn:
+        with self._db.write(lazy_sync=status is S.SENT) as conn:
             return _settle(conn, delivery_id, status, reply=reply, now=now, retry_at=retry_at, hard=hard,
                            bounce_limit=bounce_limit)
 
@@ -307,43 +346,87 @@ class Ledger:
             return [r for r, _ in _records(conn, deliveries.c.status.in_([s.value for s in statuses]))]
 
 
+# Subscriber ids per IN list: well under SQLite's limit on bound parameters.
+CHUNK = 500
+
+
+def _chunks(ids: Sequence[str]) -> list[list[str]]:
+    ids = list(ids)
+    return [ids[start:start + CHUNK] for start in range(0, len(ids), CHUNK)]
+
+
 def _slot_taken(conn: Connection, subscriber_id: str, slot: date) -> bool:
     return conn.execute(select(digests.c.id).where(digests.c.subscriber_id == subscriber_id,
                                                    digests.c.slot_date == slot).limit(1)).first() is not None
 
 
-def _enqueue(conn: Connection, item: Enqueue, now: datetime) -> int | None:
-    digest = item.digest
-    # The write lock is held from BEGIN, so this check and the insert cannot interleave
+def _taken_slots(conn: Connection, wanted: Sequence[tuple[str, date]]) -> set[tuple[str, date]]:
+    pairs = set(wanted)
+    taken: set[tuple[str, date]] = set()
+    days = sorted({day for _, day in pairs})
+    for chunk in _chunks(sorted({sid for sid, _ in pairs})):
+        rows = conn.execute(select(digests.c.subscriber_id, digests.c.slot_date)
+                            .where(digests.c.subscriber_id.in_(chunk), digests.c.slot_date.in_(days)))
+        taken.update((sid, day) for sid, day in rows if (sid, day) in pairs)
+    return taken
+
+
+def _enqueue_many(conn: Connection, items: Sequence[Enqueue], now: datetime) -> list[int | None]:
+    """Store the items with one statement per table (not four per digest); ids in order, None for a taken slot."""
+    # The write lock is held from BEGIN, so this check and the inserts cannot interleave
     # with another process's; the unique index is the last word if they somehow did.
-    if digest.slot is not None and _slot_taken(conn, digest.subscriber.id, digest.slot):
-        return None
-    digest_id = int(conn.execute(
-        insert(digests).values(
-            subscriber_id=digest.subscriber.id, issued_at=to_db(digest.issued_at),
-            window_start=to_db(digest.window_start), window_end=to_db(digest.window_end),
-            through_paper_id=digest.through_paper_id,
-            candidate_count=digest.candidate_count, paper_count=len(digest.papers),
-            slot_date=digest.slot, slot_at=to_db(item.slot_at) if item.slot_at is not None else None,
-        )
-    ).inserted_primary_key[0])  # type: ignore[index]
-    if digest.papers:
-        conn.execute(insert(digest_papers), [
-            {"digest_id": digest_id, "paper_id": scored.paper.id, "rank": rank, "score": scored.score,
-             "reason": json.dumps({"topics": scored.reason.topics, "liked": scored.reason.liked,
-                                   "terms": scored.reason.terms, "voted": scored.reason.voted})}
-            for rank, scored in enumerate(digest.papers, start=1)
-        ])
-    if item.message_id is not None:
-        conn.execute(insert(deliveries).values(
-            digest_id=digest_id, recipient=digest.subscriber.email, message_id=item.message_id,
-            status=S.QUEUED.value, attempts=0, reply="", updated_at=to_db(now), message=item.message,
-        ))
-    return digest_id
+    taken = _taken_slots(conn, [(i.digest.subscriber.id, i.digest.slot) for i in items if i.digest.slot is not None])
+    fresh: list[Enqueue] = []
+    for item in items:
+        slot = item.digest.slot
+        if slot is not None:
+            if (item.digest.subscriber.id, slot) in taken:
+                continue
+            taken.add((item.digest.subscriber.id, slot))  # a second digest for the same slot in this batch too
+        fresh.append(item)
+    if not fresh:
+        return [None] * len(items)
+    digest_ids = [int(row[0]) for row in conn.execute(
+        insert(digests).returning(digests.c.id, sort_by_parameter_order=True),
+        [_digest_row(item) for item in fresh])]
+    by_item = {id(item): digest_id for item, digest_id in zip(fresh, digest_ids, strict=True)}
+    chosen = [_paper_row(digest_id, rank, scored) for item, digest_id in zip(fresh, digest_ids, strict=True)
+              for rank, scored in enumerate(item.digest.papers, start=1)]
+    if chosen:
+        conn.execute(insert(digest_papers), chosen)
+    sending = [(item, digest_id) for item, digest_id in zip(fresh, digest_ids, strict=True)
+               if item.message_id is not None and item.message is not None]
+    if sending:
+        delivery_ids = [int(row[0]) for row in conn.execute(
+            insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True),
+            [{"digest_id": digest_id, "recipient": item.digest.subscriber.email, "message_id": item.message_id,
+              "status": S.QUEUED.value, "attempts": 0, "reply": "", "updated_at": to_db(now)}
+             for item, digest_id in sending])]
+        conn.execute(insert(messages), [{"delivery_id": delivery_id, "message": item.message}
+                                        for (item, _), delivery_id in zip(sending, delivery_ids, strict=True)])
+    return [by_item.get(id(item)) for item in items]
+
+
+def _digest_row(item: Enqueue) -> dict[str, object]:
+    digest = item.digest
+    return {"subscriber_id": digest.subscriber.id, "issued_at": to_db(digest.issued_at),
+            "window_start": to_db(digest.window_start), "window_end": to_db(digest.window_end),
+            "through_paper_id": digest.through_paper_id, "candidate_count": digest.candidate_count,
+            "paper_count": len(digest.papers), "slot_date": digest.slot,
+            "slot_at": to_db(item.slot_at) if item.slot_at is not None else None}
+
+
+def _paper_row(digest_id: int, rank: int, scored: ScoredPaper) -> dict[str, object]:
+    reason = scored.reason
+    return {"digest_id": digest_id, "paper_id": scored.paper.id, "rank": rank, "score": scored.score,
+            "reason": json.dumps({"topics": reason.topics, "liked": reason.liked, "terms": reason.terms,
+                                  "voted": reason.voted})}
 
 
 def _settle(conn: Connection, delivery_id: int, status: DeliveryStatus, *, reply: str, now: datetime,
             retry_at: datetime | None = None, hard: bool = False, bounce_limit: int | None = None) -> bool:
+    if status is S.SENT and _settle_sent(conn, delivery_id, reply, now):
+        return False
     current, _ = _current(conn, delivery_id)
     _check_transition(current, status)
     conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
@@ -352,11 +435,27 @@ def _settle(conn: Connection, delivery_id: int, status: DeliveryStatus, *, reply
     subscriber_id = conn.execute(
         select(digests.c.subscriber_id).join(deliveries, deliveries.c.digest_id == digests.c.id)
         .where(deliveries.c.id == delivery_id)).scalar_one()
-    if status is S.SENT:
-        _set_health(conn, subscriber_id, now, hard_failures=0)
-    elif status is S.FAILED and hard:
+    if status is S.FAILED and hard:
         return _count_hard_failure(conn, subscriber_id, reply, now, bounce_limit)
     return False
+
+
+def _settle_sent(conn: Connection, delivery_id: int, reply: str, now: datetime) -> bool:
+    """`sending -> sent` in two statements, not four: the one transition every message makes.
+    False (nothing written) when the delivery is not `sending`; the caller then says why not."""
+    done = conn.execute(update(deliveries).where(deliveries.c.id == delivery_id,
+                                                 deliveries.c.status == S.SENDING.value)
+                        .values(status=S.SENT.value, reply=reply, updated_at=to_db(now), next_attempt_at=None))
+    if done.rowcount != 1:
+        return False
+    # A sent message starts the hard-failure count again; no row means no failures, so
+    # the common case (nothing to reset) writes nothing.
+    subscriber = (select(digests.c.subscriber_id).join(deliveries, deliveries.c.digest_id == digests.c.id)
+                  .where(deliveries.c.id == delivery_id).scalar_subquery())
+    conn.execute(update(subscriber_health).where(subscriber_health.c.subscriber_id == subscriber,
+                                                 subscriber_health.c.hard_failures != 0)
+                 .values(hard_failures=0, updated_at=to_db(now)))
+    return True
 
 
 def _current(conn: Connection, delivery_id: int) -> tuple[DeliveryStatus, int]:
@@ -364,6 +463,18 @@ def _current(conn: Connection, delivery_id: int) -> tuple[DeliveryStatus, int]:
     if row is None:
         raise StoreError(f"no delivery {delivery_id}")
     return S(row[0]), int(row[1])
+
+
+def _current_for_sending(conn: Connection, delivery_id: int) -> tuple[DeliveryStatus, int, bool]:
+    """A delivery's status and attempts, and whether its subscriber is bounced: one query per message."""
+    row = conn.execute(
+        select(deliveries.c.status, deliveries.c.attempts, subscriber_health.c.bounced_at)
+        .select_from(deliveries.join(digests, digests.c.id == deliveries.c.digest_id)
+                     .outerjoin(subscriber_health, subscriber_health.c.subscriber_id == digests.c.subscriber_id))
+        .where(deliveries.c.id == delivery_id)).first()
+    if row is None:
+        raise StoreError(f"no delivery {delivery_id}")
+    return S(row[0]), int(row[1]), row[2] is not None
 
 
 def _reason(text: str) -> Reason:
@@ -412,10 +523,11 @@ def _records(conn: Connection, condition: ColumnElement[bool], *,
     columns = [deliveries.c.digest_id, digests.c.subscriber_id, deliveries.c.recipient, deliveries.c.message_id,
                deliveries.c.status, deliveries.c.attempts, deliveries.c.reply, deliveries.c.id, digests.c.slot_date,
                deliveries.c.next_attempt_at, deliveries.c.updated_at]
-    if with_message:
-        columns.append(deliveries.c.message)
-    rows = conn.execute(select(*columns).join(digests, digests.c.id == deliveries.c.digest_id)
-                        .where(condition).order_by(deliveries.c.id))
+    joined = deliveries.join(digests, digests.c.id == deliveries.c.digest_id)
+    if with_message:  # deliveries without stored bytes (made before the queue existed) are left out
+        columns.append(messages.c.message)
+        joined = joined.join(messages, messages.c.delivery_id == deliveries.c.id)
+    rows = conn.execute(select(*columns).select_from(joined).where(condition).order_by(deliveries.c.id))
     return [(DeliveryRecord(row[0], row[1], row[2], row[3], S(row[4]), row[5], row[6], row[7], row[8],
                             from_db(row[9]) if row[9] is not None else None,
                             from_db(row[10]) if row[10] is not None else None),

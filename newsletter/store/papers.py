@@ -126,6 +126,10 @@ class PaperStore:
 
     def find_by_title(self, title: str) -> Paper | None:
         """The stored paper a title typed by a person (maybe misspelt or reordered) names, if any."""
+        return self.find_by_titles([title])[title]
+
+    def find_by_titles(self, titles: Sequence[str]) -> dict[str, Paper | None]:
+        """`find_by_title` of each title, with one look at the store for all of them (a run's liked papers)."""
         # A long-running process (the web app, the daemon) must also find papers another process stored since.
         newest = self.max_id()
         if self._loose is None or self._loose_through != newest:
@@ -133,9 +137,10 @@ class PaperStore:
                 rows = conn.execute(select(papers.c.title, papers.c.id).order_by(papers.c.id))
                 self._loose = TitleIndex((title, ident) for title, ident in rows)
             self._loose_through = newest
-        paper_id = self._loose.find_loose(title)
-        found = self.get([paper_id]) if paper_id is not None else []
-        return found[0] if found else None
+        index = self._loose
+        matched = {title: index.find_loose(title) for title in dict.fromkeys(titles)}
+        found = {p.id: p for p in self.get([pid for pid in matched.values() if pid is not None])}
+        return {title: found.get(pid) if pid is not None else None for title, pid in matched.items()}
 
     def _load(self, query: object, *, with_sightings: bool = True) -> list[Paper]:
         with self._db.read() as conn:

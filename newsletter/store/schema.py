@@ -123,7 +123,7 @@ deliveries = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("reply", Text, nullable=False, default=""),
     Column("updated_at", DateTime, nullable=False),
-    # The exact bytes to send (added by _add_delivery_queue): a resend after a crash is the same message.
+    # Unused since _split_message_bodies moved the bytes to `messages` (always NULL now).
     Column("message", LargeBinary, nullable=True),
     Column("next_attempt_at", DateTime, nullable=True),  # when a deferred delivery is due again
 )
@@ -277,9 +277,27 @@ def insert_rows(conn: Connection, table: Table, rows: list[tuple[object, ...]]) 
     conn.execute(insert(table), [dict(zip(names, row, strict=True)) for row in rows])
 
 
+# The exact bytes to send for a delivery: a resend after a crash is the same message. A table of their
+# own, because SQLite rewrites a whole row (its 30-60 KB message included) on every status change,
+# and a delivery changes status twice per send.
+messages = Table(
+    "messages", later_metadata,
+    Column("delivery_id", Integer, ForeignKey(deliveries.c.id), primary_key=True),
+    Column("message", LargeBinary, nullable=False),
+)
+
+
+def _split_message_bodies(conn: Connection) -> None:
+    messages.create(conn, checkfirst=True)
+    conn.execute(insert(messages).from_select(["delivery_id", "message"], select(deliveries.c.id, deliveries.c.message)
+                                              .where(deliveries.c.message.is_not(None))))
+    conn.execute(update(deliveries).where(deliveries.c.message.is_not(None)).values(message=None))
+
+
 # MIGRATIONS[n] upgrades a version-n database to n+1; version 0 is an empty file.
 MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1, _add_votes, _add_source_state, _add_delivery_queue,
-                                                  _add_paper_vectors, _add_title_pieces]
+                                                  _add_paper_vectors, _add_title_pieces,
+                                                  _split_message_bodies]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # How much of the database file SQLite maps into memory (address space, not resident memory).
@@ -287,6 +305,8 @@ MMAP_BYTES = 256 * 1024 * 1024
 
 # How long a write waits for another process's write transaction before giving up.
 BUSY_TIMEOUT_MS = 30_000
+# A lazily synced commit (see Database.write) waits for the disk when none has for this long.
+LAZY_SYNC_SECONDS = 1.0
 
 
 def to_db(moment: datetime) -> datetime:
@@ -306,6 +326,7 @@ class Database:
         self.path = path
         self.label = str(path)
         self.busy_timeout_ms = busy_timeout_ms
+        self._synced_at = float("-inf")  # when a commit last waited for the disk (see write)
         _create_private_file(path)
         self.engine: Engine = create_engine(f"sqlite:///{path}")
         event.listen(self.engine, "connect", self._on_connect)
@@ -316,13 +337,31 @@ class Database:
         self.engine.dispose()
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
+    def write(self, *, lazy_sync: bool = False) -> Iterator[Connection]:
         """A write transaction that takes SQLite's write lock at BEGIN, so it never fails half-way
-        on a lock upgrade; waits up to BUSY_TIMEOUT_MS for another writer, then raises StoreBusy."""
+        on a lock upgrade; waits up to BUSY_TIMEOUT_MS for another writer, then raises StoreBusy.
+
+        Every commit survives the process being killed. A `lazy_sync` commit skips the fsync when
+        another commit synced less than LAZY_SYNC_SECONDS ago (SQLite's synchronous=NORMAL under
+        WAL: the next synced commit writes it to disk too), so after a power cut or an OS crash
+        at most that much of such commits can be lost. The per-message delivery records use it:
+        an fsync per message cost more than sending the message.
+        """
+        lazy = lazy_sync and time.monotonic() - self._synced_at < LAZY_SYNC_SECONDS
         with self.guard(), self.engine.connect() as conn:
             conn.execution_options(newsletter_write=True)
-            with conn.begin():
-                yield conn
+            # On the driver's connection, outside any transaction: SQLite refuses the change inside one.
+            driver = conn.connection.driver_connection
+            if lazy and driver is not None:
+                driver.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                if lazy and driver is not None:
+                    driver.execute("PRAGMA synchronous=FULL")
+        if not lazy:
+            self._synced_at = time.monotonic()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -353,6 +392,7 @@ class Database:
         # Read the file through a memory map: an ingest's thousands of index look-ups in a fresh process
         # cost about half as much as through read() calls.
         cursor.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+        cursor.execute("PRAGMA synchronous=FULL")  # every commit waits for the disk unless it asks not to
         self._switch_to_wal(cursor)
         cursor.close()
 

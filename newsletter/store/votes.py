@@ -2,11 +2,12 @@
 
 Reads and writes `votes` only. One vote per (subscriber, paper): a second vote
 replaces the first, and undo deletes it. Planning reads the votes back into the
-subscriber's profile (planning.profile_of).
+subscriber's profile (planning.profiles_of).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, insert, select
@@ -44,14 +45,24 @@ class VoteStore:
 
     def for_subscriber(self, subscriber_id: str) -> list[Vote]:
         """The subscriber's votes, newest first."""
+        return self.for_subscribers([subscriber_id])[subscriber_id]
+
+    def for_subscribers(self, subscriber_ids: Sequence[str]) -> dict[str, list[Vote]]:
+        """`for_subscriber` of each (an empty list for none), in one query per 500 subscribers."""
+        found: dict[str, list[Vote]] = {sid: [] for sid in subscriber_ids}
+        ids = list(found)
         with self._db.read() as conn:
-            rows = conn.execute(
-                select(votes.c.paper_id, papers.c.title, votes.c.direction, votes.c.voted_at)
-                .join(papers, papers.c.id == votes.c.paper_id)
-                .where(votes.c.subscriber_id == subscriber_id)
-                .order_by(votes.c.voted_at.desc(), votes.c.id.desc())
-            ).all()
-        return [Vote(subscriber_id, int(pid), title, direction, from_db(at)) for pid, title, direction, at in rows]
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(
+                    select(votes.c.subscriber_id, votes.c.paper_id, papers.c.title, votes.c.direction,
+                           votes.c.voted_at)
+                    .join(papers, papers.c.id == votes.c.paper_id)
+                    .where(votes.c.subscriber_id.in_(ids[start:start + 500]))
+                    .order_by(votes.c.voted_at.desc(), votes.c.id.desc())
+                ).all()
+                for sid, pid, title, direction, at in rows:
+                    found[sid].append(Vote(sid, int(pid), title, direction, from_db(at)))
+        return found
 
     def forget_subscriber(self, subscriber_id: str) -> int:
         """Delete every vote of a removed subscriber; how many there were."""
