@@ -41,11 +41,11 @@ class Window:
     """Which papers are new to a subscriber: those after their last digest, or within the lookback."""
 
     since: datetime  # the last digest, or now minus lookback_days; shown as "new since"
-    after_paper_id: int | None  # None for a subscriber who never had a digest
+    after_batch: int | None  # the last digest's newest ingest batch; None for a subscriber who never had one
 
     def holds(self, paper: Paper) -> bool:
-        if self.after_paper_id is not None:
-            return paper.id > self.after_paper_id
+        if self.after_batch is not None:
+            return paper.ingest_batch > self.after_batch
         return paper.first_seen > self.since
 
 
@@ -54,7 +54,7 @@ def plan_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
     """The digest each subscriber would get now, in the order given."""
     if not subscribers:
         return ()
-    through = store.papers.max_id()  # papers committed after this wait for the next run
+    through = store.papers.newest_batch()  # papers committed after this wait for the next run
     windows = {s.id: window_for(store, policy, s, now) for s in subscribers}
     corpus = papers_in_play(store, list(windows.values()), through)
     ranker = make_ranker(store.papers.recent(until=now, limit=REFERENCE_PAPERS))
@@ -69,15 +69,15 @@ def plan_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
 def window_for(store: Store, policy: DigestPolicy, subscriber: Subscriber, now: datetime) -> Window:
     last = store.ledger.last_closed_window(subscriber.id)
     if last is not None:
-        return Window(last.ended_at, last.through_paper_id)
+        return Window(last.ended_at, last.through_batch)
     return Window(now - timedelta(days=policy.lookback_days), None)
 
 
 def papers_in_play(store: Store, windows: Sequence[Window], through: int) -> list[Paper]:
     """Every paper some window holds, loaded in one query."""
-    after_ids = [w.after_paper_id for w in windows if w.after_paper_id is not None]
-    since = [w.since for w in windows if w.after_paper_id is None]
-    return store.papers.in_play(through, after_id=min(after_ids, default=None), since=min(since, default=None))
+    after = [w.after_batch for w in windows if w.after_batch is not None]
+    since = [w.since for w in windows if w.after_batch is None]
+    return store.papers.in_play(through, after_batch=min(after, default=None), since=min(since, default=None))
 
 
 def profile_of(store: Store, subscriber: Subscriber) -> Profile:
@@ -97,4 +97,4 @@ def digest_for(store: Store, ranker: Ranker, policy: DigestPolicy, corpus: Seque
     ranking = ranker.rank(profile, candidates, max_papers=subscriber.max_papers or policy.max_papers,
                           min_score=policy.min_score, diversity=policy.diversity)
     return Digest(subscriber=subscriber, papers=ranking.chosen, issued_at=now, window_start=window.since,
-                  window_end=now, through_paper_id=through, candidate_count=ranking.candidate_count)
+                  window_end=now, through_batch=through, candidate_count=ranking.candidate_count)

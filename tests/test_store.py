@@ -40,7 +40,7 @@ def store(tmp_path):
 def digest_of(store, paper_ids: list[int], start: str, end: str) -> Digest:
     papers = store.papers.get(paper_ids)
     return Digest(subscriber=ALICE, papers=tuple(ScoredPaper(p, 0.5) for p in papers), issued_at=at(end),
-                  window_start=at(start), window_end=at(end), through_paper_id=store.papers.max_id(),
+                  window_start=at(start), window_end=at(end), through_batch=store.papers.newest_batch(),
                   candidate_count=len(papers))
 
 
@@ -75,19 +75,26 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path):
         open_store(path)
 
 
-def test_papers_in_play_by_id_or_by_first_seen(store):
-    ids = [p.id for p in store.papers.get()]
+def test_papers_in_play_by_ingest_batch_or_by_first_seen(store):
+    page = FIXTURE_PAGES / "good-extra-chrome.txt"
+    first = [p.id for p in store.papers.get()]
     first_seen = store.papers.get()[0].first_seen
-    assert [p.id for p in store.papers.in_play(ids[-1], after_id=ids[0], since=None)] == ids[1:]
-    assert [p.id for p in store.papers.in_play(ids[1], after_id=ids[0], since=None)] == [ids[1]]
-    assert len(store.papers.in_play(ids[-1], after_id=None, since=first_seen - timedelta(seconds=1))) == 3
-    assert store.papers.in_play(ids[-1], after_id=None, since=first_seen) == []  # the bound is exclusive
-    assert store.papers.in_play(ids[-1], after_id=None, since=None) == []
+    second = page_of([("A second batch paper about graphs", "An abstract.")])
+    store.papers.add_page(second, at("2026-11-23"))
+    batch = store.papers.newest_batch()
+    ids = [p.id for p in store.papers.get()]
+    assert batch == 2 and len(ids) == len(first) + 1
+    assert [p.id for p in store.papers.in_play(batch, after_batch=1, since=None)] == ids[len(first):]
+    assert [p.id for p in store.papers.in_play(1, after_batch=0, since=None)] == first  # later batches wait
+    assert len(store.papers.in_play(batch, after_batch=None, since=first_seen - timedelta(seconds=1))) == 4
+    assert store.papers.in_play(1, after_batch=None, since=first_seen) == []  # the bound is exclusive
+    assert store.papers.in_play(batch, after_batch=None, since=None) == []
+    assert page.exists()
 
 
 def test_timestamps_must_be_timezone_aware(store):
     with pytest.raises(ValueError, match="timezone-aware"):
-        store.papers.in_play(10, after_id=None, since=at("2026-11-21").replace(tzinfo=None))
+        store.papers.in_play(10, after_batch=None, since=at("2026-11-21").replace(tzinfo=None))
 
 
 # -- files, keys and locks shared between processes -------------------------------------------
@@ -263,7 +270,9 @@ def test_papers_committed_by_another_process_mid_ingest_are_matched(tmp_path):
         other = open_store(path)
         blocker = sqlite3.connect(path, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
-        blocker.execute("INSERT INTO papers (title, title_key, abstract, links, first_seen) VALUES (?, ?, ?, '[]', ?)",
+        blocker.execute("UPDATE counters SET value = value + 1 WHERE name = 'ingest_batch'")  # as an ingest does
+        blocker.execute("INSERT INTO papers (title, title_key, abstract, links, first_seen, ingest_batch) "
+                        "VALUES (?, ?, ?, '[]', ?, (SELECT value FROM counters WHERE name = 'ingest_batch'))",
                         (title, title_key(title), "x", "2026-11-20 06:00:00"))
         outcome: list[object] = []
         ours = page_of([(with_typo(title, 1), "The same paper, listed again.")], name="ours.txt")

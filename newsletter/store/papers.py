@@ -1,10 +1,13 @@
 """Pages, papers and sightings: what ingest writes and what planning reads.
 
 Ingest matches a page's titles against the stored ones before it takes the
-write lock, and keeps the write transaction to the inserts. Papers committed by
-another process in between are caught inside the transaction (paper ids grow in
-commit order with SQLite's single writer) and the page is matched again, so any
-interleaving of ingests gives what serial ingestion gives.
+write lock, and keeps the write transaction to the inserts. Each ingest takes the
+next ingest batch number from a counter row inside its transaction; the row lock
+makes batches commit in order on SQLite and PostgreSQL alike (paper ids do not on
+PostgreSQL). Papers of batches committed by another process in between are read
+inside the transaction and the page is matched again, so any interleaving of
+ingests gives what serial ingestion gives, and digest windows ("after batch N")
+never skip a paper that committed late.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ..models import Link, Page, PageOutcome, Paper, Sighting
 from ..titles import TitleIndex, title_key
-from .schema import Database, from_db, pages, papers, sightings, to_db
+from .schema import INGEST_BATCH, Database, counters, from_db, pages, papers, sightings, to_db
 
 # SQLite caps the bound parameters of one statement.
 CHUNK = 500
@@ -41,9 +44,9 @@ class PaperStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._keys = TitleIndex()  # every stored title key, by paper id
-        self._keys_through = 0  # the highest paper id loaded into _keys
+        self._keys_through = 0  # the newest ingest batch loaded into _keys
         self._loose: TitleIndex | None = None  # titles for people's `liked` entries, built on first need
-        self._loose_through = 0  # the highest paper id in _loose
+        self._loose_through = 0  # the newest ingest batch in _loose
 
     # -- ingest ---------------------------------------------------------------------------
 
@@ -62,12 +65,13 @@ class PaperStore:
         with self._db.write() as conn:
             if _page_exists(conn, page.sha256):
                 return PageOutcome(already_ingested=True, new_papers=0, duplicates=0)
+            batch = _take_batch(conn)  # from here on no other ingest can commit before this one
             if self._load_new_keys(conn):  # another process stored papers since we matched
                 match = self._match(keys)
-            new_ids = self._insert(conn, page, keys, match, now)
+            new_ids = self._insert(conn, page, keys, match, batch, now)
         for position, paper_id in zip(match.new_entries, new_ids, strict=True):
             self._keys.add_key(keys[position], paper_id)
-        self._keys_through = max([self._keys_through, *new_ids])
+        self._keys_through = batch
         self._loose = None
         return PageOutcome(already_ingested=False, new_papers=len(new_ids), duplicates=len(keys) - len(new_ids))
 
@@ -77,19 +81,21 @@ class PaperStore:
             self._load_new_keys(conn)
 
     def _load_new_keys(self, conn: Connection) -> bool:
-        """Add the keys of papers stored since the last look; True when there were any."""
+        """Add the keys of papers of batches committed since the last look; True when there were any."""
         # The driver's own cursor: at 100,000 papers SQLAlchemy's row objects cost more than the query.
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        rows = cursor.execute("SELECT title_key, id FROM papers WHERE id > ? ORDER BY id",
-                              (self._keys_through,)).fetchall()
+        cursor.execute(f"SELECT title_key, id, ingest_batch FROM papers WHERE ingest_batch > {mark} "
+                       "ORDER BY ingest_batch, id", (self._keys_through,))
+        rows = cursor.fetchall()
         cursor.close()
         if not len(self._keys):
-            self._keys = TitleIndex.from_keys(rows)  # the first load of a process: in bulk
+            self._keys = TitleIndex.from_keys((key, paper_id) for key, paper_id, _ in rows)  # first load: in bulk
         else:
-            for key, paper_id in rows:
+            for key, paper_id, _ in rows:
                 self._keys.add_key(key, paper_id)
         if rows:
-            self._keys_through = rows[-1][1]
+            self._keys_through = rows[-1][2]
         return bool(rows)
 
     def _match(self, keys: Sequence[str]) -> _Match:
@@ -109,7 +115,8 @@ class PaperStore:
             new_of_entry.append(earlier)
         return _Match(tuple(existing), tuple(new_of_entry), tuple(new_entries))
 
-    def _insert(self, conn: Connection, page: Page, keys: Sequence[str], match: _Match, now: datetime) -> list[int]:
+    def _insert(self, conn: Connection, page: Page, keys: Sequence[str], match: _Match, batch: int,
+                now: datetime) -> list[int]:
         page_id = conn.execute(
             insert(pages).values(sha256=page.sha256, name=page.name, page_date=page.date,
                                  ingested_at=to_db(now), paper_count=len(page.papers))
@@ -117,7 +124,7 @@ class PaperStore:
         rows = [
             {"title": page.papers[i].title, "title_key": keys[i], "abstract": page.papers[i].abstract,
              "links": json.dumps([[link.url, link.kind] for link in page.papers[i].links]),
-             "first_seen": to_db(now)}
+             "first_seen": to_db(now), "ingest_batch": batch}
             for i in match.new_entries
         ]
         new_ids: list[int] = []
@@ -144,20 +151,26 @@ class PaperStore:
         with self._db.read() as conn:
             return int(conn.execute(select(func.coalesce(func.max(papers.c.id), 0))).scalar_one())
 
+    def newest_batch(self) -> int:
+        """The newest committed ingest batch: every paper of it and of the batches before it is stored."""
+        with self._db.read() as conn:
+            return int(conn.execute(select(counters.c.value).where(counters.c.name == INGEST_BATCH)).scalar_one())
+
     def count(self) -> int:
         with self._db.read() as conn:
             return int(conn.execute(select(func.count()).select_from(papers)).scalar_one())
 
-    def in_play(self, through_id: int, *, after_id: int | None, since: datetime | None) -> list[Paper]:
-        """Papers with id <= through_id that are newer than after_id or first seen after since."""
+    def in_play(self, through_batch: int, *, after_batch: int | None, since: datetime | None) -> list[Paper]:
+        """Papers of batches up to through_batch that are after after_batch or first seen after since."""
         newer = []
-        if after_id is not None:
-            newer.append(papers.c.id > after_id)
+        if after_batch is not None:
+            newer.append(papers.c.ingest_batch > after_batch)
         if since is not None:
             newer.append(papers.c.first_seen > to_db(since))
         if not newer:
             return []
-        return self._load(select(papers).where(papers.c.id <= through_id, or_(*newer)).order_by(papers.c.id))
+        return self._load(select(papers).where(papers.c.ingest_batch <= through_batch, or_(*newer))
+                          .order_by(papers.c.id))
 
     def recent(self, until: datetime, limit: int) -> list[Paper]:
         """The `limit` newest papers first seen by `until`, oldest first, without sightings."""
@@ -170,7 +183,7 @@ class PaperStore:
     def find_by_title(self, title: str) -> Paper | None:
         """The stored paper a title typed by a person (maybe misspelt or reordered) names, if any."""
         # A long-running process (the web app, the daemon) must also find papers another process stored since.
-        newest = self.max_id()
+        newest = self.newest_batch()
         if self._loose is None or self._loose_through != newest:
             with self._db.read() as conn:
                 rows = conn.execute(select(papers.c.title, papers.c.id).order_by(papers.c.id))
@@ -188,10 +201,17 @@ class PaperStore:
             Paper(
                 id=row["id"], title=row["title"], abstract=row["abstract"], first_seen=from_db(row["first_seen"]),
                 links=tuple(Link(url=url, kind=kind) for url, kind in json.loads(row["links"])),
-                sightings=tuple(seen.get(row["id"], ())),
+                sightings=tuple(seen.get(row["id"], ())), ingest_batch=row["ingest_batch"],
             )
             for row in rows
         ]
+
+
+def _take_batch(conn: Connection) -> int:
+    """The next ingest batch number. Taken inside the ingest's write transaction: the counter row stays
+    locked until it commits, so a later batch can never commit before an earlier one."""
+    return int(conn.execute(update(counters).where(counters.c.name == INGEST_BATCH)
+                            .values(value=counters.c.value + 1).returning(counters.c.value)).scalar_one())
 
 
 def _page_exists(conn: Connection, sha256: str) -> bool:

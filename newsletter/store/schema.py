@@ -1,18 +1,15 @@
-"""The database schema, its migrations, and opening a database from a URL (SQLite today).
+"""The database schema as it is now, timestamps, and `Database`: one engine and the one way to write.
 
-Timestamps are stored as naive UTC and returned timezone-aware. The schema
-carries a version in `meta`; MIGRATIONS upgrades an older database in place
-inside one write transaction, and a database from a newer release is refused.
+The tables below describe the current schema for queries; the schema itself is made and
+upgraded by the Alembic revisions in store/migrations (run by store/migrate.py). Timestamps are
+handed to the database as naive UTC (`to_db`) and come back timezone-aware (`from_db`); on
+PostgreSQL they are `timestamptz` and every session runs in UTC. What differs between SQLite and
+PostgreSQL (connecting, taking the write lock, errors) lives in store/backends.py.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import sqlite3
-import stat
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,8 +29,6 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    create_engine,
-    event,
     insert,
     select,
     update,
@@ -42,12 +37,21 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from ..errors import StoreBusy, StoreError
-
-log = logging.getLogger(__name__)
+from .backends import BUSY_TIMEOUT_MS, Backend, backend_for
 
 metadata = MetaData()
 
+
+def _utc(name: str, *, nullable: bool = False, index: bool = False) -> Column[datetime]:
+    return Column(name, DateTime(timezone=True), nullable=nullable, index=index)
+
+
 meta = Table("meta", metadata, Column("key", String, primary_key=True), Column("value", Text, nullable=False))
+
+# Named counters updated inside the transaction that uses them; the row lock orders their users.
+counters = Table("counters", metadata, Column("name", String, primary_key=True),
+                 Column("value", Integer, nullable=False))
+INGEST_BATCH = "ingest_batch"
 
 pages = Table(
     "pages", metadata,
@@ -55,7 +59,7 @@ pages = Table(
     Column("sha256", String(64), nullable=False, unique=True),
     Column("name", Text, nullable=False),
     Column("page_date", Date, nullable=False),
-    Column("ingested_at", DateTime, nullable=False),
+    _utc("ingested_at"),
     Column("paper_count", Integer, nullable=False),
 )
 
@@ -66,7 +70,10 @@ papers = Table(
     Column("title_key", Text, nullable=False, unique=True),
     Column("abstract", Text, nullable=False),
     Column("links", Text, nullable=False, default="[]"),  # JSON list of [url, kind]
-    Column("first_seen", DateTime, nullable=False, index=True),
+    _utc("first_seen", index=True),
+    # The ingest that stored it (counters.ingest_batch): batches commit in order on every database,
+    # which paper ids do not on PostgreSQL (a sequence value is taken at insert, not at commit).
+    Column("ingest_batch", Integer, nullable=False, index=True),
 )
 
 sightings = Table(
@@ -83,18 +90,18 @@ digests = Table(
     "digests", metadata,
     Column("id", Integer, primary_key=True),
     Column("subscriber_id", String, nullable=False, index=True),
-    Column("issued_at", DateTime, nullable=False),
-    Column("window_start", DateTime, nullable=False),
-    Column("window_end", DateTime, nullable=False),
-    # Paper ids grow in commit order (SQLite has one writer), so "after this id" never
-    # misses a paper committed while a digest was being planned, whatever the clocks say.
-    Column("through_paper_id", Integer, nullable=False),
+    _utc("issued_at"),
+    _utc("window_start"),
+    _utc("window_end"),
+    # The newest ingest batch committed when the digest was planned: the next window starts after it,
+    # so a paper committed while a digest was being planned is never missed, whatever the clocks say.
+    Column("through_batch", Integer, nullable=False),
     Column("candidate_count", Integer, nullable=False),
     Column("paper_count", Integer, nullable=False),
-    # The subscriber's local date this digest is for, and its due instant (added by _add_delivery_queue;
-    # NULL for digests from before schedules, which the unique key below ignores).
+    # The subscriber's local date this digest is for, and its due instant (NULL for digests from
+    # before schedules, which the unique key below ignores).
     Column("slot_date", Date, nullable=True),
-    Column("slot_at", DateTime, nullable=True),
+    _utc("slot_at", nullable=True),
 )
 # One digest per subscriber per slot, enforced here rather than by any process's memory:
 # a hand-run digest, a restart or a second process cannot double a slot.
@@ -119,10 +126,10 @@ deliveries = Table(
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("reply", Text, nullable=False, default=""),
-    Column("updated_at", DateTime, nullable=False),
-    # The exact bytes to send (added by _add_delivery_queue): a resend after a crash is the same message.
+    _utc("updated_at"),
+    # The exact bytes to send: a resend after a crash is the same message.
     Column("message", LargeBinary, nullable=True),
-    Column("next_attempt_at", DateTime, nullable=True),  # when a deferred delivery is due again
+    _utc("next_attempt_at", nullable=True),  # when a deferred delivery is due again
 )
 DELIVERY_STATUS = Index("ix_deliveries_status", deliveries.c.status)
 
@@ -131,9 +138,9 @@ subscriber_health = Table(
     "subscriber_health", metadata,
     Column("subscriber_id", String, primary_key=True),
     Column("hard_failures", Integer, nullable=False, default=0),
-    Column("bounced_at", DateTime, nullable=True),
+    _utc("bounced_at", nullable=True),
     Column("last_reply", Text, nullable=False, default=""),
-    Column("updated_at", DateTime, nullable=False),
+    _utc("updated_at"),
 )
 
 # One row per digest run or ingest, for `newsletter status`.
@@ -141,100 +148,52 @@ runs = Table(
     "runs", metadata,
     Column("id", Integer, primary_key=True),
     Column("kind", String(16), nullable=False),  # "digest" or "ingest"
-    Column("started_at", DateTime, nullable=False, index=True),
-    Column("finished_at", DateTime, nullable=True),
+    _utc("started_at", index=True),
+    _utc("finished_at", nullable=True),
     Column("ok", Boolean, nullable=True),  # NULL while running, or when the process died
     Column("summary", Text, nullable=False, default=""),
 )
 
-# Tables added by later migrations live in their own MetaData, so `_create_v1` (create_all) never makes them
-# and each migration creates exactly its own table.
-later_metadata = MetaData()
-
-# Added by _add_paper_vectors: one vector per paper and model, computed once (rank/embeddings.py).
+# One vector per paper and model, computed once (rank/embeddings.py).
 paper_vectors = Table(
-    "paper_vectors", later_metadata,
+    "paper_vectors", metadata,
     Column("paper_id", Integer, nullable=False, primary_key=True),  # papers.id; papers are never deleted
     Column("model_id", String, nullable=False, primary_key=True),
     Column("vector", LargeBinary, nullable=False),  # little-endian float32
 )
 
-
-def _create_v1(conn: Connection) -> None:
-    metadata.create_all(conn)
-
-
-
 # "More / less like this" from a subscriber about one paper: one row per (subscriber, paper),
 # a second vote replaces the first (votes.py).
 votes = Table(
-    "votes", later_metadata,
+    "votes", metadata,
     Column("id", Integer, primary_key=True),
     Column("subscriber_id", String, nullable=False),
     Column("paper_id", Integer, ForeignKey(papers.c.id), nullable=False),
     Column("direction", String(8), nullable=False),  # "more" or "less"
-    Column("voted_at", DateTime, nullable=False),
+    _utc("voted_at"),
     UniqueConstraint("subscriber_id", "paper_id"),
 )
 
-
-def _add_votes(conn: Connection) -> None:
-    votes.create(conn, checkfirst=True)
-
-
 # One row per fetched URL: what the conditional request sends next time, and how the last fetches went.
 source_state = Table(
-    "source_state", later_metadata,
+    "source_state", metadata,
     Column("url", Text, primary_key=True),  # as written in config.yaml
     Column("final_url", Text, nullable=False, default=""),  # after redirects
     Column("etag", Text, nullable=True),
     Column("last_modified", Text, nullable=True),
     Column("sha256", String(64), nullable=True),  # of the last body received
-    Column("last_fetch_at", DateTime, nullable=True),
-    Column("last_success_at", DateTime, nullable=True),
+    _utc("last_fetch_at", nullable=True),
+    _utc("last_success_at", nullable=True),
     Column("last_outcome", String(32), nullable=False, default=""),
     Column("last_error", Text, nullable=False, default=""),  # why the last fetch failed; "" after a good one
     Column("body_error", Text, nullable=False, default=""),  # why the body we hold was quarantined
     Column("failures", Integer, nullable=False, default=0),  # consecutive failed fetches
-    Column("next_try_at", DateTime, nullable=True),
+    _utc("next_try_at", nullable=True),
 )
 
-
-def _add_source_state(conn: Connection) -> None:
-    source_state.create(conn, checkfirst=True)
-
-
-
-def _add_delivery_queue(conn: Connection) -> None:
-    """The ledger becomes a queue: slots on digests, stored messages and retry times on deliveries,
-    bounce counts and a run log. Idempotent, because _create_v1 builds today's tables whole on a new file.
-
-    Deliveries an older release left `pending` or `unknown` count as sent: that release never
-    resent them, and their bytes were not kept, so they cannot be sent again now.
-    """
-    for table, column in ((digests, "slot_date"), (digests, "slot_at"), (deliveries, "message"),
-                          (deliveries, "next_attempt_at")):
-        existing = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({table.name})")}
-        if column not in existing:
-            kind = table.c[column].type.compile(dialect=conn.dialect)
-            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column} {kind}")
-    DIGEST_SLOT.create(conn, checkfirst=True)
-    DELIVERY_STATUS.create(conn, checkfirst=True)
-    metadata.create_all(conn, tables=[subscriber_health, runs])
-    conn.execute(update(deliveries).where(deliveries.c.status.in_(("pending", "unknown"))).values(status="sent"))
-
-
-def _add_paper_vectors(conn: Connection) -> None:
-    paper_vectors.create(conn, checkfirst=True)
-
-
-# MIGRATIONS[n] upgrades a version-n database to n+1; version 0 is an empty file.
-MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1, _add_votes, _add_source_state, _add_delivery_queue,
-                                                  _add_paper_vectors]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-# How long a write waits for another process's write transaction before giving up.
-BUSY_TIMEOUT_MS = 30_000
+# Parents before children: the order `db copy` fills a new database in.
+TABLES_IN_ORDER = (meta, counters, pages, papers, sightings, digests, digest_papers, deliveries, subscriber_health,
+                   runs, paper_vectors, votes, source_state)
 
 
 def to_db(moment: datetime) -> datetime:
@@ -244,32 +203,37 @@ def to_db(moment: datetime) -> datetime:
 
 
 def from_db(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC)
+    # SQLite gives back the naive UTC it was given; PostgreSQL an aware time in the session's UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class Database:
-    """An engine plus the one way to write: `with db.write() as conn:` (a short, immediate transaction)."""
+    """An engine plus the one way to write: `with db.write() as conn:` (a short transaction that holds
+    the database's write lock from its start, so check-then-insert steps never interleave)."""
 
-    def __init__(self, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
-        self.path = path
-        self.label = str(path)
+    def __init__(self, target: Path | str, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, migrate: bool = True) -> None:
+        self.backend: Backend = backend_for(target, busy_timeout_ms)
+        self.label = self.backend.label
+        self.path = self.backend.path  # the SQLite file; None for a server database
         self.busy_timeout_ms = busy_timeout_ms
-        _create_private_file(path)
-        self.engine: Engine = create_engine(f"sqlite:///{path}")
-        event.listen(self.engine, "connect", self._on_connect)
-        event.listen(self.engine, "begin", _sqlite_begin)
-        self._migrate()
+        with self.guard():
+            self.engine: Engine = self.backend.create_engine()
+        if migrate:
+            from .migrate import open_schema  # migrate imports this module's tables
+
+            open_schema(self)
 
     def close(self) -> None:
         self.engine.dispose()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction that takes SQLite's write lock at BEGIN, so it never fails half-way
-        on a lock upgrade; waits up to BUSY_TIMEOUT_MS for another writer, then raises StoreBusy."""
+        """A write transaction holding the write lock from its start; waits up to busy_timeout_ms for
+        another writer, then raises StoreBusy."""
         with self.guard(), self.engine.connect() as conn:
             conn.execution_options(newsletter_write=True)
             with conn.begin():
+                self.backend.take_write_lock(conn)
                 yield conn
 
     @contextmanager
@@ -279,66 +243,26 @@ class Database:
 
     @contextmanager
     def guard(self) -> Iterator[None]:
-        """Turn the driver's lock and corruption errors into StoreError with a next step."""
+        """Turn the driver's lock, connection and corruption errors into StoreError with a next step."""
         try:
             yield
         except OperationalError as exc:
-            if _is_busy(exc):
+            if self.backend.is_busy(exc):
                 raise StoreBusy(
                     f"{self.label}: the database is busy: another newsletter command kept it locked for "
                     f"{self.busy_timeout_ms / 1000:g} s; wait for it to finish and run this again"
                 ) from None
-            raise StoreError(f"{self.label}: cannot use the database ({exc.orig})") from None
+            raise StoreError(f"{self.label}: cannot use the database ({_first_line(exc.orig)})") from None
         except DatabaseError as exc:
-            raise StoreError(f"{self.label}: cannot use the database ({exc.orig})") from None
-
-    def _on_connect(self, dbapi_connection: sqlite3.Connection, _record: object) -> None:
-        # We issue BEGIN ourselves (see _sqlite_begin); the driver must not.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")  # before WAL: switching may wait
-        cursor.execute("PRAGMA foreign_keys=ON")
-        self._switch_to_wal(cursor)
-        cursor.close()
-
-    def _switch_to_wal(self, cursor: sqlite3.Cursor) -> None:
-        """WAL, so readers (preview, papers) don't block a running digest.
-
-        Switching a brand-new file needs a moment alone with it, and SQLite answers
-        "locked" at once, without its busy handler, while another process does the
-        same; so we retry until the busy timeout.
-        """
-        deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        while True:
-            try:
-                cursor.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
+            raise StoreError(f"{self.label}: cannot use the database ({_first_line(exc.orig)})") from None
 
     def schema_version(self) -> int:
         with self.read() as conn:
-            return _schema_version(conn)
-
-    def _migrate(self) -> None:
-        # Inside one write transaction: two processes opening a brand-new file at once
-        # take turns, and the second finds the tables the first created.
-        with self.write() as conn:
-            version = _schema_version(conn)
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.label}: database schema version {version} is newer than this release "
-                    f"understands ({SCHEMA_VERSION}); upgrade newsletter or point `store` at another database"
-                )
-            for step in MIGRATIONS[version:]:
-                step(conn)
-            if version < SCHEMA_VERSION:
-                set_meta(conn, "schema_version", str(SCHEMA_VERSION))
+            return schema_version(conn)
 
 
-def _schema_version(conn: Connection) -> int:
+def schema_version(conn: Connection) -> int:
+    """The version written in `meta` (what releases before Alembic read to refuse a newer file)."""
     if not conn.dialect.has_table(conn, "meta"):
         return 0
     value = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
@@ -352,28 +276,5 @@ def set_meta(conn: Connection, key: str, value: str) -> None:
         conn.execute(insert(meta).values(key=key, value=value))
 
 
-def _create_private_file(path: Path) -> None:
-    """Create the database file readable by its owner only: it holds addresses and the signing key."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        os.close(fd)
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise StoreError(f"{path}: cannot create or open the database file ({exc.strerror}); "
-                         "check the `store` setting in config.yaml and the folder's permissions") from None
-    if mode & stat.S_IROTH and path.stat().st_uid == os.getuid():
-        # A file from an older release, created world-readable: close it now.
-        os.chmod(path, stat.S_IMODE(mode) & ~(stat.S_IROTH | stat.S_IWOTH))
-        log.warning("%s was readable by every user; removed that permission", path)
-
-
-def _sqlite_begin(conn: Connection) -> None:
-    # IMMEDIATE takes the write lock at once (waiting busy_timeout for it); a deferred
-    # transaction that later writes can fail at once with "database is locked".
-    immediate = conn.get_execution_options().get("newsletter_write", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def _is_busy(exc: OperationalError) -> bool:
-    return "locked" in str(exc.orig) or "busy" in str(exc.orig)
+def _first_line(error: BaseException | None) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
