@@ -1,4 +1,5 @@
-"""The delivery ledger on a real SQLite file: slots, the queue and its state machine, bounces, the migration."""
+"""The delivery ledger on a real SQLite file and a real PostgreSQL database: slots, the queue and its state
+machine, bounces, the migration."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
 from helpers import FIXTURE_PAGES, at, legacy_store
 from newsletter.errors import StoreError
@@ -20,8 +23,8 @@ SLOT = date(2026, 11, 23)
 
 
 @pytest.fixture
-def store(tmp_path):
-    with open_store(tmp_path / "store.sqlite3") as opened:
+def store(store_url):
+    with open_store(store_url) as opened:
         page = FIXTURE_PAGES / "good-extra-chrome.txt"
         opened.papers.add_page(parse_page(page, page.read_bytes(), at("2026-11-22").date()), at("2026-11-22"))
         yield opened
@@ -73,7 +76,7 @@ def test_an_empty_digest_closes_its_window_and_slot_without_a_delivery(store):
     assert store.ledger.slot_taken("alice", SLOT)
 
 
-def test_one_digest_per_subscriber_per_slot(store, tmp_path):
+def test_one_digest_per_subscriber_per_slot(store):
     ids = [p.id for p in store.papers.get()]
     queue(store, digest_of(store, ids[:1]))
     assert store.ledger.enqueue(digest_of(store, ids[1:]), slot_at=None, message_id="<2@x>", message=b"x",
@@ -83,10 +86,10 @@ def test_one_digest_per_subscriber_per_slot(store, tmp_path):
     queue(store, digest_of(store, ids[1:], who=replace(ALICE, id="bob")), "<3@x>")
     queue(store, digest_of(store, ids[1:], slot=SLOT + timedelta(days=1)), "<4@x>")
     # The database itself refuses a second row for the slot, whoever writes it.
-    with sqlite3.connect(tmp_path / "store.sqlite3") as raw, pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-        raw.execute("INSERT INTO digests (subscriber_id, issued_at, window_start, window_end, through_batch, "
-                    "candidate_count, paper_count, slot_date) VALUES ('alice', '2026-11-23', '2026-11-23', "
-                    "'2026-11-23', 1, 0, 0, '2026-11-23')")
+    with store.db.engine.begin() as raw, pytest.raises(IntegrityError, match="(?i)unique"):
+        raw.execute(text("INSERT INTO digests (subscriber_id, issued_at, window_start, window_end, through_batch, "
+                         "candidate_count, paper_count, slot_date) VALUES ('alice', :at, :at, :at, 1, 0, 0, :slot)"),
+                    {"at": at("2026-11-23"), "slot": SLOT})
 
 
 def test_the_state_machine_allows_only_its_moves(store):
