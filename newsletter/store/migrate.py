@@ -61,16 +61,19 @@ def current_revision(conn: Connection) -> str | None:
 
 def open_schema(db: Database) -> None:
     """Upgrade a SQLite store in place; check that a PostgreSQL store is at this release's revision."""
-    if db.path is not None:
-        upgrade(db)
-        return
+    # An up-to-date store (every open but the first) is only read: a write transaction would queue
+    # behind a running ingest or digest for nothing.
     with db.read() as conn:
         current = current_revision(conn)
         _refuse_newer(conn, current, db.label)
-    if current != head():
-        where = "has no schema yet" if current is None else f"has schema revision {current}"
-        raise StoreError(f"{db.label} {where}; this release needs {head()}: run `newsletter db upgrade` once "
-                         "(with every worker stopped) and start again")
+    if current == head():
+        return
+    if db.path is not None:
+        upgrade(db)
+        return
+    where = "has no schema yet" if current is None else f"has schema revision {current}"
+    raise StoreError(f"{db.label} {where}; this release needs {head()}: run `newsletter db upgrade` once "
+                     "(with every worker stopped) and start again")
 
 
 def upgrade(db: Database) -> tuple[str | None, str]:
