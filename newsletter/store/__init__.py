@@ -8,7 +8,8 @@
     store.sources  each URL source's validators, last outcome and next try (sources.py)
     store.runs     the run log `status` shows                              (runs.py)
     store.vectors  paper vectors by model id, computed once per paper     (vectors.py)
-    store.locks    named locks between processes (one digest run, one ingest at a time)  (locks.py)
+    store.locks    named locks between processes (one digest run, one ingest at a time): flock files on
+                   SQLite, advisory locks on PostgreSQL                                  (locks.py)
 """
 
 from __future__ import annotations
