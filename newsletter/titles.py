@@ -11,9 +11,11 @@ A title with no letters or digits (emoji, punctuation) keys on its symbols
 instead, and is only ever matched exactly: one changed emoji is another paper.
 
 Typo matching is near-linear: every key long enough to tolerate k typos is cut
-into 2k+1 pieces, and an index maps (key length, piece number, piece text) to
-keys. k edits touch at most 2k pieces (a swap across a cut touches two), so a
-key within k edits of a query shares at least one piece with it, shifted by at
+into 2k+1 pieces, and each piece is filed under a *probe*, a stable number made
+of the key's length, the piece's number and its text (the store keeps probes in
+a table, so a process matches against 100,000 papers without loading them).
+k edits touch at most 2k pieces (a swap across a cut touches two), so a key
+within k edits of a query shares at least one piece with it, shifted by at
 most k places. Only keys sharing a piece are compared with the exact OSA
 distance, so a lookup costs the same in a store of 100 or 100,000 papers.
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections import defaultdict
+import zlib
 from collections.abc import Iterable
 from functools import lru_cache
 
@@ -104,49 +106,102 @@ def _allowed_for_length(length: int) -> int:
     return 0 if length < 20 else 1 if length < 50 else 2
 
 
+def _probe_base(length: int, piece: int) -> int:
+    """The high bits of a probe: "piece `piece` of a key of `length` characters".
+
+    A probe is this base with the CRC-32 of the piece's UTF-8 text in the low 32
+    bits: stable across processes (unlike hash()), so it can be stored, and 63 bits
+    at most, so it fits a signed 64-bit column. Two pieces may share a probe (CRC-32
+    collides): that only adds a candidate, which the exact distance then rejects.
+    """
+    return (length << 40) | (piece << 32)
+
+
+def _probes(key: str, plan: Iterable[tuple[int, int, int]]) -> set[int]:
+    """The probes of the (base, start, end) pieces of `key` that `plan` lists."""
+    if key.isascii():  # slices of the bytes are slices of the text: encode once
+        data = key.encode("ascii")
+        return {base | zlib.crc32(data[start:end]) for base, start, end in plan}
+    return {base | zlib.crc32(key[start:end].encode("utf-8", "surrogatepass")) for base, start, end in plan}
+
+
+@lru_cache(maxsize=512)
+def _filing_plan(length: int) -> tuple[tuple[int, int, int], ...]:
+    return tuple((_probe_base(length, number), start, end)
+                 for number, (start, end) in enumerate(pieces_of_length(length)))
+
+
+@lru_cache(maxsize=4096)  # an ingest files each new key twice: in the page's own index, then in the store
+def filed_probes(key: str) -> frozenset[int]:
+    """The probes a stored key is filed under: one per piece, none for keys matched only exactly."""
+    if not allowed_typos(key):
+        return frozenset()
+    return frozenset(_probes(key, _filing_plan(len(key))))
+
+
+@lru_cache(maxsize=512)
+def _search_plan(size: int) -> tuple[tuple[int, int, int], ...]:
+    """(base, start, end) of every piece of a `size`-character key that search_probes looks up."""
+    limit = _allowed_for_length(size)
+    plan: set[tuple[int, int, int]] = set()
+    for longer, shifts in reachable_offsets(limit):
+        length = size + longer
+        if _allowed_for_length(length) == 0:
+            continue  # keys that short are never filed
+        for number, (start, end) in enumerate(pieces_of_length(length)):
+            for shift in shifts:
+                at = start + shift
+                if at >= 0 and at + end - start <= size:
+                    plan.add((_probe_base(length, number), at, at + end - start))
+    return tuple(sorted(plan))
+
+
+def search_probes(key: str) -> set[int]:
+    """Every probe under which a stored key within `key`'s typo allowance is filed.
+
+    k edits touch at most 2k of a known key's 2k+1 pieces, so one piece survives
+    intact, shifted by at most k places: looking up each piece of each nearby length
+    at each reachable shift finds every such key (and a few more, which the exact
+    distance rejects).
+    """
+    if not allowed_typos(key):
+        return set()
+    return _probes(key, _search_plan(len(key)))
+
+
+def closest(key: str, candidates: Iterable[tuple[str, int]]) -> int | None:
+    """The id of the candidate (known key, id) fewest edits from `key` within both keys' allowance and with
+    the same numbers; on a tie the smallest id (the paper stored first)."""
+    limit = allowed_typos(key)
+    if limit == 0:
+        return None
+    best: tuple[int, int] | None = None  # (distance, id)
+    for other, ident in candidates:
+        allowed = min(limit, allowed_typos(other))
+        if allowed == 0 or abs(len(other) - len(key)) > allowed:
+            continue
+        distance = OSA.distance(key, other, score_cutoff=allowed)
+        if distance <= allowed and same_numbers(key, other) and (best is None or (distance, ident) < best):
+            best = (distance, ident)
+    return None if best is None else best[1]
+
+
 class TitleIndex:
-    """Maps title keys to ids; exact keys first, then a typo-tolerant search over shared pieces."""
+    """Maps title keys to ids in memory: exact keys first, then the closest typo among keys sharing a probe.
+
+    The store keeps the same probes in a table (store/papers.py), so a page is matched
+    against 100,000 stored papers without loading them; this index serves one page's
+    own papers and the titles people type.
+    """
 
     def __init__(self, entries: Iterable[tuple[str, int]] = ()) -> None:
         """`entries` are (title, id) pairs."""
         self._ids_by_key: dict[str, int] = {}
-        self._keys: list[str] = []  # in insertion order: on equal distance the earliest key wins
+        self._keys: list[str] = []  # in insertion order
         self._words: list[str | None] = []  # for find_loose; None for an entry added by key only
-        # key length -> one table per piece number -> piece text -> positions in _keys
-        self._pieces: dict[int, list[dict[str, list[int]]]] = {}
+        self._filed: dict[int, list[int]] = {}  # probe -> positions in _keys
         for title, ident in entries:
             self.add(title, ident)
-
-    @classmethod
-    def from_keys(cls, pairs: Iterable[tuple[str, int]]) -> TitleIndex:
-        """An index from stored (title_key, id) pairs: no titles re-normalised, but no `find_loose`.
-
-        Built in bulk, one piece table at a time: a process that opens a store of
-        100,000 papers pays this before its first page, so it avoids `add_key`'s
-        per-key bookkeeping (same result, several times faster).
-        """
-        index = cls()
-        ids_by_key, keys = index._ids_by_key, index._keys
-        for key, ident in pairs:
-            if key and key not in ids_by_key:
-                ids_by_key[key] = ident
-                keys.append(key)
-        index._words = [None] * len(keys)
-        by_length: dict[int, list[int]] = defaultdict(list)
-        for position, key in enumerate(keys):
-            if key.isalnum():  # symbol-only keys are matched exactly, never by pieces
-                by_length[len(key)].append(position)
-        for length, positions in by_length.items():
-            if _allowed_for_length(length) == 0:
-                continue
-            tables: list[dict[str, list[int]]] = []
-            for start, end in pieces_of_length(length):
-                table: defaultdict[str, list[int]] = defaultdict(list)
-                for position in positions:
-                    table[keys[position][start:end]].append(position)
-                tables.append(dict(table))
-            index._pieces[length] = tables
-        return index
 
     def add(self, title: str, ident: int) -> None:
         words = title_words(title)
@@ -163,55 +218,29 @@ class TitleIndex:
         self._ids_by_key[key] = ident
         self._keys.append(key)
         self._words.append(words)
-        if allowed_typos(key):
-            bounds = pieces_of_length(len(key))
-            tables = self._pieces.setdefault(len(key), [{} for _ in bounds])
-            for (start, end), table in zip(bounds, tables, strict=True):
-                table.setdefault(key[start:end], []).append(position)
+        for probe in filed_probes(key):
+            self._filed.setdefault(probe, []).append(position)
 
     def find(self, title: str) -> int | None:
         return self.find_key(title_key(title))
 
-    def find_key(self, key: str) -> int | None:
-        """The id of the entry naming the same paper as `key`: the same key, else the closest typo."""
+    def find_key(self, key: str, probes: Iterable[int] | None = None) -> int | None:
+        """The id of the entry naming the same paper as `key`: the same key, else the closest typo.
+
+        `probes` are `search_probes(key)`, for a caller that has them already.
+        """
         if not key:
             return None  # a blank title names nothing
         found = self._ids_by_key.get(key)
         if found is not None:
             return found
-        position = self._closest(key)
+        wanted = search_probes(key) if probes is None else probes
+        positions: set[int] = set()
+        for probe in self._filed.keys() & wanted:  # intersected in C: most probes hit nothing
+            positions.update(self._filed[probe])
+        # Ties go to the earliest entry: compare positions, then map the winner back to its id.
+        position = closest(key, ((self._keys[p], p) for p in positions))
         return None if position is None else self._ids_by_key[self._keys[position]]
-
-    def _closest(self, key: str) -> int | None:
-        """Position of the known key fewest edits from `key` within both keys' allowance, numbers equal."""
-        limit = allowed_typos(key)
-        if limit == 0:
-            return None
-        best: tuple[int, int] | None = None  # (distance, position)
-        for position in sorted(self._candidates(key, limit)):
-            other = self._keys[position]
-            allowed = min(limit, allowed_typos(other))
-            distance = OSA.distance(key, other, score_cutoff=allowed)
-            if distance <= allowed and same_numbers(key, other) and (best is None or distance < best[0]):
-                best = (distance, position)
-        return None if best is None else best[1]
-
-    def _candidates(self, key: str, limit: int) -> set[int]:
-        """Positions of known keys sharing a piece with `key` at a place `limit` edits can reach."""
-        found: set[int] = set()
-        size = len(key)
-        for longer, shifts in reachable_offsets(limit):
-            tables = self._pieces.get(size + longer)
-            if not tables:
-                continue
-            for (start, end), table in zip(pieces_of_length(size + longer), tables, strict=True):
-                for shift in shifts:
-                    at = start + shift
-                    if at >= 0 and at + end - start <= size:
-                        hits = table.get(key[at : at + end - start])
-                        if hits:
-                            found.update(hits)
-        return found
 
     def find_loose(self, title: str) -> int | None:
         """Like `find`, but also accepts reordered or slightly reworded titles (for `liked`)."""

@@ -10,14 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import listing_page
 from click.testing import CliRunner
+from sqlalchemy import inspect
 
-from helpers import DATA, REPO, SAMPLE_PAGES
+from helpers import DATA, REPO, SAMPLE_PAGES, legacy_store
 from newsletter import pipeline
 from newsletter.cli import main
 from newsletter.config import Config, config_from_mapping
+from newsletter.sources.listing import parse_page
 from newsletter.store import SCHEMA_VERSION, open_store
-from newsletter.store.migrate import head
+from newsletter.store.migrate import current_revision, head
 from newsletter.store.schema import TABLES_IN_ORDER, metadata
 
 # Made by the release before Alembic (commit c6981bf, schema version 5): two sample pages ingested,
@@ -138,3 +141,17 @@ def test_copying_a_store_onto_itself_is_refused(tmp_path):
 def test_a_postgresql_url_without_a_database_is_one_clear_error(tmp_path, url):
     result = run(write_config(tmp_path, url), "papers")
     assert result.exit_code == 1 and "names no database" in result.output
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
+def test_a_store_at_any_version_before_alembic_is_stamped_and_upgraded(tmp_path, version):
+    path = tmp_path / "old.sqlite3"
+    legacy_store(path, version)  # that release's tables and `schema_version`, no alembic_version
+    with open_store(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        with store.db.read() as conn:
+            assert current_revision(conn) == head()
+            assert set(metadata.tables) <= set(inspect(conn).get_table_names())
+        store.papers.add_page(parse_page(Path("p.txt"), listing_page("Nov 20", [("A paper on graphs", "Text.")])
+                                         .encode(), NOW.date()), NOW)
+        assert store.papers.newest_batch() == 1

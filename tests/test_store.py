@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import sqlite3
 import stat
 import threading
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from builders import abstract_for, generated_titles, listing_page, with_typo, write_page
 
-from helpers import FIXTURE_PAGES, at
+from helpers import DATA, FIXTURE_PAGES, at
 from newsletter import pipeline
 from newsletter.config import config_from_mapping
 from newsletter.errors import RunLocked, StoreBusy, StoreError
@@ -24,7 +25,7 @@ from newsletter.models import Digest, Page, ScoredPaper, Subscriber
 from newsletter.sources.listing import parse_page
 from newsletter.store import SCHEMA_VERSION, Store, open_store
 from newsletter.store.schema import Database
-from newsletter.titles import title_key
+from newsletter.titles import filed_probes, title_key
 
 ALICE = Subscriber(id="alice", email="alice@example.org", name="Alice", topics=("graphs",))
 
@@ -274,6 +275,10 @@ def test_papers_committed_by_another_process_mid_ingest_are_matched(tmp_path):
         blocker.execute("INSERT INTO papers (title, title_key, abstract, links, first_seen, ingest_batch) "
                         "VALUES (?, ?, ?, '[]', ?, (SELECT value FROM counters WHERE name = 'ingest_batch'))",
                         (title, title_key(title), "x", "2026-11-20 06:00:00"))
+        paper_id = blocker.execute("SELECT max(id) FROM papers").fetchone()[0]
+        # What another ingest writes in the same transaction: the paper and its typo index entries.
+        blocker.executemany("INSERT INTO title_pieces (probe, paper_id) VALUES (?, ?)",
+                            [(probe, paper_id) for probe in filed_probes(title_key(title))])
         outcome: list[object] = []
         ours = page_of([(with_typo(title, 1), "The same paper, listed again.")], name="ours.txt")
         worker = threading.Thread(target=lambda: outcome.append(other.papers.add_page(ours, at("2026-11-20"))))
@@ -308,3 +313,19 @@ def test_two_ingests_of_the_same_inbox_take_turns(tmp_path):
     assert outcomes == ["0 pages, 0 new, 0 problems", "4 pages, 400 new, 0 problems"]
     with open_store(tmp_path / "var" / "newsletter.sqlite3") as store:
         assert store.papers.count() == 400
+
+
+def test_a_store_from_before_the_title_index_files_its_papers_and_still_dedupes(tmp_path):
+    """A version-5 database (made by the previous release) has papers but no `title_pieces`: the upgrade
+    files every stored paper, so a typo of one of them on the next page joins it instead of becoming a second."""
+    path = tmp_path / "s.sqlite3"
+    shutil.copy(DATA / "store-previous-release.sqlite3", path)
+    with sqlite3.connect(path) as conn:
+        titles = [title for (title,) in conn.execute("SELECT title FROM papers ORDER BY id")]
+        assert not conn.execute("SELECT name FROM sqlite_master WHERE name = 'title_pieces'").fetchall()
+    with open_store(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        typos = [with_typo(t, n) for n, t in enumerate(titles)]
+        outcome = store.papers.add_page(page_of([(t, "Again.") for t in typos], name="again.txt"), at("2026-11-21"))
+        assert (outcome.new_papers, outcome.duplicates) == (0, len(titles))
+        assert store.papers.count() == len(titles)

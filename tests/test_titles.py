@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import random
 import re
+from datetime import UTC, date, datetime
 
 import pytest
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
 
+from newsletter.models import Page, ParsedPaper
+from newsletter.store import open_store
 from newsletter.titles import TitleIndex, allowed_typos, same_numbers, title_key
 
 BASE = "TÜLU 3: Pushing Frontiers in Open Language Model Post-Training"
@@ -152,10 +155,17 @@ def test_index_decides_exactly_as_brute_force_on_generated_titles():
     assert 1000 < len(index) < 3500
 
 
+def keyed_index(pairs: list[tuple[str, int]]) -> TitleIndex:
+    index = TitleIndex()
+    for key, ident in pairs:
+        index.add_key(key, ident)
+    return index
+
+
 def test_an_index_from_keys_decides_as_one_from_titles():
     titles = [("TÜLU 3: Pushing Frontiers in Open Language Model Post-Training", 1),
               ("Qwen2.5 Technical Report", 2), ("🚀🚀🚀", 3)]
-    by_keys = TitleIndex.from_keys((title_key(t), i) for t, i in titles)
+    by_keys = keyed_index([(title_key(t), i) for t, i in titles])
     by_titles = TitleIndex(titles)
     for query in ("Tulu 3: Pushing Frontiers in Open Langauge Model Post-Training", "Qwen2.5-Math Technical Report",
                   "🚀 🚀🚀", "Something else entirely, long enough to fuzz"):
@@ -177,7 +187,7 @@ def test_a_swap_anywhere_is_found_even_across_the_index_cuts():
     # A swap straddling a cut changes two pieces; every position is tried, boundaries included.
     for title in ("Sparse Graph Transformers at Scale", "Retrieval Augmented Generation for Long Context Models Today"):
         key = title_key(title)
-        index = TitleIndex.from_keys([(key, 1)])
+        index = keyed_index([(key, 1)])
         for i in range(len(key) - 1):
             swapped = key[:i] + key[i + 1] + key[i] + key[i + 2 :]
             if swapped != key:
@@ -187,3 +197,54 @@ def test_a_swap_anywhere_is_found_even_across_the_index_cuts():
                 for j in range(i + 2, len(key)):
                     twice = key[:i] + key[i + 1] + key[i] + key[i + 2 : j] + key[j + 1 :]
                     assert index.find_key(twice) == 1, (i, j, twice)
+
+
+def test_the_store_decides_as_brute_force_page_by_page(tmp_path):
+    """The store matches against its `title_pieces` table, not this in-memory index: same rules, checked
+    on 2,000 generated titles in four pages. Each entry first looks for a stored paper, then for an
+    earlier new paper of its own page, as ingest does."""
+    rng = random.Random(20261201)
+    titles: list[str] = []
+    for _ in range(2000):
+        titles.append(mutated(rng.choice(titles), rng) if titles and rng.random() < 0.5 else generated_title(rng))
+    expected_group: list[int] = []  # per title: the index of the first title of its paper
+    stored_keys: list[str] = []
+    stored_first: list[int] = []
+    with open_store(tmp_path / "s.sqlite3") as store:
+        for page_number, start in enumerate(range(0, len(titles), 500)):
+            chunk = titles[start : start + 500]
+            page_keys: list[str] = []
+            page_first: list[int] = []
+            for offset, title in enumerate(chunk):
+                key = title_key(title)
+                found = brute_force_find(key, stored_keys)
+                if found is not None:
+                    expected_group.append(stored_first[found])
+                    continue
+                earlier = brute_force_find(key, page_keys)
+                if earlier is not None:
+                    expected_group.append(page_first[earlier])
+                    continue
+                page_keys.append(key)
+                page_first.append(start + offset)
+                expected_group.append(start + offset)
+            stored_keys += page_keys
+            stored_first += page_first
+            page = Page(name=f"p{page_number}.txt", sha256=f"{page_number:064d}", date=date(2026, 12, 1),
+                        papers=tuple(ParsedPaper(title=title, abstract="An abstract.", line=2 * n + 1, position=n + 1)
+                                     for n, title in enumerate(chunk)))
+            store.papers.add_page(page, datetime(2026, 12, 1, 6, tzinfo=UTC))
+        paper_of_title: dict[int, int] = {}  # title index -> stored paper id
+        for paper in store.papers.get():
+            for sighting in paper.sightings:
+                page_number = int(sighting.page_name[1:-4])
+                paper_of_title[page_number * 500 + sighting.position - 1] = paper.id
+        assert store.papers.count() == len(stored_keys)
+    first_title_of_paper: dict[int, int] = {}
+    for index in range(len(titles)):
+        first_title_of_paper.setdefault(paper_of_title[index], index)
+    actual_group = [first_title_of_paper[paper_of_title[index]] for index in range(len(titles))]
+    assert actual_group == expected_group
+    # Typo matches across pages and within a page both happened, so both paths were exercised.
+    assert sum(1 for i, group in enumerate(expected_group) if group != i and group // 500 != i // 500) > 100
+    assert sum(1 for i, group in enumerate(expected_group) if group != i and group // 500 == i // 500) > 100

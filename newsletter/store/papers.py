@@ -1,13 +1,18 @@
 """Pages, papers and sightings: what ingest writes and what planning reads.
 
-Ingest matches a page's titles against the stored ones before it takes the
-write lock, and keeps the write transaction to the inserts. Each ingest takes the
-next ingest batch number from a counter row inside its transaction; the row lock
-makes batches commit in order on SQLite and PostgreSQL alike (paper ids do not on
-PostgreSQL). Papers of batches committed by another process in between are read
-inside the transaction and the page is matched again, so any interleaving of
-ingests gives what serial ingestion gives, and digest windows ("after batch N")
-never skip a paper that committed late.
+Ingest matches a page's titles against the stored ones in the database itself:
+exact keys through the unique index on `title_key`, typos through the
+`title_pieces` table (titles.py explains the probes), so a new process pays for
+its page, not for the 100,000 papers already stored. Matching happens before the
+write lock; if another process stored papers in between, the page is matched
+again inside the write transaction, so any interleaving of ingests gives what
+serial ingestion gives.
+
+Each ingest takes the next ingest batch number from a counter row inside its write
+transaction; the row stays locked until it commits, so batches commit in order on
+SQLite and PostgreSQL alike (paper ids do not on PostgreSQL: a sequence value is
+taken at insert). Digest windows ("after batch N") and "has anyone stored papers
+since we matched" both count batches, so neither misses a paper that committed late.
 """
 
 from __future__ import annotations
@@ -22,8 +27,19 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ..models import Link, Page, PageOutcome, Paper, Sighting
-from ..titles import TitleIndex, title_key
-from .schema import INGEST_BATCH, Database, counters, from_db, pages, papers, sightings, to_db
+from ..titles import TitleIndex, closest, filed_probes, search_probes, title_key
+from .schema import (
+    INGEST_BATCH,
+    Database,
+    counters,
+    from_db,
+    insert_rows,
+    pages,
+    papers,
+    sightings,
+    title_pieces,
+    to_db,
+)
 
 # SQLite caps the bound parameters of one statement.
 CHUNK = 500
@@ -43,8 +59,6 @@ class PaperStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._keys = TitleIndex()  # every stored title key, by paper id
-        self._keys_through = 0  # the newest ingest batch loaded into _keys
         self._loose: TitleIndex | None = None  # titles for people's `liked` entries, built on first need
         self._loose_through = 0  # the newest ingest batch in _loose
 
@@ -56,64 +70,21 @@ class PaperStore:
 
     def add_page(self, page: Page, now: datetime) -> PageOutcome:
         """Store a page and its papers in one short transaction; the same page twice adds nothing."""
+        keys = [title_key(parsed.title) for parsed in page.papers]
         with self._db.read() as conn:
             if _page_exists(conn, page.sha256):
                 return PageOutcome(already_ingested=True, new_papers=0, duplicates=0)
-            self._load_new_keys(conn)
-        keys = [title_key(parsed.title) for parsed in page.papers]
-        match = self._match(keys)
+            matched_through = _newest_batch(conn)
+            match = _match(conn, keys)
         with self._db.write() as conn:
             if _page_exists(conn, page.sha256):
                 return PageOutcome(already_ingested=True, new_papers=0, duplicates=0)
             batch = _take_batch(conn)  # from here on no other ingest can commit before this one
-            if self._load_new_keys(conn):  # another process stored papers since we matched
-                match = self._match(keys)
+            if batch - 1 != matched_through:  # another process stored papers since we matched
+                match = _match(conn, keys)
             new_ids = self._insert(conn, page, keys, match, batch, now)
-        for position, paper_id in zip(match.new_entries, new_ids, strict=True):
-            self._keys.add_key(keys[position], paper_id)
-        self._keys_through = batch
         self._loose = None
         return PageOutcome(already_ingested=False, new_papers=len(new_ids), duplicates=len(keys) - len(new_ids))
-
-    def load_title_index(self) -> None:
-        """Load every stored key into the index (benchmarks warm a long-running process with it)."""
-        with self._db.read() as conn:
-            self._load_new_keys(conn)
-
-    def _load_new_keys(self, conn: Connection) -> bool:
-        """Add the keys of papers of batches committed since the last look; True when there were any."""
-        # The driver's own cursor: at 100,000 papers SQLAlchemy's row objects cost more than the query.
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(f"SELECT title_key, id, ingest_batch FROM papers WHERE ingest_batch > {mark} "
-                       "ORDER BY ingest_batch, id", (self._keys_through,))
-        rows = cursor.fetchall()
-        cursor.close()
-        if not len(self._keys):
-            self._keys = TitleIndex.from_keys((key, paper_id) for key, paper_id, _ in rows)  # first load: in bulk
-        else:
-            for key, paper_id, _ in rows:
-                self._keys.add_key(key, paper_id)
-        if rows:
-            self._keys_through = rows[-1][2]
-        return bool(rows)
-
-    def _match(self, keys: Sequence[str]) -> _Match:
-        """Match each entry to a stored paper, else to an earlier new entry of the same page."""
-        on_page = TitleIndex()  # new papers of this page, by their position in new_entries
-        existing: list[int | None] = []
-        new_of_entry: list[int | None] = []
-        new_entries: list[int] = []
-        for position, key in enumerate(keys):
-            stored = self._keys.find_key(key)
-            earlier = on_page.find_key(key) if stored is None else None
-            if stored is None and earlier is None:
-                earlier = len(new_entries)
-                on_page.add_key(key, earlier)
-                new_entries.append(position)
-            existing.append(stored)
-            new_of_entry.append(earlier)
-        return _Match(tuple(existing), tuple(new_of_entry), tuple(new_entries))
 
     def _insert(self, conn: Connection, page: Page, keys: Sequence[str], match: _Match, batch: int,
                 now: datetime) -> list[int]:
@@ -121,19 +92,17 @@ class PaperStore:
             insert(pages).values(sha256=page.sha256, name=page.name, page_date=page.date,
                                  ingested_at=to_db(now), paper_count=len(page.papers))
         ).inserted_primary_key[0]  # type: ignore[index]
-        rows = [
-            {"title": page.papers[i].title, "title_key": keys[i], "abstract": page.papers[i].abstract,
-             "links": json.dumps([[link.url, link.kind] for link in page.papers[i].links]),
-             "first_seen": to_db(now), "ingest_batch": batch}
+        new_keys = [keys[i] for i in match.new_entries]
+        ids_by_key = _insert_papers(conn, [
+            (page.papers[i].title, keys[i], page.papers[i].abstract,
+             json.dumps([[link.url, link.kind] for link in page.papers[i].links]), to_db(now), batch)
             for i in match.new_entries
-        ]
-        new_ids: list[int] = []
-        if rows:
-            inserted = conn.execute(insert(papers).returning(papers.c.id, sort_by_parameter_order=True), rows)
-            new_ids = [int(row[0]) for row in inserted]
-        conn.execute(insert(sightings), [
-            {"paper_id": stored if stored is not None else new_ids[new],  # type: ignore[index]
-             "page_id": page_id, "position": parsed.position, "title_as_seen": parsed.title}
+        ])
+        new_ids = [ids_by_key[key] for key in new_keys]
+        insert_rows(conn, title_pieces, [(probe, paper_id) for key, paper_id in zip(new_keys, new_ids, strict=True)
+                                         for probe in filed_probes(key)])
+        insert_rows(conn, sightings, [
+            (None, stored if stored is not None else new_ids[new], page_id, parsed.position, parsed.title)  # type: ignore[index]
             for parsed, stored, new in zip(page.papers, match.existing, match.new_of_entry, strict=True)
         ])
         return new_ids
@@ -149,12 +118,12 @@ class PaperStore:
 
     def max_id(self) -> int:
         with self._db.read() as conn:
-            return int(conn.execute(select(func.coalesce(func.max(papers.c.id), 0))).scalar_one())
+            return _newest_id(conn)
 
     def newest_batch(self) -> int:
         """The newest committed ingest batch: every paper of it and of the batches before it is stored."""
         with self._db.read() as conn:
-            return int(conn.execute(select(counters.c.value).where(counters.c.name == INGEST_BATCH)).scalar_one())
+            return _newest_batch(conn)
 
     def count(self) -> int:
         with self._db.read() as conn:
@@ -207,11 +176,129 @@ class PaperStore:
         ]
 
 
+def _match(conn: Connection, keys: Sequence[str]) -> _Match:
+    """Match each entry to a stored paper, else to an earlier new entry of the same page."""
+    stored = _ids_of_keys(conn, {key for key in keys if key})
+    probes = {key: search_probes(key) for key in keys if key and key not in stored}  # once per key, used twice
+    stored.update(_typo_matches(conn, probes))
+    on_page = TitleIndex()  # new papers of this page, by their position in new_entries
+    existing: list[int | None] = []
+    new_of_entry: list[int | None] = []
+    new_entries: list[int] = []
+    for position, key in enumerate(keys):
+        found = stored.get(key)
+        earlier = on_page.find_key(key, probes.get(key, ())) if found is None else None
+        if found is None and earlier is None:
+            earlier = len(new_entries)
+            on_page.add_key(key, earlier)
+            new_entries.append(position)
+        existing.append(found)
+        new_of_entry.append(earlier)
+    return _Match(tuple(existing), tuple(new_of_entry), tuple(new_entries))
+
+
+def _typo_matches(conn: Connection, probes: dict[str, set[int]]) -> dict[str, int]:
+    """For each key (with its search probes), the closest stored paper among those sharing a probe, if any."""
+    asked: list[int] = []  # every key's probes one after another (a probe two keys ask for appears twice)
+    asker: list[str] = []  # the key that asks for asked[i]
+    for key, wanted in probes.items():
+        asked.extend(wanted)
+        asker.extend([key] * len(wanted))
+    candidates: defaultdict[str, dict[int, str]] = defaultdict(dict)  # key -> {paper id: its stored key}
+    for position, paper_id, stored_key in _filed_under(conn, asked):
+        candidates[asker[position]][paper_id] = stored_key
+    found: dict[str, int] = {}
+    for key, papers_by_id in candidates.items():
+        nearest = closest(key, ((stored_key, ident) for ident, stored_key in papers_by_id.items()))
+        if nearest is not None:
+            found[key] = nearest
+    return found
+
+
+def _insert_papers(conn: Connection, rows: list[tuple[str, str, str, str, datetime, int]]) -> dict[str, int]:
+    """Insert (title, title_key, abstract, links, first_seen, ingest_batch) rows; the new id of each key."""
+    if not rows:
+        return {}
+    columns = ("title", "title_key", "abstract", "links", "first_seen", "ingest_batch")
+    if conn.dialect.name == "sqlite":  # the driver's executemany, then one query for the ids (keys are unique)
+        before = _newest_id(conn)
+        # SQLAlchemy's own text form of a datetime, so stored values compare as before
+        as_stored = papers.c.first_seen.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        assert as_stored is not None
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(f"INSERT INTO papers ({', '.join(columns)}) VALUES (?, ?, ?, ?, ?, ?)",
+                               [(*row[:4], as_stored(row[4]), row[5]) for row in rows])
+        finally:
+            cursor.close()
+        return {key: ident for ident, key in _driver_rows(conn, "SELECT id, title_key FROM papers WHERE id > ?",
+                                                          before)}
+    inserted = conn.execute(insert(papers).returning(papers.c.id, papers.c.title_key),
+                            [dict(zip(columns, row, strict=True)) for row in rows])
+    return {key: int(ident) for ident, key in inserted}
+
+
+def _ids_of_keys(conn: Connection, keys: set[str]) -> dict[str, int]:
+    if conn.dialect.name == "sqlite":  # one statement, the list passed as JSON: no per-parameter cost
+        rows = _driver_rows(conn, "SELECT title_key, id FROM papers WHERE title_key IN "
+                                  "(SELECT value FROM json_each(?))", json.dumps(sorted(keys)))
+        return {key: ident for key, ident in rows}
+    found: dict[str, int] = {}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), CHUNK):
+        query = select(papers.c.title_key, papers.c.id).where(papers.c.title_key.in_(ordered[start : start + CHUNK]))
+        found.update({key: ident for key, ident in conn.execute(query)})
+    return found
+
+
+def _filed_under(conn: Connection, probes: list[int]) -> list[tuple[int, int, str]]:
+    """(position in `probes`, paper id, stored title key) of every stored paper filed under one of `probes`."""
+    if not probes:
+        return []
+    if conn.dialect.name == "sqlite":  # the list as one JSON parameter; json_each numbers its elements
+        return _driver_rows(
+            conn,
+            "SELECT wanted.key, filed.paper_id, papers.title_key FROM json_each(?) AS wanted "
+            "JOIN title_pieces AS filed ON filed.probe = wanted.value JOIN papers ON papers.id = filed.paper_id",
+            json.dumps(probes),
+        )
+    positions: defaultdict[int, list[int]] = defaultdict(list)
+    for position, probe in enumerate(probes):
+        positions[probe].append(position)
+    distinct = list(positions)
+    rows: list[tuple[int, int, str]] = []
+    for start in range(0, len(distinct), CHUNK):
+        query = (select(title_pieces.c.probe, title_pieces.c.paper_id, papers.c.title_key)
+                 .join(papers, papers.c.id == title_pieces.c.paper_id)
+                 .where(title_pieces.c.probe.in_(distinct[start : start + CHUNK])))
+        rows.extend((position, int(ident), key) for probe, ident, key in conn.execute(query)
+                    for position in positions[int(probe)])
+    return rows
+
+
+def _driver_rows(conn: Connection, sql: str, *parameters: object) -> list[tuple]:  # type: ignore[type-arg]
+    """Rows straight from the sqlite3 cursor: for thousands of rows SQLAlchemy's row objects cost more than
+    the query."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        return cursor.execute(sql, parameters).fetchall()
+    finally:
+        cursor.close()
+
+
+def _newest_id(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(papers.c.id), 0))).scalar_one())
+
+
 def _take_batch(conn: Connection) -> int:
     """The next ingest batch number. Taken inside the ingest's write transaction: the counter row stays
     locked until it commits, so a later batch can never commit before an earlier one."""
     return int(conn.execute(update(counters).where(counters.c.name == INGEST_BATCH)
                             .values(value=counters.c.value + 1).returning(counters.c.value)).scalar_one())
+
+
+def _newest_batch(conn: Connection) -> int:
+    return int(conn.execute(select(counters.c.value).where(counters.c.name == INGEST_BATCH)).scalar_one())
 
 
 def _page_exists(conn: Connection, sha256: str) -> bool:

@@ -9,12 +9,14 @@ PostgreSQL (connecting, taking the write lock, errors) lives in store/backends.p
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Date,
@@ -34,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError
 
 from ..errors import StoreBusy, StoreError
 from .backends import BUSY_TIMEOUT_MS, Backend, backend_for
@@ -191,9 +193,18 @@ source_state = Table(
     _utc("next_try_at", nullable=True),
 )
 
+# The typo index of stored title keys (titles.filed_probes), so an ingest looks up only its own page's
+# pieces instead of loading every stored title. Kept in step with `papers` by the transaction that inserts a paper.
+title_pieces = Table(
+    "title_pieces", metadata,
+    Column("probe", BigInteger, primary_key=True),
+    Column("paper_id", Integer, primary_key=True),  # papers.id
+    sqlite_with_rowid=False,  # the primary key is the table: one B-tree, looked up by probe
+)
+
 # Parents before children: the order `db copy` fills a new database in.
-TABLES_IN_ORDER = (meta, counters, pages, papers, sightings, digests, digest_papers, deliveries, subscriber_health,
-                   runs, paper_vectors, votes, source_state)
+TABLES_IN_ORDER = (meta, counters, pages, papers, title_pieces, sightings, digests, digest_papers, deliveries,
+                   subscriber_health, runs, paper_vectors, votes, source_state)
 
 
 def to_db(moment: datetime) -> datetime:
@@ -246,15 +257,15 @@ class Database:
         """Turn the driver's lock, connection and corruption errors into StoreError with a next step."""
         try:
             yield
-        except OperationalError as exc:
-            if self.backend.is_busy(exc):
+        except (DatabaseError, sqlite3.DatabaseError) as exc:
+            # SQLAlchemy wraps the driver's error; statements run on the driver's cursor (bulk paths) raise it bare.
+            reason = exc.orig if isinstance(exc, DatabaseError) else exc
+            if self.backend.is_busy(reason):
                 raise StoreBusy(
                     f"{self.label}: the database is busy: another newsletter command kept it locked for "
                     f"{self.busy_timeout_ms / 1000:g} s; wait for it to finish and run this again"
                 ) from None
-            raise StoreError(f"{self.label}: cannot use the database ({_first_line(exc.orig)})") from None
-        except DatabaseError as exc:
-            raise StoreError(f"{self.label}: cannot use the database ({_first_line(exc.orig)})") from None
+            raise StoreError(f"{self.label}: cannot use the database ({_first_line(reason)})") from None
 
     def schema_version(self) -> int:
         with self.read() as conn:
@@ -274,6 +285,33 @@ def set_meta(conn: Connection, key: str, value: str) -> None:
         conn.execute(update(meta).where(meta.c.key == key).values(value=value))
     else:
         conn.execute(insert(meta).values(key=key, value=value))
+
+
+def insert_rows(conn: Connection, table: Table, rows: list[tuple[object, ...]]) -> None:
+    """Insert many rows given as tuples in the table's column order.
+
+    On SQLite straight through the driver's executemany: for thousands of small rows
+    SQLAlchemy's per-row parameter handling costs several times the insert itself.
+    """
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        columns = ", ".join(column.name for column in table.columns)
+        marks = ", ".join("?" for _ in table.columns)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", rows)
+        finally:
+            cursor.close()
+        return
+    names = [column.name for column in table.columns]
+    values = [dict(zip(names, row, strict=True)) for row in rows]
+    for key in table.primary_key.columns:
+        # A None id means "the database picks it" (SQLite's driver does so by itself); PostgreSQL needs it left out.
+        if all(row[key.name] is None for row in values):
+            for row in values:
+                del row[key.name]
+    conn.execute(insert(table), values)
 
 
 def _first_line(error: BaseException | None) -> str:
