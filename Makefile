@@ -28,6 +28,7 @@ serve: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	bash scripts/ensure-chromium
+	bash scripts/ensure-postgresql
 	$(BIN)/ruff check newsletter tests bench
 	$(BIN)/mypy newsletter
 	$(BIN)/python -m pytest

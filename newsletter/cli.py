@@ -404,6 +404,8 @@ def unbounce(ctx: click.Context, subscriber_id: str) -> None:
 
 
 # The `subscribers` group lives in its own module; it uses the helpers above, so it is imported last.
+from .cli_db import db  # noqa: E402
 from .cli_subscribers import subscribers  # noqa: E402
 
 main.add_command(subscribers)
+main.add_command(db)

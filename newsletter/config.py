@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 from .models import WEEKDAYS, Schedule
-from .text import quoted
 from .validation import (
     CONFIG_LIMITS,
     check_clock,
@@ -38,7 +37,7 @@ SECRET_KEY_ENV = "NEWSLETTER_SECRET_KEY"
 
 # YAML has no path type: a path field takes the string as written (strict mode would refuse it).
 FilePath = Annotated[Path, Field(strict=False)]
-# Database URLs `store` accepts besides a plain path; PostgreSQL is validated now and served by a later store.
+# Database URLs `store` accepts besides a plain path (store/backends.py opens them).
 STORE_URL_SCHEMES = ("sqlite://", "postgresql://", "postgresql+")
 
 
@@ -333,14 +332,6 @@ class Config:
             return self.settings.store
         query = self.settings.store.partition("?")[2] if self.settings.store.startswith("sqlite://") else ""
         return f"sqlite:///{path}" + (f"?{query}" if query else "")
-
-    def require_store_path(self) -> Path:
-        """The SQLite file, or ConfigError while only SQLite stores can be opened."""
-        path = self.store_path
-        if path is None:
-            raise ConfigError(f"{self.path or 'config'}: store: {quoted(self.settings.store)} is not a SQLite "
-                              "database, the only kind this release opens; set store to a file path")
-        return path
 
     @property
     def inbox(self) -> Path:

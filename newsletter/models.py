@@ -108,6 +108,7 @@ class Paper:
     first_seen: datetime
     links: tuple[Link, ...] = ()
     sightings: tuple[Sighting, ...] = ()
+    ingest_batch: int = 0  # the ingest that stored it; digest windows count in batches (store/schema.py)
 
     @property
     def url(self) -> str | None:
@@ -189,7 +190,7 @@ class Digest:
     issued_at: datetime
     window_start: datetime  # shown as "new since": the previous digest, or the lookback for a first one
     window_end: datetime  # when this digest was planned
-    through_paper_id: int  # the highest paper id in play; the next digest starts after it
+    through_batch: int  # the newest ingest batch in play; the next digest starts after it
     candidate_count: int  # how many papers were considered before the cut
     slot: date | None = None  # the subscriber's local date this digest is for (None: a preview)
     late: bool = False  # sent well after its slot (the service was down): the intro says so

@@ -42,11 +42,11 @@ class Window:
     """Which papers are new to a subscriber: those after their last digest, or within the lookback."""
 
     since: datetime  # the last digest, or now minus lookback_days; shown as "new since"
-    after_paper_id: int | None  # None for a subscriber who never had a digest
+    after_batch: int | None  # the last digest's newest ingest batch; None for a subscriber who never had one
 
     def holds(self, paper: Paper) -> bool:
-        if self.after_paper_id is not None:
-            return paper.id > self.after_paper_id
+        if self.after_batch is not None:
+            return paper.ingest_batch > self.after_batch
         return paper.first_seen > self.since
 
 
@@ -61,12 +61,12 @@ def iter_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
     """`plan_digests` one digest at a time, so a run can store and send the first while it ranks the rest."""
     if not subscribers:
         return
-    through = store.papers.max_id()  # papers committed after this wait for the next run
+    through = store.papers.newest_batch()  # papers committed after this wait for the next run
     windows = windows_for(store, policy, subscribers, now)
     corpus = papers_in_play(store, list(windows.values()), through)
     # What each subscriber already has among this run's papers: one query for the run, not one each.
     sent = store.ledger.delivered_paper_ids_among([s.id for s in subscribers],
-                                                  min((p.id for p in corpus), default=through + 1))
+                                                  min((p.id for p in corpus), default=0)) if corpus else {}
     ranker = make_ranker(store.papers.recent(until=now, limit=REFERENCE_PAPERS))
     profiles = profiles_of(store, subscribers)
     ranker.prepare(list(profiles.values()), corpus)
@@ -74,12 +74,12 @@ def iter_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
     # products (rank/batch.py), and its digests go on their way before the next block is ranked.
     for start in range(0, len(subscribers), BLOCK):
         block = subscribers[start : start + BLOCK]
-        requests = [RankRequest(profiles[s.id], candidates_for(corpus, windows[s.id], sent[s.id]),
+        requests = [RankRequest(profiles[s.id], candidates_for(corpus, windows[s.id], sent.get(s.id, set())),
                                 s.max_papers or policy.max_papers) for s in block]
         rankings = rank_many(ranker, corpus, requests, min_score=policy.min_score, diversity=policy.diversity)
         for s, ranking in zip(block, rankings, strict=True):
             yield Digest(subscriber=s, papers=ranking.chosen, issued_at=now, window_start=windows[s.id].since,
-                         window_end=now, through_paper_id=through, candidate_count=ranking.candidate_count)
+                         window_end=now, through_batch=through, candidate_count=ranking.candidate_count)
 
 
 def windows_for(store: Store, policy: DigestPolicy, subscribers: Sequence[Subscriber],
@@ -87,15 +87,15 @@ def windows_for(store: Store, policy: DigestPolicy, subscribers: Sequence[Subscr
     """Each subscriber's window: after their last closed digest, or the lookback for a first digest."""
     closed = store.ledger.last_closed_windows([s.id for s in subscribers])
     first = Window(now - timedelta(days=policy.lookback_days), None)
-    return {s.id: Window(closed[s.id].ended_at, closed[s.id].through_paper_id) if s.id in closed else first
+    return {s.id: Window(closed[s.id].ended_at, closed[s.id].through_batch) if s.id in closed else first
             for s in subscribers}
 
 
 def papers_in_play(store: Store, windows: Sequence[Window], through: int) -> list[Paper]:
     """Every paper some window holds, loaded in one query."""
-    after_ids = [w.after_paper_id for w in windows if w.after_paper_id is not None]
-    since = [w.since for w in windows if w.after_paper_id is None]
-    return store.papers.in_play(through, after_id=min(after_ids, default=None), since=min(since, default=None))
+    after = [w.after_batch for w in windows if w.after_batch is not None]
+    since = [w.since for w in windows if w.after_batch is None]
+    return store.papers.in_play(through, after_batch=min(after, default=None), since=min(since, default=None))
 
 
 def profiles_of(store: Store, subscribers: Sequence[Subscriber]) -> dict[str, Profile]:

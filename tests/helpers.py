@@ -6,6 +6,11 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from alembic import command
+from sqlalchemy import create_engine
+
+from newsletter.store.migrate import alembic_config
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
 FIXTURE_PAGES = DATA / "pages"
@@ -24,3 +29,14 @@ def shared_pages() -> list[Path]:
 def at(day: str, hour: int = 8) -> datetime:
     """`at("2026-03-20")` -> that day at `hour`:00 UTC."""
     return datetime.fromisoformat(day).replace(hour=hour, tzinfo=UTC)
+
+
+def legacy_store(path: Path, version: int) -> None:
+    """A SQLite file as a release before Alembic left it at schema `version`: the tables of revisions
+    1..version (they are those releases' migrations written out) and the version in `meta`, no alembic_version."""
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), f"{version:04d}")
+        conn.exec_driver_sql("DROP TABLE alembic_version")
+        conn.exec_driver_sql("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(version),))
+    engine.dispose()

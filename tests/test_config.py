@@ -88,14 +88,11 @@ def test_store_is_a_path_or_a_sqlite_url_resolved_against_the_config(tmp_path, s
     expected = tmp_path / path  # an absolute `path` replaces tmp_path
     assert config.store_path == expected
     assert config.store_url == f"sqlite:///{expected}"
-    assert config.require_store_path() == expected
 
 
-def test_a_postgresql_store_validates_but_is_not_opened_yet(tmp_path):
+def test_a_postgresql_store_is_passed_on_as_written(tmp_path):
     config = load_config(write(tmp_path / "config.yaml", "store: postgresql://digest@db/newsletter\n"))
     assert (config.store_path, config.store_url) == (None, "postgresql://digest@db/newsletter")
-    with pytest.raises(ConfigError, match="store: 'postgresql://digest@db/newsletter' is not a SQLite database"):
-        config.require_store_path()
 
 
 def test_no_config_in_the_current_folder_is_an_error_not_an_empty_database(tmp_path, monkeypatch):

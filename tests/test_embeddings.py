@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from helpers import REPO
+from helpers import REPO, legacy_store
 from newsletter.errors import ModelUnavailable
 from newsletter.models import Paper
 from newsletter.rank import fit_ranker, store_ranker_factory
@@ -138,10 +137,7 @@ def test_the_pipeline_ranker_reads_vectors_from_the_store(tmp_path) -> None:
 
 def test_a_database_from_before_vectors_gains_the_table(tmp_path) -> None:
     path = tmp_path / "db.sqlite3"
-    open_store(path).close()
-    with sqlite3.connect(path) as conn:  # what the previous release left: schema 1, no paper_vectors
-        conn.execute("DROP TABLE paper_vectors")
-        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    legacy_store(path, 4)  # what the release before vectors left: schema 4, no paper_vectors
     with open_store(path) as store:
         assert store.schema_version() == SCHEMA_VERSION
         store.vectors.put(MODEL_ID, {7: np.ones(384, dtype="<f4").tobytes()})

@@ -1,4 +1,5 @@
-"""The delivery ledger on a real SQLite file: slots, the queue and its state machine, bounces, the migration."""
+"""The delivery ledger on a real SQLite file and a real PostgreSQL database: slots, the queue and its state
+machine, bounces, the migration."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 
-from helpers import FIXTURE_PAGES, at
+from helpers import FIXTURE_PAGES, at, legacy_store
 from newsletter.errors import StoreError
 from newsletter.models import DeliveryStatus, Digest, ScoredPaper, Subscriber
 from newsletter.sources.listing import parse_page
@@ -20,8 +23,8 @@ SLOT = date(2026, 11, 23)
 
 
 @pytest.fixture
-def store(tmp_path):
-    with open_store(tmp_path / "store.sqlite3") as opened:
+def store(store_url):
+    with open_store(store_url) as opened:
         page = FIXTURE_PAGES / "good-extra-chrome.txt"
         opened.papers.add_page(parse_page(page, page.read_bytes(), at("2026-11-22").date()), at("2026-11-22"))
         yield opened
@@ -31,7 +34,7 @@ def digest_of(store: Store, paper_ids: list[int], end: str = "2026-11-23", slot:
               who: Subscriber = ALICE) -> Digest:
     papers = store.papers.get(paper_ids)
     return Digest(subscriber=who, papers=tuple(ScoredPaper(p, 0.5) for p in papers), issued_at=at(end),
-                  window_start=at("2026-11-21"), window_end=at(end), through_paper_id=store.papers.max_id(),
+                  window_start=at("2026-11-21"), window_end=at(end), through_batch=store.papers.newest_batch(),
                   candidate_count=len(papers), slot=slot)
 
 
@@ -48,7 +51,7 @@ def test_a_queued_digest_counts_as_delivered_and_closes_its_window(store):
     delivery = queue(store, digest_of(store, ids[:2]))
     # Queued is on its way: the next slot must not plan the same papers again.
     assert store.ledger.delivered_paper_ids("alice") == set(ids[:2])
-    assert store.ledger.last_closed_window("alice") == ClosedWindow(at("2026-11-23"), 3)
+    assert store.ledger.last_closed_window("alice") == ClosedWindow(at("2026-11-23"), 1)  # the one batch stored
     store.ledger.start_sending(delivery, at("2026-11-23"))
     store.ledger.settle(delivery, S.SENT, reply="250 OK", now=at("2026-11-23"))
     assert store.ledger.delivered_paper_ids("alice") == set(ids[:2])
@@ -68,12 +71,12 @@ def test_a_failed_delivery_leaves_its_papers_and_window_open(store):
 def test_an_empty_digest_closes_its_window_and_slot_without_a_delivery(store):
     assert store.ledger.enqueue(digest_of(store, []), slot_at=None, message_id=None, message=None,
                                 now=at("2026-11-23")) is not None
-    assert store.ledger.last_closed_window("alice") == ClosedWindow(at("2026-11-23"), 3)
+    assert store.ledger.last_closed_window("alice") == ClosedWindow(at("2026-11-23"), 1)  # the one batch stored
     assert store.ledger.deliveries_for("alice") == []
     assert store.ledger.slot_taken("alice", SLOT)
 
 
-def test_one_digest_per_subscriber_per_slot(store, tmp_path):
+def test_one_digest_per_subscriber_per_slot(store):
     ids = [p.id for p in store.papers.get()]
     queue(store, digest_of(store, ids[:1]))
     assert store.ledger.enqueue(digest_of(store, ids[1:]), slot_at=None, message_id="<2@x>", message=b"x",
@@ -83,10 +86,10 @@ def test_one_digest_per_subscriber_per_slot(store, tmp_path):
     queue(store, digest_of(store, ids[1:], who=replace(ALICE, id="bob")), "<3@x>")
     queue(store, digest_of(store, ids[1:], slot=SLOT + timedelta(days=1)), "<4@x>")
     # The database itself refuses a second row for the slot, whoever writes it.
-    with sqlite3.connect(tmp_path / "store.sqlite3") as raw, pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-        raw.execute("INSERT INTO digests (subscriber_id, issued_at, window_start, window_end, through_paper_id, "
-                    "candidate_count, paper_count, slot_date) VALUES ('alice', '2026-11-23', '2026-11-23', "
-                    "'2026-11-23', 1, 0, 0, '2026-11-23')")
+    with store.db.engine.begin() as raw, pytest.raises(IntegrityError, match="(?i)unique"):
+        raw.execute(text("INSERT INTO digests (subscriber_id, issued_at, window_start, window_end, through_batch, "
+                         "candidate_count, paper_count, slot_date) VALUES ('alice', :at, :at, :at, 1, 0, 0, :slot)"),
+                    {"at": at("2026-11-23"), "slot": SLOT})
 
 
 def test_the_state_machine_allows_only_its_moves(store):
@@ -164,17 +167,12 @@ def test_bouncing_withdraws_what_else_waits_for_the_address(store):
 
 def test_a_database_from_before_the_queue_is_migrated_and_old_deliveries_count_as_sent(tmp_path):
     path = tmp_path / "old.sqlite3"
-    with open_store(path) as store:
-        page = FIXTURE_PAGES / "good-extra-chrome.txt"
-        store.papers.add_page(parse_page(page, page.read_bytes(), at("2026-11-22").date()), at("2026-11-22"))
-    # Take the file back to schema 1 as the previous release left it, with its last two statuses in it.
+    legacy_store(path, 1)  # schema 1 as an early release left it, with its last two statuses in it
     with sqlite3.connect(path) as raw:
         raw.executescript("""
-            DROP INDEX ux_digests_subscriber_slot; DROP INDEX ix_deliveries_status;
-            ALTER TABLE digests DROP COLUMN slot_date; ALTER TABLE digests DROP COLUMN slot_at;
-            ALTER TABLE deliveries DROP COLUMN message; ALTER TABLE deliveries DROP COLUMN next_attempt_at;
-            DROP TABLE subscriber_health; DROP TABLE runs;
-            UPDATE meta SET value = '1' WHERE key = 'schema_version';
+            INSERT INTO papers VALUES (1, 'One', 'one', 'a', '[]', '2026-11-19 08:00:00.000000'),
+                                      (2, 'Two', 'two', 'b', '[]', '2026-11-19 08:00:00.000000'),
+                                      (3, 'Three', 'three', 'c', '[]', '2026-11-19 08:00:00.000000');
             INSERT INTO digests VALUES (1, 'alice', '2026-11-20', '2026-11-19', '2026-11-20', 1, 1, 1);
             INSERT INTO digest_papers VALUES (1, 1, 1, 0.5, '{}');
             INSERT INTO deliveries VALUES (1, 1, 'alice@example.org', '<old@x>', 'pending', 0, '', '2026-11-20');

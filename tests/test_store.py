@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import sqlite3
 import stat
 import threading
@@ -17,7 +18,7 @@ import pytest
 from builders import abstract_for, generated_titles, listing_page, with_typo, write_page
 from sqlalchemy import update
 
-from helpers import FIXTURE_PAGES, at
+from helpers import DATA, FIXTURE_PAGES, at
 from newsletter import pipeline
 from newsletter.config import config_from_mapping
 from newsletter.errors import RunLocked, StoreBusy, StoreError
@@ -41,7 +42,7 @@ def store(tmp_path):
 def digest_of(store, paper_ids: list[int], start: str, end: str) -> Digest:
     papers = store.papers.get(paper_ids)
     return Digest(subscriber=ALICE, papers=tuple(ScoredPaper(p, 0.5) for p in papers), issued_at=at(end),
-                  window_start=at(start), window_end=at(end), through_paper_id=store.papers.max_id(),
+                  window_start=at(start), window_end=at(end), through_batch=store.papers.newest_batch(),
                   candidate_count=len(papers))
 
 
@@ -76,19 +77,26 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path):
         open_store(path)
 
 
-def test_papers_in_play_by_id_or_by_first_seen(store):
-    ids = [p.id for p in store.papers.get()]
+def test_papers_in_play_by_ingest_batch_or_by_first_seen(store):
+    page = FIXTURE_PAGES / "good-extra-chrome.txt"
+    first = [p.id for p in store.papers.get()]
     first_seen = store.papers.get()[0].first_seen
-    assert [p.id for p in store.papers.in_play(ids[-1], after_id=ids[0], since=None)] == ids[1:]
-    assert [p.id for p in store.papers.in_play(ids[1], after_id=ids[0], since=None)] == [ids[1]]
-    assert len(store.papers.in_play(ids[-1], after_id=None, since=first_seen - timedelta(seconds=1))) == 3
-    assert store.papers.in_play(ids[-1], after_id=None, since=first_seen) == []  # the bound is exclusive
-    assert store.papers.in_play(ids[-1], after_id=None, since=None) == []
+    second = page_of([("A second batch paper about graphs", "An abstract.")])
+    store.papers.add_page(second, at("2026-11-23"))
+    batch = store.papers.newest_batch()
+    ids = [p.id for p in store.papers.get()]
+    assert batch == 2 and len(ids) == len(first) + 1
+    assert [p.id for p in store.papers.in_play(batch, after_batch=1, since=None)] == ids[len(first):]
+    assert [p.id for p in store.papers.in_play(1, after_batch=0, since=None)] == first  # later batches wait
+    assert len(store.papers.in_play(batch, after_batch=None, since=first_seen - timedelta(seconds=1))) == 4
+    assert store.papers.in_play(1, after_batch=None, since=first_seen) == []  # the bound is exclusive
+    assert store.papers.in_play(batch, after_batch=None, since=None) == []
+    assert page.exists()
 
 
 def test_timestamps_must_be_timezone_aware(store):
     with pytest.raises(ValueError, match="timezone-aware"):
-        store.papers.in_play(10, after_id=None, since=at("2026-11-21").replace(tzinfo=None))
+        store.papers.in_play(10, after_batch=None, since=at("2026-11-21").replace(tzinfo=None))
 
 
 # -- files, keys and locks shared between processes -------------------------------------------
@@ -264,7 +272,9 @@ def test_papers_committed_by_another_process_mid_ingest_are_matched(tmp_path):
         other = open_store(path)
         blocker = sqlite3.connect(path, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
-        blocker.execute("INSERT INTO papers (title, title_key, abstract, links, first_seen) VALUES (?, ?, ?, '[]', ?)",
+        blocker.execute("UPDATE counters SET value = value + 1 WHERE name = 'ingest_batch'")  # as an ingest does
+        blocker.execute("INSERT INTO papers (title, title_key, abstract, links, first_seen, ingest_batch) "
+                        "VALUES (?, ?, ?, '[]', ?, (SELECT value FROM counters WHERE name = 'ingest_batch'))",
                         (title, title_key(title), "x", "2026-11-20 06:00:00"))
         paper_id = blocker.execute("SELECT max(id) FROM papers").fetchone()[0]
         # What another ingest writes in the same transaction: the paper and its typo index entries.
@@ -307,21 +317,19 @@ def test_two_ingests_of_the_same_inbox_take_turns(tmp_path):
 
 
 def test_a_store_from_before_the_title_index_files_its_papers_and_still_dedupes(tmp_path):
-    """A version-5 database has papers but no `title_pieces`: the upgrade files every stored paper, so a
-    typo of one of them on the next page joins it instead of becoming a second paper."""
+    """A version-5 database (made by the previous release) has papers but no `title_pieces`: the upgrade
+    files every stored paper, so a typo of one of them on the next page joins it instead of becoming a second."""
     path = tmp_path / "s.sqlite3"
-    titles = generated_titles(300, seed=11)
-    with open_store(path) as store:
-        store.papers.add_page(page_of([(t, abstract_for(t)) for t in titles]), at("2026-11-20"))
+    shutil.copy(DATA / "store-previous-release.sqlite3", path)
     with sqlite3.connect(path) as conn:
-        conn.execute("DROP TABLE title_pieces")
-        conn.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+        titles = [title for (title,) in conn.execute("SELECT title FROM papers ORDER BY id")]
+        assert not conn.execute("SELECT name FROM sqlite_master WHERE name = 'title_pieces'").fetchall()
     with open_store(path) as store:
         assert store.schema_version() == SCHEMA_VERSION
-        typos = [with_typo(t, n) for n, t in enumerate(titles[:40])]
+        typos = [with_typo(t, n) for n, t in enumerate(titles)]
         outcome = store.papers.add_page(page_of([(t, "Again.") for t in typos], name="again.txt"), at("2026-11-21"))
-        assert (outcome.new_papers, outcome.duplicates) == (0, 40)
-        assert store.papers.count() == 300
+        assert (outcome.new_papers, outcome.duplicates) == (0, len(titles))
+        assert store.papers.count() == len(titles)
 
 
 def synchronous(conn: Any) -> int:

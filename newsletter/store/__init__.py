@@ -1,6 +1,6 @@
 """The only package that touches the database; each consumer gets the part it needs.
 
-    store = open_store("sqlite:///var/newsletter.sqlite3")   # or a plain path
+    store = open_store("sqlite:///var/newsletter.sqlite3")   # or a plain path, or postgresql+psycopg://...
     store.papers   ingest writes pages and papers, planning reads them   (papers.py)
     store.ledger   digests, deliveries and their state machine           (ledger.py)
     store.votes    "more / less like this" per subscriber and paper        (votes.py)
@@ -8,23 +8,27 @@
     store.sources  each URL source's validators, last outcome and next try (sources.py)
     store.runs     the run log `status` shows                              (runs.py)
     store.vectors  paper vectors by model id, computed once per paper     (vectors.py)
-    store.locks    named locks between processes (one digest run, one ingest at a time)  (locks.py)
+    store.locks    named locks between processes (one digest run, one ingest at a time): flock files on
+                   SQLite, advisory locks on PostgreSQL                                  (locks.py)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import StoreError
+from .backends import sqlite_path
 from .keys import KeyStore
 from .ledger import Bounce, ClosedWindow, DeliveryRecord, DigestSummary, Enqueue, Ledger, QueuedMessage, SentDigest
-from .locks import FileLock, RunLock
+from .locks import RunLock
+from .migrate import head, schema_version_of
 from .papers import PaperStore
 from .runs import RunLog, RunRecord
-from .schema import SCHEMA_VERSION, Database
+from .schema import Database
 from .sources import SourceState, SourceStates
 from .vectors import VectorStore
 from .votes import VoteStore
+
+SCHEMA_VERSION = schema_version_of(head())
 
 __all__ = ["SCHEMA_VERSION", "Bounce", "ClosedWindow", "DeliveryRecord", "DigestSummary", "Enqueue", "QueuedMessage",
            "RunRecord",
@@ -59,23 +63,9 @@ class Store:
         self.close()
 
 
-def open_store(url: str | Path) -> Store:
-    """Open (creating and migrating as needed) the database at `url`: `sqlite:///path` or a plain path."""
-    path = sqlite_path(url)
-    return Store(Database(path), FileLock(path))
-
-
-def sqlite_path(url: str | Path) -> Path:
-    """The file a store URL names; anything but SQLite is refused with what is supported."""
-    text = str(url)
-    if text.startswith("sqlite:///"):
-        text = text.removeprefix("sqlite:///")
-        if not text:
-            raise StoreError("store: 'sqlite:///' names no file; use sqlite:///path/to/newsletter.sqlite3")
-        # sqlite:////abs/path keeps its leading slash; sqlite:///rel/path is relative.
-        return Path(text)
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise StoreError(f"store: {scheme!r} databases are not supported yet; use a file path or "
-                         "sqlite:///path/to/newsletter.sqlite3")
-    return Path(text)
+def open_store(url: str | Path, *, migrate: bool = True) -> Store:
+    """Open the database at `url`: `sqlite:///path` or a plain path (created and upgraded as needed), or
+    `postgresql+psycopg://user@host/db` (upgraded by `newsletter db upgrade`). `migrate=False` opens
+    it as it is (for `db upgrade` itself)."""
+    db = Database(url, migrate=migrate)
+    return Store(db, db.backend.run_lock(db.engine))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import secrets
 
 from sqlalchemy import select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from .backends import dialect_insert
 from .schema import Database, meta
 
 SIGNING_KEY = "secret_key"
@@ -25,7 +25,7 @@ class KeyStore:
             return str(found)
         with self._db.write() as conn:
             conn.execute(
-                sqlite_insert(meta).values(key=SIGNING_KEY, value=secrets.token_urlsafe(32))
+                dialect_insert(conn, meta).values(key=SIGNING_KEY, value=secrets.token_urlsafe(32))
                 .on_conflict_do_nothing(index_elements=[meta.c.key])
             )
             return str(conn.execute(select(meta.c.value).where(meta.c.key == SIGNING_KEY)).scalar_one())

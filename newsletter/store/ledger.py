@@ -45,7 +45,7 @@ class ClosedWindow:
     """The newest digest window of a subscriber that counts as served."""
 
     ended_at: datetime
-    through_paper_id: int
+    through_batch: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +107,7 @@ class SentDigest:
     issued_at: datetime
     window_start: datetime
     window_end: datetime
-    through_paper_id: int
+    through_batch: int
     candidate_count: int
     papers: tuple[tuple[int, float, Reason], ...]  # (paper id, score, reason) in rank order
 
@@ -142,7 +142,7 @@ class Ledger:
                           .where(digests.c.subscriber_id.in_(chunk), closed)
                           .group_by(digests.c.subscriber_id).subquery())
                 for sid, ended_at, through in conn.execute(
-                        select(digests.c.subscriber_id, digests.c.window_end, digests.c.through_paper_id)
+                        select(digests.c.subscriber_id, digests.c.window_end, digests.c.through_batch)
                         .join(newest, newest.c.id == digests.c.id)):
                     found[sid] = ClosedWindow(from_db(ended_at), int(through))
         return found
@@ -324,7 +324,7 @@ class Ledger:
         with self._db.read() as conn:
             row = conn.execute(
                 select(digests.c.id, digests.c.issued_at, digests.c.window_start, digests.c.window_end,
-                       digests.c.through_paper_id, digests.c.candidate_count)
+                       digests.c.through_batch, digests.c.candidate_count)
                 .join(deliveries, deliveries.c.digest_id == digests.c.id)
                 .where(digests.c.subscriber_id == subscriber_id, deliveries.c.message_id == message_id)
             ).first()
@@ -411,7 +411,7 @@ def _digest_row(item: Enqueue) -> dict[str, object]:
     digest = item.digest
     return {"subscriber_id": digest.subscriber.id, "issued_at": to_db(digest.issued_at),
             "window_start": to_db(digest.window_start), "window_end": to_db(digest.window_end),
-            "through_paper_id": digest.through_paper_id, "candidate_count": digest.candidate_count,
+            "through_batch": digest.through_batch, "candidate_count": digest.candidate_count,
             "paper_count": len(digest.papers), "slot_date": digest.slot,
             "slot_at": to_db(item.slot_at) if item.slot_at is not None else None}
 

@@ -2,20 +2,28 @@
 
 `RunLock` is the interface; `FileLock` implements it for SQLite with `flock` on a
 file beside the database, named from the database's resolved path, so the same
-file reached through a symlink or a relative path is still one lock. A server
-database implements the same interface with its own advisory locks.
+file reached through a symlink or a relative path is still one lock. `AdvisoryLock`
+implements it for PostgreSQL with session advisory locks: held by one connection
+for the length of the block, and released by the server if the process dies.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
 from ..errors import RunLocked
+
+# First half of every advisory lock key this program takes: its own corner of the database's lock space.
+ADVISORY_NAMESPACE = 0x6E6C  # "nl"
 
 
 class RunLock(Protocol):
@@ -53,6 +61,45 @@ class FileLock:
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+class AdvisoryLock:
+    """`pg_advisory_lock(namespace, crc32(name))` on a connection of its own, for the length of the block."""
+
+    def __init__(self, engine: Engine, namespace: int, label: str) -> None:
+        self.engine = engine
+        self.namespace = namespace
+        self.label = label
+
+    @contextmanager
+    def hold(self, name: str, *, wait: bool = False,
+             on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        key = {"space": self.namespace, "key": advisory_key(name)}
+        with self.engine.connect() as conn:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:space, :key)"), key).scalar_one()
+            conn.commit()  # a session lock: no transaction stays open while the block runs
+            if not got:
+                if not wait:
+                    raise RunLocked(f"another newsletter {name} is running on {self.label} "
+                                    "(it holds the database's advisory lock); wait for it to finish and try again")
+                if on_wait is not None:
+                    on_wait(f"waiting for another newsletter {name} on {self.label} to finish...")
+                # Waiting for a whole run is expected here: lift this session's lock_timeout while we do.
+                conn.execute(text("SET lock_timeout = 0"))
+                conn.execute(text("SELECT pg_advisory_lock(:space, :key)"), key)
+                conn.execute(text("RESET lock_timeout"))
+                conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:space, :key)"), key)
+                conn.commit()
+
+
+def advisory_key(name: str) -> int:
+    """The second half of an advisory lock key: a stable signed 32-bit number for a lock name."""
+    value = zlib.crc32(name.encode())
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def _try_lock(fd: int) -> bool:

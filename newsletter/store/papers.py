@@ -7,6 +7,12 @@ its page, not for the 100,000 papers already stored. Matching happens before the
 write lock; if another process stored papers in between, the page is matched
 again inside the write transaction, so any interleaving of ingests gives what
 serial ingestion gives.
+
+Each ingest takes the next ingest batch number from a counter row inside its write
+transaction; the row stays locked until it commits, so batches commit in order on
+SQLite and PostgreSQL alike (paper ids do not on PostgreSQL: a sequence value is
+taken at insert). Digest windows ("after batch N") and "has anyone stored papers
+since we matched" both count batches, so neither misses a paper that committed late.
 """
 
 from __future__ import annotations
@@ -17,12 +23,23 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ..models import Link, Page, PageOutcome, Paper, Sighting
 from ..titles import TitleIndex, closest, filed_probes, search_probes, title_key
-from .schema import Database, from_db, insert_rows, pages, papers, sightings, title_pieces, to_db
+from .schema import (
+    INGEST_BATCH,
+    Database,
+    counters,
+    from_db,
+    insert_rows,
+    pages,
+    papers,
+    sightings,
+    title_pieces,
+    to_db,
+)
 
 # SQLite caps the bound parameters of one statement.
 CHUNK = 500
@@ -43,7 +60,7 @@ class PaperStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._loose: TitleIndex | None = None  # titles for people's `liked` entries, built on first need
-        self._loose_through = 0  # the highest paper id in _loose
+        self._loose_through = 0  # the newest ingest batch in _loose
 
     # -- ingest ---------------------------------------------------------------------------
 
@@ -57,18 +74,20 @@ class PaperStore:
         with self._db.read() as conn:
             if _page_exists(conn, page.sha256):
                 return PageOutcome(already_ingested=True, new_papers=0, duplicates=0)
-            matched_through = _newest_id(conn)
+            matched_through = _newest_batch(conn)
             match = _match(conn, keys)
         with self._db.write() as conn:
             if _page_exists(conn, page.sha256):
                 return PageOutcome(already_ingested=True, new_papers=0, duplicates=0)
-            if _newest_id(conn) != matched_through:  # another process stored papers since we matched
+            batch = _take_batch(conn)  # from here on no other ingest can commit before this one
+            if batch - 1 != matched_through:  # another process stored papers since we matched
                 match = _match(conn, keys)
-            new_ids = self._insert(conn, page, keys, match, now)
+            new_ids = self._insert(conn, page, keys, match, batch, now)
         self._loose = None
         return PageOutcome(already_ingested=False, new_papers=len(new_ids), duplicates=len(keys) - len(new_ids))
 
-    def _insert(self, conn: Connection, page: Page, keys: Sequence[str], match: _Match, now: datetime) -> list[int]:
+    def _insert(self, conn: Connection, page: Page, keys: Sequence[str], match: _Match, batch: int,
+                now: datetime) -> list[int]:
         page_id = conn.execute(
             insert(pages).values(sha256=page.sha256, name=page.name, page_date=page.date,
                                  ingested_at=to_db(now), paper_count=len(page.papers))
@@ -76,7 +95,7 @@ class PaperStore:
         new_keys = [keys[i] for i in match.new_entries]
         ids_by_key = _insert_papers(conn, [
             (page.papers[i].title, keys[i], page.papers[i].abstract,
-             json.dumps([[link.url, link.kind] for link in page.papers[i].links]), to_db(now))
+             json.dumps([[link.url, link.kind] for link in page.papers[i].links]), to_db(now), batch)
             for i in match.new_entries
         ])
         new_ids = [ids_by_key[key] for key in new_keys]
@@ -101,20 +120,26 @@ class PaperStore:
         with self._db.read() as conn:
             return _newest_id(conn)
 
+    def newest_batch(self) -> int:
+        """The newest committed ingest batch: every paper of it and of the batches before it is stored."""
+        with self._db.read() as conn:
+            return _newest_batch(conn)
+
     def count(self) -> int:
         with self._db.read() as conn:
             return int(conn.execute(select(func.count()).select_from(papers)).scalar_one())
 
-    def in_play(self, through_id: int, *, after_id: int | None, since: datetime | None) -> list[Paper]:
-        """Papers with id <= through_id that are newer than after_id or first seen after since."""
+    def in_play(self, through_batch: int, *, after_batch: int | None, since: datetime | None) -> list[Paper]:
+        """Papers of batches up to through_batch that are after after_batch or first seen after since."""
         newer = []
-        if after_id is not None:
-            newer.append(papers.c.id > after_id)
+        if after_batch is not None:
+            newer.append(papers.c.ingest_batch > after_batch)
         if since is not None:
             newer.append(papers.c.first_seen > to_db(since))
         if not newer:
             return []
-        return self._load(select(papers).where(papers.c.id <= through_id, or_(*newer)).order_by(papers.c.id))
+        return self._load(select(papers).where(papers.c.ingest_batch <= through_batch, or_(*newer))
+                          .order_by(papers.c.id))
 
     def recent(self, until: datetime, limit: int) -> list[Paper]:
         """The `limit` newest papers first seen by `until`, oldest first, without sightings."""
@@ -131,7 +156,7 @@ class PaperStore:
     def find_by_titles(self, titles: Sequence[str]) -> dict[str, Paper | None]:
         """`find_by_title` of each title, with one look at the store for all of them (a run's liked papers)."""
         # A long-running process (the web app, the daemon) must also find papers another process stored since.
-        newest = self.max_id()
+        newest = self.newest_batch()
         if self._loose is None or self._loose_through != newest:
             with self._db.read() as conn:
                 rows = conn.execute(select(papers.c.title, papers.c.id).order_by(papers.c.id))
@@ -150,7 +175,7 @@ class PaperStore:
             Paper(
                 id=row["id"], title=row["title"], abstract=row["abstract"], first_seen=from_db(row["first_seen"]),
                 links=tuple(Link(url=url, kind=kind) for url, kind in json.loads(row["links"])),
-                sightings=tuple(seen.get(row["id"], ())),
+                sightings=tuple(seen.get(row["id"], ())), ingest_batch=row["ingest_batch"],
             )
             for row in rows
         ]
@@ -195,11 +220,11 @@ def _typo_matches(conn: Connection, probes: dict[str, set[int]]) -> dict[str, in
     return found
 
 
-def _insert_papers(conn: Connection, rows: list[tuple[str, str, str, str, datetime]]) -> dict[str, int]:
-    """Insert (title, title_key, abstract, links, first_seen) rows; the new id of each key."""
+def _insert_papers(conn: Connection, rows: list[tuple[str, str, str, str, datetime, int]]) -> dict[str, int]:
+    """Insert (title, title_key, abstract, links, first_seen, ingest_batch) rows; the new id of each key."""
     if not rows:
         return {}
-    columns = ("title", "title_key", "abstract", "links", "first_seen")
+    columns = ("title", "title_key", "abstract", "links", "first_seen", "ingest_batch")
     if conn.dialect.name == "sqlite":  # the driver's executemany, then one query for the ids (keys are unique)
         before = _newest_id(conn)
         # SQLAlchemy's own text form of a datetime, so stored values compare as before
@@ -207,8 +232,8 @@ def _insert_papers(conn: Connection, rows: list[tuple[str, str, str, str, dateti
         assert as_stored is not None
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(f"INSERT INTO papers ({', '.join(columns)}) VALUES (?, ?, ?, ?, ?)",
-                               [(*row[:4], as_stored(row[4])) for row in rows])
+            cursor.executemany(f"INSERT INTO papers ({', '.join(columns)}) VALUES (?, ?, ?, ?, ?, ?)",
+                               [(*row[:4], as_stored(row[4]), row[5]) for row in rows])
         finally:
             cursor.close()
         return {key: ident for ident, key in _driver_rows(conn, "SELECT id, title_key FROM papers WHERE id > ?",
@@ -268,6 +293,17 @@ def _driver_rows(conn: Connection, sql: str, *parameters: object) -> list[tuple]
 
 def _newest_id(conn: Connection) -> int:
     return int(conn.execute(select(func.coalesce(func.max(papers.c.id), 0))).scalar_one())
+
+
+def _take_batch(conn: Connection) -> int:
+    """The next ingest batch number. Taken inside the ingest's write transaction: the counter row stays
+    locked until it commits, so a later batch can never commit before an earlier one."""
+    return int(conn.execute(update(counters).where(counters.c.name == INGEST_BATCH)
+                            .values(value=counters.c.value + 1).returning(counters.c.value)).scalar_one())
+
+
+def _newest_batch(conn: Connection) -> int:
+    return int(conn.execute(select(counters.c.value).where(counters.c.name == INGEST_BATCH)).scalar_one())
 
 
 def _page_exists(conn: Connection, sha256: str) -> bool:

@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from .backends import dialect_insert
 from .schema import Database, from_db, source_state, to_db
 
 
@@ -61,7 +61,7 @@ class SourceStates:
             if values[name] is not None:
                 values[name] = to_db(values[name])
         with self._db.write() as conn:
-            statement = sqlite_insert(source_state).values(**values)
+            statement = dialect_insert(conn, source_state).values(**values)
             conn.execute(statement.on_conflict_do_update(
                 index_elements=[source_state.c.url],
                 set_={name: statement.excluded[name] for name in values if name != "url"}))

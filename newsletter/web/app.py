@@ -279,7 +279,7 @@ class _Web:
         by_id = {p.id: p for p in self.ctx.store.papers.get([pid for pid, _, _ in sent.papers])}
         chosen = tuple(ScoredPaper(by_id[pid], score, reason) for pid, score, reason in sent.papers if pid in by_id)
         digest = Digest(subscriber, chosen, sent.issued_at, sent.window_start, sent.window_end,
-                        sent.through_paper_id, sent.candidate_count)
+                        sent.through_batch, sent.candidate_count)
         links = self.ctx.signer.links_for(subscriber_id, message_id=message_id, paper_ids=list(by_id))
         return self.ctx.renderer.render(digest, links).html
 
