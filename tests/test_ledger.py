@@ -171,6 +171,8 @@ def test_a_database_from_before_the_queue_is_migrated_and_old_deliveries_count_a
     with sqlite3.connect(path) as raw:
         raw.executescript("""
             DROP INDEX ux_digests_subscriber_slot; DROP INDEX ix_deliveries_status;
+            DROP INDEX ix_deliveries_claimed_by; DROP TABLE send_pace;
+            ALTER TABLE deliveries DROP COLUMN claimed_by; ALTER TABLE deliveries DROP COLUMN lease_until;
             ALTER TABLE digests DROP COLUMN slot_date; ALTER TABLE digests DROP COLUMN slot_at;
             ALTER TABLE deliveries DROP COLUMN message; ALTER TABLE deliveries DROP COLUMN next_attempt_at;
             DROP TABLE subscriber_health; DROP TABLE runs;

@@ -11,6 +11,14 @@ message (Message-ID and the exact bytes) are stored, `queued`, before any send:
 A delivery still `sending` when the next run starts may or may not have arrived; it is
 sent again with the same bytes, so a mail client shows the repeat (if any) as one message.
 Nothing outside this module writes a status, a slot or a bounce.
+
+Several workers share the queue through claims: `claim` gives a worker a few ready
+deliveries (`claimed_by`, `lease_until`); each `start_sending` renews the lease of
+everything the worker still holds and refuses a delivery the worker no longer holds;
+settling or `release` lets go. A delivery whose lease ran out (its worker was killed)
+is anyone's again, `sending` ones included; a live worker's claims are nobody else's.
+On PostgreSQL a claim skips rows another worker has locked (`FOR UPDATE SKIP LOCKED`);
+on SQLite the write transaction holds the whole database, which does the same job.
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import ColumnElement, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from ..errors import StoreError
@@ -175,26 +184,79 @@ class Ledger:
         with self._db.write() as conn:
             return [_enqueue(conn, item, now) for item in items]
 
-    def due(self, now: datetime, subscriber_ids: Sequence[str] = ()) -> list[QueuedMessage]:
-        """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due."""
-        ready = or_(deliveries.c.status.in_((S.QUEUED.value, S.SENDING.value)),
-                    and_(deliveries.c.status == S.DEFERRED.value, deliveries.c.next_attempt_at <= to_db(now)))
-        condition: ColumnElement[bool] = and_(ready, deliveries.c.message.is_not(None))
-        if subscriber_ids:
-            condition = and_(condition, digests.c.subscriber_id.in_(list(subscriber_ids)))
+    def due(self, now: datetime, subscriber_ids: Sequence[str] = (), *,
+            wall: datetime | None = None) -> list[QueuedMessage]:
+        """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due.
+
+        With `wall` (the real time), only those no live worker holds: unclaimed, or with a lease run out.
+        """
+        condition = _ready(now, subscriber_ids)
+        if wall is not None:
+            condition = and_(condition, _unclaimed(wall))
         with self._db.read() as conn:
             records = _records(conn, condition, with_message=True)
         return [QueuedMessage(record, message) for record, message in records]
 
+    def claim(self, worker: str, now: datetime, *, wall: datetime, lease_until: datetime, limit: int,
+              subscriber_ids: Sequence[str] = ()) -> list[QueuedMessage]:
+        """Give `worker` up to `limit` due messages nobody else holds, oldest first, until `lease_until`.
+
+        `now` decides what is due (a deferred message's retry time); `wall`, the real time,
+        decides whose lease has run out. Both are the same outside tests.
+        """
+        with self._db.write() as conn:
+            free = (select(deliveries.c.id).join(digests, digests.c.id == deliveries.c.digest_id)
+                    .where(_ready(now, subscriber_ids), _unclaimed(wall))
+                    .order_by(deliveries.c.id).limit(limit)
+                    .with_for_update(of=deliveries, skip_locked=True))
+            ids = list(conn.execute(free).scalars())
+            if not ids:
+                return []
+            conn.execute(update(deliveries).where(deliveries.c.id.in_(ids))
+                         .values(claimed_by=worker, lease_until=to_db(lease_until)))
+            records = _records(conn, deliveries.c.id.in_(ids), with_message=True)
+        return [QueuedMessage(record, message) for record, message in records]
+
+    def release(self, worker: str) -> int:
+        """Let go of every delivery `worker` holds (a clean stop): the next worker takes them at once."""
+        with self._db.write() as conn:
+            return _release(conn, deliveries.c.claimed_by == worker)
+
+    def claimants(self, wall: datetime) -> set[str]:
+        """The workers holding a lease that has not run out."""
+        with self._db.read() as conn:
+            return set(conn.execute(select(deliveries.c.claimed_by).distinct()
+                                    .where(deliveries.c.lease_until > to_db(wall))).scalars())
+
+    def next_lease_end(self, now: datetime, wall: datetime, subscriber_ids: Sequence[str] = ()) -> datetime | None:
+        """When the first live lease on a due message runs out: None when no other worker holds one."""
+        with self._db.read() as conn:
+            end = conn.execute(select(func.min(deliveries.c.lease_until))
+                               .select_from(deliveries.join(digests, digests.c.id == deliveries.c.digest_id))
+                               .where(_ready(now, subscriber_ids), deliveries.c.lease_until > to_db(wall))).scalar()
+        return from_db(end) if end is not None else None
+
+    def in_flight(self, wall: datetime, subscriber_ids: Sequence[str] = ()) -> list[DeliveryRecord]:
+        """Deliveries left `sending` by a worker that is gone (no claim, or its lease ran out): sent again."""
+        condition = and_(deliveries.c.status == S.SENDING.value, _unclaimed(wall))
+        if subscriber_ids:
+            condition = and_(condition, digests.c.subscriber_id.in_(list(subscriber_ids)))
+        with self._db.read() as conn:
+            return [r for r, _ in _records(conn, condition)]
+
     def start_sending(self, delivery_id: int, now: datetime, *,
-                      settle_sent: tuple[int, str] | None = None) -> int | None:
+                      settle_sent: tuple[int, str] | None = None,
+                      lease: tuple[str, datetime] | None = None) -> int | None:
         """Mark a delivery `sending` just before the mailer gets it; returns the attempt number.
 
         None when it was settled since it was read as due (withdrawn because its subscriber
         bounced earlier in the same batch): there is nothing to send then. `settle_sent`
         (delivery id, reply) records the previous message as `sent` in the same transaction,
         first: one commit per message instead of two, and still nothing goes on the wire
-        before the one before it is recorded.
+        before the one before it is recorded. With `lease` (worker, until), also None when
+        the worker no longer holds the delivery (its lease ran out and another worker took
+        it); otherwise every delivery the worker holds is renewed until `until`, so a long
+        batch keeps its claims as long as it makes progress.
         """
         with self._db.write() as conn:
             if settle_sent is not None:
@@ -202,6 +264,12 @@ class Ledger:
             status, attempts = _current(conn, delivery_id)
             if status is S.FAILED:
                 return None
+            if lease is not None:
+                worker, until = lease
+                if _holder(conn, delivery_id) != worker:
+                    return None
+                conn.execute(update(deliveries).where(deliveries.c.claimed_by == worker)
+                             .values(lease_until=to_db(until)))
             _check_transition(status, S.SENDING)
             conn.execute(update(deliveries).where(deliveries.c.id == delivery_id)
                          .values(status=S.SENDING.value, attempts=attempts + 1, updated_at=to_db(now)))
@@ -318,15 +386,18 @@ def _enqueue(conn: Connection, item: Enqueue, now: datetime) -> int | None:
     # with another process's; the unique index is the last word if they somehow did.
     if digest.slot is not None and _slot_taken(conn, digest.subscriber.id, digest.slot):
         return None
-    digest_id = int(conn.execute(
-        insert(digests).values(
+    inserted = conn.execute(
+        _insert_new_slot(conn).values(
             subscriber_id=digest.subscriber.id, issued_at=to_db(digest.issued_at),
             window_start=to_db(digest.window_start), window_end=to_db(digest.window_end),
             through_paper_id=digest.through_paper_id,
             candidate_count=digest.candidate_count, paper_count=len(digest.papers),
             slot_date=digest.slot, slot_at=to_db(item.slot_at) if item.slot_at is not None else None,
-        )
-    ).inserted_primary_key[0])  # type: ignore[index]
+        ).returning(digests.c.id)
+    ).scalar()
+    if inserted is None:
+        return None  # another planner stored this slot between our check and our insert
+    digest_id = int(inserted)
     if digest.papers:
         conn.execute(insert(digest_papers), [
             {"digest_id": digest_id, "paper_id": scored.paper.id, "rank": rank, "score": scored.score,
@@ -342,13 +413,25 @@ def _enqueue(conn: Connection, item: Enqueue, now: datetime) -> int | None:
     return digest_id
 
 
+def _insert_new_slot(conn: Connection) -> sqlite.Insert | postgresql.Insert:
+    """An insert into `digests` that does nothing when the (subscriber, slot) key is taken.
+
+    On SQLite the write lock already serialises planners; on PostgreSQL two transactions can
+    both pass the check above, and this turns the loser's insert into a no-op rather than an
+    error that would throw away its whole batch.
+    """
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(digests).on_conflict_do_nothing(index_elements=[digests.c.subscriber_id,
+                                                                          digests.c.slot_date])
+
+
 def _settle(conn: Connection, delivery_id: int, status: DeliveryStatus, *, reply: str, now: datetime,
             retry_at: datetime | None = None, hard: bool = False, bounce_limit: int | None = None) -> bool:
     current, _ = _current(conn, delivery_id)
     _check_transition(current, status)
     conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
         status=status.value, reply=reply, updated_at=to_db(now),
-        next_attempt_at=to_db(retry_at) if retry_at is not None else None))
+        next_attempt_at=to_db(retry_at) if retry_at is not None else None, claimed_by=None, lease_until=None))
     subscriber_id = conn.execute(
         select(digests.c.subscriber_id).join(deliveries, deliveries.c.digest_id == digests.c.id)
         .where(deliveries.c.id == delivery_id)).scalar_one()
@@ -357,6 +440,30 @@ def _settle(conn: Connection, delivery_id: int, status: DeliveryStatus, *, reply
     elif status is S.FAILED and hard:
         return _count_hard_failure(conn, subscriber_id, reply, now, bounce_limit)
     return False
+
+
+def _ready(now: datetime, subscriber_ids: Sequence[str]) -> ColumnElement[bool]:
+    """Due to be sent (needs `digests` joined): queued, left `sending`, or deferred and due, with its bytes."""
+    ready = or_(deliveries.c.status.in_((S.QUEUED.value, S.SENDING.value)),
+                and_(deliveries.c.status == S.DEFERRED.value, deliveries.c.next_attempt_at <= to_db(now)))
+    condition: ColumnElement[bool] = and_(ready, deliveries.c.message.is_not(None))
+    if subscriber_ids:
+        condition = and_(condition, digests.c.subscriber_id.in_(list(subscriber_ids)))
+    return condition
+
+
+def _unclaimed(wall: datetime) -> ColumnElement[bool]:
+    """No live worker holds it: never claimed, released, or its lease ran out (its worker is gone)."""
+    return or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until <= to_db(wall))
+
+
+def _holder(conn: Connection, delivery_id: int) -> str | None:
+    return conn.execute(select(deliveries.c.claimed_by).where(deliveries.c.id == delivery_id)).scalar()
+
+
+def _release(conn: Connection, condition: ColumnElement[bool]) -> int:
+    result = conn.execute(update(deliveries).where(condition).values(claimed_by=None, lease_until=None))
+    return int(result.rowcount or 0)
 
 
 def _current(conn: Connection, delivery_id: int) -> tuple[DeliveryStatus, int]:
@@ -395,7 +502,8 @@ def _withdraw(conn: Connection, subscriber_id: str, why: str, now: datetime) -> 
     waiting = select(deliveries.c.id).join(digests, digests.c.id == deliveries.c.digest_id).where(
         digests.c.subscriber_id == subscriber_id, deliveries.c.status.in_((S.QUEUED.value, S.DEFERRED.value)))
     result = conn.execute(update(deliveries).where(deliveries.c.id.in_(waiting)).values(
-        status=S.FAILED.value, reply=f"withdrawn: {why}", next_attempt_at=None, updated_at=to_db(now)))
+        status=S.FAILED.value, reply=f"withdrawn: {why}", next_attempt_at=None, updated_at=to_db(now),
+        claimed_by=None, lease_until=None))
     return int(result.rowcount or 0)
 
 

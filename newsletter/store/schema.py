@@ -35,6 +35,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
     update,
 )
@@ -123,8 +124,13 @@ deliveries = Table(
     # The exact bytes to send (added by _add_delivery_queue): a resend after a crash is the same message.
     Column("message", LargeBinary, nullable=True),
     Column("next_attempt_at", DateTime, nullable=True),  # when a deferred delivery is due again
+    # The worker sending it and until when its claim holds (added by _add_delivery_claims): another
+    # worker takes a delivery only once its lease has run out, so a live worker's send is never doubled.
+    Column("claimed_by", String(128), nullable=True),
+    Column("lease_until", DateTime, nullable=True),
 )
 DELIVERY_STATUS = Index("ix_deliveries_status", deliveries.c.status)
+DELIVERY_CLAIM = Index("ix_deliveries_claimed_by", deliveries.c.claimed_by)
 
 # Hard failures in a row per subscriber; `bounced_at` set means suppressed until someone resets it.
 subscriber_health = Table(
@@ -228,9 +234,33 @@ def _add_paper_vectors(conn: Connection) -> None:
     paper_vectors.create(conn, checkfirst=True)
 
 
+# The one shared send pace of every worker on this database (store/pace.py): the earliest moment, in
+# seconds since the epoch, the next message may go out. One row, made here so no two workers race to make it.
+send_pace = Table(
+    "send_pace", later_metadata,
+    Column("name", String(32), primary_key=True),
+    Column("next_at", Float, nullable=False),
+)
+PACE_ROW = "smtp"
+
+
+def _add_delivery_claims(conn: Connection) -> None:
+    """Several workers share the queue: a delivery is claimed by one worker (`claimed_by`) until
+    `lease_until`; an expired lease is anyone's. Plus the shared send pace."""
+    existing = {column["name"] for column in inspect(conn).get_columns(deliveries.name)}
+    for column in ("claimed_by", "lease_until"):
+        if column not in existing:
+            kind = deliveries.c[column].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {deliveries.name} ADD COLUMN {column} {kind}")
+    DELIVERY_CLAIM.create(conn, checkfirst=True)
+    send_pace.create(conn, checkfirst=True)
+    if conn.execute(select(send_pace.c.name).where(send_pace.c.name == PACE_ROW)).first() is None:
+        conn.execute(insert(send_pace).values(name=PACE_ROW, next_at=0.0))
+
+
 # MIGRATIONS[n] upgrades a version-n database to n+1; version 0 is an empty file.
 MIGRATIONS: list[Callable[[Connection], None]] = [_create_v1, _add_votes, _add_source_state, _add_delivery_queue,
-                                                  _add_paper_vectors]
+                                                  _add_paper_vectors, _add_delivery_claims]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # How long a write waits for another process's write transaction before giving up.
