@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -31,11 +32,11 @@ from .deliver.dkim import DkimSigner
 from .errors import ProfileError, UnknownSubscriber
 from .fetching import SourceReport, fetch_sources
 from .links import Signer
-from .models import DeliveryStatus, Digest, Outcome, Paper, RenderedEmail, Subscriber, SubscriberLinks
+from .models import Digest, Outcome, Paper, RenderedEmail, Subscriber, SubscriberLinks
 from .planning import DigestPolicy, RankerFactory, plan_digests
 from .rank import store_ranker_factory
 from .render import Renderer, shipped_templates
-from .sending import SendPolicy, Sent, send_queued
+from .sending import SendPolicy, Sent, release_dead_workers, send_queued, wall_clock
 from .slots import Slot, current_slot
 from .sources import Folders, IngestReport, PageReport, ingest
 from .sources.http import FetchPolicy, new_client
@@ -93,7 +94,9 @@ def open_context(config: Config) -> Iterator[RunContext]:
             send_policy=SendPolicy(max_attempts=settings.smtp.max_attempts,
                                    bounce_limit=settings.delivery.bounce_limit,
                                    max_per_second=settings.smtp.max_per_second,
-                                   connections=settings.smtp.connections if settings.delivery.method == "smtp" else 1),
+                                   connections=settings.smtp.connections if settings.delivery.method == "smtp" else 1,
+                                   lease=timedelta(seconds=settings.delivery.lease_seconds),
+                                   claim_batch=settings.delivery.claim_batch),
             dkim=DkimSigner.from_file(settings.dkim.domain, settings.dkim.selector,
                                       config.resolve(settings.dkim.private_key_file)) if settings.dkim else None,
         )
@@ -241,23 +244,41 @@ def run_digests(config: Config, now: datetime, *, only: Sequence[str] = (), dry_
 def send_digests(ctx: RunContext, now: datetime, *, only: Sequence[str] = (), dry_run: bool = False,
                  mailer: Mailer | None = None, late_after: timedelta | None = None,
                  should_stop: Callable[[], bool] = lambda: False, wait: bool = False,
-                 on_result: OnResult | None = None) -> RunReport:
+                 on_result: OnResult | None = None, send: bool = True) -> RunReport:
     """Plan, queue and send the digest of each subscriber's current slot, then everything else due.
 
     A subscriber whose slot already has a digest gets nothing new (`already done`). With
     `late_after`, a digest sent that long after its slot says so in its intro (the daemon
     catching up after downtime); a digest run by hand never does. `should_stop` is asked
     between messages; what is left stays queued. `wait` waits for another run's lock.
+    Without `send`, digests are only queued, for `newsletter worker` to send.
     """
-    # One run at a time per database: two planners could otherwise race for the same slots.
+    # One run at a time per database: it keeps a hand-run digest and the daemon from planning the same
+    # slots twice over (the unique slot key would keep only one, but the ranking would be wasted).
     with ctx.store.locks.hold("digest", wait=wait):
-        if dry_run:
-            return _told(_digest_run(ctx, now, only, True, mailer, late_after, should_stop), on_result)
-        with ctx.store.runs.record("digest", now) as entry:
-            report = _told(_digest_run(ctx, now, only, False, mailer, late_after, should_stop), on_result)
-            entry.ok = report.ok
-            entry.summary = ", ".join(f"{report.count(o)} {o}" for o in RUN_OUTCOMES if report.count(o))
-            return report
+        return _logged_run(ctx, now, only, dry_run, mailer, late_after, should_stop, on_result, send)
+
+
+def plan_due(config: Config, now: datetime, *, on_result: OnResult | None = None) -> RunReport:
+    """`newsletter plan`: rank, render and queue every due digest; send nothing.
+
+    Takes no run lock: planners on several machines may run at once, and the unique key on
+    (subscriber, slot) stores each digest once; the later planner reports `already done`.
+    """
+    with open_context(config) as ctx:
+        return _logged_run(ctx, now, (), False, None, None, lambda: False, on_result, False)
+
+
+def _logged_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bool, mailer: Mailer | None,
+                late_after: timedelta | None, should_stop: Callable[[], bool], on_result: OnResult | None,
+                send: bool) -> RunReport:
+    if dry_run:
+        return _told(_digest_run(ctx, now, only, True, mailer, late_after, should_stop), on_result)
+    with ctx.store.runs.record("digest" if send else "plan", now) as entry:
+        report = _told(_digest_run(ctx, now, only, False, mailer, late_after, should_stop, send), on_result)
+        entry.ok = report.ok
+        entry.summary = ", ".join(f"{report.count(o)} {o}" for o in RUN_OUTCOMES if report.count(o))
+        return report
 
 
 def _told(report: RunReport, on_result: OnResult | None) -> RunReport:
@@ -269,12 +290,12 @@ def _told(report: RunReport, on_result: OnResult | None) -> RunReport:
 
 
 # The outcomes a run's summary counts, in the order people read them.
-RUN_OUTCOMES: tuple[Outcome, ...] = ("sent", "would send", "nothing new", "already done", "deferred", "failed",
-                                     "not sent", "bounced", "error")
+RUN_OUTCOMES: tuple[Outcome, ...] = ("sent", "queued", "would send", "nothing new", "already done", "deferred",
+                                     "failed", "not sent", "bounced", "error")
 
 
 def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bool, mailer: Mailer | None,
-                late_after: timedelta | None, should_stop: Callable[[], bool]) -> RunReport:
+                late_after: timedelta | None, should_stop: Callable[[], bool], send: bool = True) -> RunReport:
     subscribers, errors = select_subscribers(ctx, only)
     results, due = sort_out(ctx, subscribers, now)
     planned = plan_digests(ctx.store, ctx.make_ranker, ctx.policy, [s for s, _ in due], now)
@@ -292,8 +313,13 @@ def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bo
                 queued[message_id] = digest
             if result is not None:
                 results.append(result)
-    interrupted = tuple(r for r in ctx.store.ledger.deliveries_in([DeliveryStatus.SENDING])
-                        if not only or r.subscriber_id in only)
+    if not send:
+        results += [SubscriberResult(d.subscriber.id, "queued", len(d.papers), d.candidate_count, message_id)
+                    for message_id, d in queued.items()]
+        return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)))
+    # Only what a stopped worker left in flight: a live worker's sends are its own.
+    release_dead_workers(ctx.store, wall_clock())
+    interrupted = tuple(ctx.store.ledger.in_flight(wall_clock(), only))
     withdraw_unwanted(ctx, now)
     # A mailer handed in (tests, tools) is one session: it cannot be shared between parallel senders.
     policy = replace(ctx.send_policy, connections=1) if mailer is not None else ctx.send_policy
@@ -316,6 +342,35 @@ def send_due(ctx: RunContext, now: datetime, *, should_stop: Callable[[], bool] 
     with ctx.store.locks.hold("digest", wait=wait):
         withdraw_unwanted(ctx, now)
         return send_queued(ctx.store, ctx.make_mailer, ctx.send_policy, lambda: now, should_stop=should_stop)
+
+
+def run_worker(config: Config, *, once: bool, should_stop: Callable[[], bool] = lambda: False,
+               clock: Callable[[], datetime] = wall_clock, poll_seconds: float = 5.0) -> list[Sent]:
+    """`newsletter worker`: claim queued digests and send them, beside any number of other workers.
+
+    With `once`, returns when nothing due is left: not even a message another worker holds
+    (it waits for that to be sent, or for the lease of a worker that died to run out, and
+    sends it). Otherwise looks for new work every `poll_seconds` until `should_stop`.
+    """
+    results: list[Sent] = []
+    with open_context(config) as ctx:
+        while not should_stop():
+            withdraw_unwanted(ctx, clock())
+            results += send_queued(ctx.store, ctx.make_mailer, ctx.send_policy, clock, should_stop=should_stop,
+                                   wait_for_others=True)
+            if once or _stop_requested(should_stop, poll_seconds):
+                break
+    return results
+
+
+def _stop_requested(should_stop: Callable[[], bool], seconds: float) -> bool:
+    """Sleep up to `seconds`, looking at `should_stop` now and then; whether it asked to stop."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if should_stop():
+            return True
+        time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
+    return should_stop()
 
 
 def withdraw_unwanted(ctx: RunContext, now: datetime) -> None:

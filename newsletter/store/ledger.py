@@ -197,6 +197,16 @@ class Ledger:
             records = _records(conn, condition, with_message=True)
         return [QueuedMessage(record, message) for record, message in records]
 
+    def waiting(self, now: datetime, subscriber_ids: Sequence[str] = (), *,
+                wall: datetime) -> list[DeliveryRecord]:
+        """`due` without the message bytes: what a run means to send, for its report."""
+        with self._db.read() as conn:
+            return [r for r, _ in _records(conn, and_(_ready(now, subscriber_ids), _unclaimed(wall)))]
+
+    def status_of(self, delivery_id: int) -> DeliveryStatus:
+        with self._db.read() as conn:
+            return _current(conn, delivery_id)[0]
+
     def claim(self, worker: str, now: datetime, *, wall: datetime, lease_until: datetime, limit: int,
               subscriber_ids: Sequence[str] = ()) -> list[QueuedMessage]:
         """Give `worker` up to `limit` due messages nobody else holds, oldest first, until `lease_until`.
