@@ -314,6 +314,7 @@ def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bo
             if result is not None:
                 results.append(result)
     if not send:
+        withdraw_unwanted(ctx, now)  # the workers do not read subscriber files; this is where hand edits count
         results += [SubscriberResult(d.subscriber.id, "queued", len(d.papers), d.candidate_count, message_id)
                     for message_id, d in queued.items()]
         return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)))
@@ -351,11 +352,14 @@ def run_worker(config: Config, *, once: bool, should_stop: Callable[[], bool] = 
     With `once`, returns when nothing due is left: not even a message another worker holds
     (it waits for that to be sent, or for the lease of a worker that died to run out, and
     sends it). Otherwise looks for new work every `poll_seconds` until `should_stop`.
+
+    A worker does not read the subscriber files (it may run on a machine that has none):
+    the commands and the preference centre withdraw a leaver's digests at once, and every
+    planning run withdraws what a hand edit left waiting.
     """
     results: list[Sent] = []
     with open_context(config) as ctx:
         while not should_stop():
-            withdraw_unwanted(ctx, clock())
             results += send_queued(ctx.store, ctx.make_mailer, ctx.send_policy, clock, should_stop=should_stop,
                                    wait_for_others=True)
             if once or _stop_requested(should_stop, poll_seconds):

@@ -184,17 +184,11 @@ class Ledger:
         with self._db.write() as conn:
             return [_enqueue(conn, item, now) for item in items]
 
-    def due(self, now: datetime, subscriber_ids: Sequence[str] = (), *,
-            wall: datetime | None = None) -> list[QueuedMessage]:
-        """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due.
-
-        With `wall` (the real time), only those no live worker holds: unclaimed, or with a lease run out.
-        """
-        condition = _ready(now, subscriber_ids)
-        if wall is not None:
-            condition = and_(condition, _unclaimed(wall))
+    def due(self, now: datetime, subscriber_ids: Sequence[str] = ()) -> list[QueuedMessage]:
+        """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due
+        (whoever holds them: senders take theirs with `claim`)."""
         with self._db.read() as conn:
-            records = _records(conn, condition, with_message=True)
+            records = _records(conn, _ready(now, subscriber_ids), with_message=True)
         return [QueuedMessage(record, message) for record, message in records]
 
     def waiting(self, now: datetime, subscriber_ids: Sequence[str] = (), *,
