@@ -59,7 +59,7 @@ def child(role: str, config_path: str) -> None:
         report = pipeline.plan_due(config, NOW)
         done = report.count("queued")
     else:
-        done = sum(1 for s in pipeline.run_worker(config, once=True) if s.outcome == "sent")
+        done = pipeline.run_worker(config, once=True)["sent"]
     print(json.dumps({"role": role, "done": done, "seconds": time.perf_counter() - started,
                       "database": seconds["database"],
                       "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -278,7 +278,8 @@ def worker(ctx: click.Context, once: bool, verbose: bool, quiet: bool) -> None:
     (delivery.lease_seconds); a worker that dies leaves its claims to the others once
     the lease has run out, and they send them with the same Message-ID.
     smtp.max_per_second holds for all workers together. SIGINT/SIGTERM finish the
-    message in flight. Exits 1 if a delivery failed.
+    message in flight. Exits 1 if a delivery failed or the server stopped the run. A worker
+    never reads the subscriber files, so it may run on a machine that has none.
     """
     import logging
     import threading
@@ -291,16 +292,16 @@ def worker(ctx: click.Context, once: bool, verbose: bool, quiet: bool) -> None:
     stop = threading.Event()
     restore = on_stop_signals(stop)
     try:
-        sent = pipeline.run_worker(config_of(ctx), once=once, should_stop=stop.is_set)
+        outcomes = pipeline.run_worker(config_of(ctx), once=once, should_stop=stop.is_set)
     finally:
         restore()
-    outcomes = ("sent", "deferred", "failed", "bounced", "not sent")
     if not quiet:
-        summary = ", ".join(f"{sum(1 for s in sent if s.outcome == o)} {o}" for o in outcomes
-                            if any(s.outcome == o for s in sent))
-        click.echo(summary or "nothing to send")
-    if any(s.outcome == "failed" for s in sent):
+        click.echo(", ".join(f"{outcomes[o]} {o}" for o in WORKER_OUTCOMES if outcomes[o]) or "nothing to send")
+    if outcomes["failed"] or outcomes["not sent"]:
         sys.exit(1)
+
+
+WORKER_OUTCOMES: tuple[Outcome, ...] = ("sent", "deferred", "failed", "bounced", "not sent")
 
 
 @main.command()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -346,25 +347,27 @@ def send_due(ctx: RunContext, now: datetime, *, should_stop: Callable[[], bool] 
 
 
 def run_worker(config: Config, *, once: bool, should_stop: Callable[[], bool] = lambda: False,
-               clock: Callable[[], datetime] = wall_clock, poll_seconds: float = 5.0) -> list[Sent]:
+               clock: Callable[[], datetime] = wall_clock, poll_seconds: float = 5.0) -> Counter[Outcome]:
     """`newsletter worker`: claim queued digests and send them, beside any number of other workers.
 
     With `once`, returns when nothing due is left: not even a message another worker holds
     (it waits for that to be sent, or for the lease of a worker that died to run out, and
-    sends it). Otherwise looks for new work every `poll_seconds` until `should_stop`.
+    sends it). Otherwise looks for new work every `poll_seconds` until `should_stop`. Returns how
+    many messages had each outcome (counts, not results: a worker may run for months).
 
     A worker does not read the subscriber files (it may run on a machine that has none):
     the commands and the preference centre withdraw a leaver's digests at once, and every
     planning run withdraws what a hand edit left waiting.
     """
-    results: list[Sent] = []
+    outcomes: Counter[Outcome] = Counter()
     with open_context(config) as ctx:
         while not should_stop():
-            results += send_queued(ctx.store, ctx.make_mailer, ctx.send_policy, clock, should_stop=should_stop,
-                                   wait_for_others=True)
+            sent = send_queued(ctx.store, ctx.make_mailer, ctx.send_policy, clock, should_stop=should_stop,
+                               wait_for_others=True)
+            outcomes.update(s.outcome for s in sent)
             if once or _stop_requested(should_stop, poll_seconds):
                 break
-    return results
+    return outcomes
 
 
 def _stop_requested(should_stop: Callable[[], bool], seconds: float) -> bool:
