@@ -9,6 +9,7 @@
     store.runs     the run log `status` shows                              (runs.py)
     store.vectors  paper vectors by model id, computed once per paper     (vectors.py)
     store.locks    named locks between processes (one digest run, one ingest at a time)  (locks.py)
+    SharedPacer(store.db, per_second)   the send pace every worker on the database shares  (pace.py)
 """
 
 from __future__ import annotations
