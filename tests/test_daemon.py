@@ -127,7 +127,7 @@ def test_sigterm_mid_send_exits_0_and_the_next_start_resends_the_same_message(tm
 
 
 def test_with_no_send_the_daemon_queues_at_the_slot_and_a_worker_sends(tmp_path):
-    slot = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
+    slot = (datetime.now(UTC) + timedelta(seconds=10)).replace(microsecond=0)  # after the daemon is up
     project = make_project(tmp_path, slot)
     daemon = Running(project, "daemon", "--no-send")
     daemon.wait_for("digest for alice: queued")
