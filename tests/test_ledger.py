@@ -268,6 +268,10 @@ def test_an_expired_lease_is_anyone_s_and_a_sending_one_is_sent_again_by_the_nex
     assert store.ledger.start_sending(alice, at("2026-11-23", 9), lease=lease2) == 2  # resent: same message
     # w1 was only slow, not dead: what it held is no longer its own, so it sends nothing of it.
     assert store.ledger.start_sending(bob, at("2026-11-23", 9), lease=lease) is None
+    # Had w1 stalled inside the send itself, both sent alice's message: the second `sent` changes nothing.
+    store.ledger.settle(alice, S.SENT, reply="250 w2", now=at("2026-11-23", 9))
+    assert store.ledger.settle(alice, S.SENT, reply="250 w1", now=at("2026-11-23", 9)) is False
+    assert [(r.status, r.reply) for r in store.ledger.deliveries_for("alice")] == [(S.SENT, "250 w2")]
 
 
 def test_each_send_renews_the_lease_of_everything_the_worker_still_holds(store):

@@ -432,6 +432,9 @@ def _insert_new_slot(conn: Connection) -> sqlite.Insert | postgresql.Insert:
 def _settle(conn: Connection, delivery_id: int, status: DeliveryStatus, *, reply: str, now: datetime,
             retry_at: datetime | None = None, hard: bool = False, bounce_limit: int | None = None) -> bool:
     current, _ = _current(conn, delivery_id)
+    if current is S.SENT and status is S.SENT:
+        # Two workers sent it: one stalled past its lease and the next took it over. It arrived; nothing to add.
+        return False
     _check_transition(current, status)
     conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
         status=status.value, reply=reply, updated_at=to_db(now),
