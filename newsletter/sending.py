@@ -237,7 +237,8 @@ def _send_one(store: Store, mailer: Mailer, policy: SendPolicy, now: Callable[[]
     if attempt is None:
         if ledger.status_of(record.delivery_id) is DeliveryStatus.FAILED:
             return Sent(record.subscriber_id, "bounced", record.message_id, "withdrawn: the subscriber bounced")
-        return Sent(record.subscriber_id, "not sent", record.message_id,
+        # Not lost: another worker took it over (this one was too slow to renew its lease) and sends it.
+        return Sent(record.subscriber_id, "already done", record.message_id,
                     "its claim ran out and another worker took it over")
     try:
         result = mailer.send(stored_message(item.message))
