@@ -274,6 +274,35 @@ def run_raw(port: int, messages: list[tuple[str, bytes]]) -> float:
     return time.perf_counter() - started
 
 
+def make_project(base: Path, port: int, pages: list[Path], subscribers: int, papers: int, rng: random.Random,
+                 settings: dict[str, Any] | None = None) -> Any:
+    """A config in `base` sending to the sink on `port`: the pages plus generated papers up to `papers`, ingested,
+    and `subscribers` generated subscriber files. `settings` are merged over the bench's config."""
+    config = config_from_mapping({
+        "delivery": {"method": "smtp"}, "digest": {"lookback_days": 30},
+        "smtp": {"host": HOST, "port": port, "security": "none", "timeout": 30},
+    } | (settings or {}), base)
+    folders = Folders(config.inbox, config.processed, config.quarantine)
+    with open_store(config.store_path) as store:
+        ingest(store.papers, folders, NOW - timedelta(hours=2), pages)
+    titles = config_titles(config)
+    words = sorted({t for title in titles for t in tokenize(title) if len(t) > 4 and t.isalpha()})
+    if len(titles) < papers:
+        header = pages[0].read_text(encoding="utf-8").split("Mar ", 1)[0]
+        page = base / "generated.txt"
+        page.write_text(extra_page(header, titles, words, papers - len(titles), rng), encoding="utf-8")
+        with open_store(config.store_path) as store:
+            ingest(store.papers, folders, NOW - timedelta(hours=1), [page])
+        titles = config_titles(config)
+    write_subscribers(config.subscribers_dir, subscribers, title_phrases(titles), words, titles, rng)
+    return config
+
+
+def config_titles(config: Any) -> list[str]:
+    with open_store(config.store_path) as store:
+        return [p.title for p in store.papers.get()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pages", type=Path, default=REPO.parent / "shared" / "pages")
@@ -290,25 +319,8 @@ def main() -> None:
     rng = random.Random(args.seed)
 
     with tempfile.TemporaryDirectory() as tmp, counting_sink() as (port, count):
-        base = Path(tmp)
-        config = config_from_mapping({
-            "delivery": {"method": "smtp"}, "digest": {"lookback_days": 30},
-            "smtp": {"host": HOST, "port": port, "security": "none", "timeout": 30},
-        }, base)
-        folders = Folders(config.inbox, config.processed, config.quarantine)
-        with open_store(config.store_path) as store:
-            ingest(store.papers, folders, NOW - timedelta(hours=2), pages)
-            titles = [p.title for p in store.papers.get()]
-        words = sorted({t for title in titles for t in tokenize(title) if len(t) > 4 and t.isalpha()})
-        if len(titles) < args.papers:
-            header = pages[0].read_text(encoding="utf-8").split("Mar ", 1)[0]
-            page = base / "generated.txt"
-            page.write_text(extra_page(header, titles, words, args.papers - len(titles), rng), encoding="utf-8")
-            with open_store(config.store_path) as store:
-                ingest(store.papers, folders, NOW - timedelta(hours=1), [page])
-                titles = [p.title for p in store.papers.get()]
-        write_subscribers(config.subscribers_dir, args.subscribers, title_phrases(titles), words, titles, rng)
-        print(f"{args.subscribers} subscribers, {len(titles)} papers; sink on {HOST}:{port}")
+        config = make_project(Path(tmp), port, pages, args.subscribers, args.papers, rng)
+        print(f"{args.subscribers} subscribers, {len(config_titles(config))} papers; sink on {HOST}:{port}")
 
         seconds: Seconds = defaultdict(float)
         sent, elapsed = run_pipeline(config, seconds, args.ranker)

@@ -23,6 +23,7 @@ from .text import for_terminal
 
 if TYPE_CHECKING:
     from .config import Config
+    from .models import Outcome
     from .sources import PageReport
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -233,6 +234,77 @@ def digest(ctx: click.Context, subscribers: tuple[str, ...], dry_run: bool, verb
 
 
 @main.command()
+@verbosity_options
+@config_option
+@click.pass_context
+def plan(ctx: click.Context, verbose: bool, quiet: bool) -> None:
+    """Rank, render and queue every due digest; send nothing (`newsletter worker` sends).
+
+    Safe to run twice, or on several machines at once: each subscriber's digest for a
+    slot is stored once, and the later run says `already done`. Exits 1 if a digest
+    could not be built or a subscriber file is invalid.
+    """
+    from . import pipeline
+
+    progress = Progress("digests", verbose=verbose, quiet=quiet)
+    report = pipeline.plan_due(config_of(ctx), now(),
+                               on_result=lambda r: progress.step(f"{r.subscriber_id}: {r.outcome}"))
+    progress.close()
+    for error in report.profile_errors:
+        click.echo(f"error: {for_terminal(error)}", err=True)
+    for result in report.results:
+        if result.outcome == "error" or verbose:
+            click.echo(f"{result.subscriber_id:<20} {result.outcome:<12} {for_terminal(result.detail)}".rstrip())
+    if not quiet:
+        click.echo(", ".join(f"{report.count(o)} {o}" for o in PLAN_OUTCOMES if report.count(o))
+                   or "no active subscribers")
+    if not report.ok:
+        sys.exit(1)
+
+
+PLAN_OUTCOMES: tuple[Outcome, ...] = ("queued", "nothing new", "already done", "paused", "unsubscribed", "bounced",
+                                      "error")
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Exit when nothing is left to send, instead of waiting for more.")
+@verbosity_options
+@config_option
+@click.pass_context
+def worker(ctx: click.Context, once: bool, verbose: bool, quiet: bool) -> None:
+    """Claim queued digests and send them; run as many as the mail server takes, on any machine.
+
+    Each worker claims a few digests at a time (delivery.claim_batch) with a lease
+    (delivery.lease_seconds); a worker that dies leaves its claims to the others once
+    the lease has run out, and they send them with the same Message-ID.
+    smtp.max_per_second holds for all workers together. SIGINT/SIGTERM finish the
+    message in flight. Exits 1 if a delivery failed or the server stopped the run. A worker
+    never reads the subscriber files, so it may run on a machine that has none.
+    """
+    import logging
+    import threading
+
+    from . import pipeline
+    from .schedule import on_stop_signals
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    stop = threading.Event()
+    restore = on_stop_signals(stop)
+    try:
+        outcomes = pipeline.run_worker(config_of(ctx), once=once, should_stop=stop.is_set)
+    finally:
+        restore()
+    if not quiet:
+        click.echo(", ".join(f"{outcomes[o]} {o}" for o in WORKER_OUTCOMES if outcomes[o]) or "nothing to send")
+    if outcomes["failed"] or outcomes["not sent"]:
+        sys.exit(1)
+
+
+WORKER_OUTCOMES: tuple[Outcome, ...] = ("sent", "deferred", "failed", "bounced", "not sent")
+
+
+@main.command()
 @click.argument("subscriber_id", metavar="ID")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("preview"),
               show_default=True, help="Folder for ID.html, ID.txt and ID.eml.")
@@ -319,9 +391,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
 
 
 @main.command()
+@click.option("--no-send", is_flag=True, help="Plan and queue each digest at its time, but leave sending to "
+              "`newsletter worker` processes.")
 @config_option
 @click.pass_context
-def run(ctx: click.Context) -> None:
+def run(ctx: click.Context, no_send: bool) -> None:
     """Run until SIGINT/SIGTERM: ingest the inbox as pages arrive and send each digest at its subscriber's time.
 
     Schedules come from each subscriber file's `schedule` (defaults: config `schedule`);
@@ -337,7 +411,7 @@ def run(ctx: click.Context) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     # APScheduler's own INFO lines ("Running job ...") would double ours.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    if not run_daemon(config_of(ctx)):
+    if not run_daemon(config_of(ctx), send=not no_send):
         # A job is stuck (a stalled server): its message is recorded as `sending` and goes out
         # again on the next start; exit now rather than wait for the interpreter to join its thread.
         logging.shutdown()

@@ -139,6 +139,11 @@ class DeliverySettings(_Strict):
     outbox: FilePath = Path("var/outbox")
     # Hard failures (5xx) in a row after which a subscriber is `bounced`: suppressed until reset.
     bounce_limit: int = Field(default=3, ge=1, le=100)
+    # How long a worker's claim on a queued digest holds without progress; each send renews it. A worker
+    # killed mid-batch leaves its claims to others once this has passed.
+    lease_seconds: float = Field(default=300.0, ge=1, le=86_400)
+    # Queued digests a worker claims at a time: small, so a slow batch never holds many for long.
+    claim_batch: int = Field(default=20, ge=1, le=1000)
 
 
 class SmtpSettings(_Strict):
@@ -269,6 +274,18 @@ class Settings(_Strict):
     sources: SourcesSettings = SourcesSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     dkim: DkimSettings | None = None
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_send(self) -> Settings:
+        # One send can take up to a timeout per try, plus the retry on a fresh session; a lease shorter
+        # than that runs out under a live worker, and another worker would send the same message again.
+        floor = 2 * self.smtp.timeout
+        if self.delivery.method == "smtp" and self.delivery.lease_seconds < floor:
+            raise ValueError(
+                f"delivery.lease_seconds ({self.delivery.lease_seconds:g}) must be at least twice smtp.timeout "
+                f"({self.smtp.timeout:g} s), or a slow send outlives its claim and another worker sends it "
+                f"again: set delivery.lease_seconds to {floor:g} or more, or lower smtp.timeout")
+        return self
 
     @field_validator("base_url")
     @classmethod

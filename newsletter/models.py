@@ -16,7 +16,7 @@ VoteDirection = Literal["more", "less"]
 Frequency = Literal["daily", "weekdays", "weekly"]
 # What a run did for one subscriber, as `newsletter digest` prints it.
 Outcome = Literal["sent", "failed", "not sent", "nothing new", "would send", "paused", "unsubscribed", "error",
-                  "deferred", "already done", "bounced"]
+                  "deferred", "already done", "bounced", "queued"]  # queued: planned, for a worker to send
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import sys
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -36,16 +37,15 @@ from .embedding_jobs import embed_new, reembedding
 from .errors import ProfileError, UnknownSubscriber
 from .fetching import SourceReport, fetch_sources
 from .links import Signer
-from .models import DeliveryStatus, Digest, Outcome, Paper, RenderedEmail, Subscriber, SubscriberLinks
+from .models import Digest, Outcome, Paper, RenderedEmail, Subscriber, SubscriberLinks
 from .planning import DigestPolicy, RankerFactory, iter_digests, plan_digests
 from .rank import store_ranker_factory
 from .render import Renderer, shipped_templates
-from .sending import SendPolicy, Sent, send_queued
+from .sending import Arrivals, SendPolicy, Sent, release_dead_workers, send_queued, wall_clock
 from .slots import Slot, current_slot
 from .sources import Folders, IngestReport, PageReport, ingest
 from .sources.http import FetchPolicy, new_client
 from .store import DeliveryRecord, Enqueue, Store, open_store
-from .store.ledger import QueuedMessage
 from .subscribers import FileSubscribers, SubscriberRepository
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,9 @@ def open_context(config: Config, *, finish_background: bool = False) -> Iterator
             send_policy=SendPolicy(max_attempts=settings.smtp.max_attempts,
                                    bounce_limit=settings.delivery.bounce_limit,
                                    max_per_second=settings.smtp.max_per_second,
-                                   connections=settings.smtp.connections if settings.delivery.method == "smtp" else 1),
+                                   connections=settings.smtp.connections if settings.delivery.method == "smtp" else 1,
+                                   lease=timedelta(seconds=settings.delivery.lease_seconds),
+                                   claim_batch=settings.delivery.claim_batch),
             dkim=DkimSigner.from_file(settings.dkim.domain, settings.dkim.selector,
                                       config.resolve(settings.dkim.private_key_file)) if settings.dkim else None,
         )
@@ -260,23 +262,41 @@ def run_digests(config: Config, now: datetime, *, only: Sequence[str] = (), dry_
 def send_digests(ctx: RunContext, now: datetime, *, only: Sequence[str] = (), dry_run: bool = False,
                  mailer: Mailer | None = None, late_after: timedelta | None = None,
                  should_stop: Callable[[], bool] = lambda: False, wait: bool = False,
-                 on_result: OnResult | None = None) -> RunReport:
+                 on_result: OnResult | None = None, send: bool = True) -> RunReport:
     """Plan, queue and send the digest of each subscriber's current slot, then everything else due.
 
     A subscriber whose slot already has a digest gets nothing new (`already done`). With
     `late_after`, a digest sent that long after its slot says so in its intro (the daemon
     catching up after downtime); a digest run by hand never does. `should_stop` is asked
     between messages; what is left stays queued. `wait` waits for another run's lock.
+    Without `send`, digests are only queued, for `newsletter worker` to send.
     """
-    # One run at a time per database: two planners could otherwise race for the same slots.
+    # One run at a time per database: it keeps a hand-run digest and the daemon from planning the same
+    # slots twice over (the unique slot key would keep only one, but the ranking would be wasted).
     with ctx.store.locks.hold("digest", wait=wait):
-        if dry_run:
-            return _told(_digest_run(ctx, now, only, True, mailer, late_after, should_stop), on_result)
-        with ctx.store.runs.record("digest", now) as entry:
-            report = _told(_digest_run(ctx, now, only, False, mailer, late_after, should_stop), on_result)
-            entry.ok = report.ok
-            entry.summary = ", ".join(f"{report.count(o)} {o}" for o in RUN_OUTCOMES if report.count(o))
-            return report
+        return _logged_run(ctx, now, only, dry_run, mailer, late_after, should_stop, on_result, send)
+
+
+def plan_due(config: Config, now: datetime, *, on_result: OnResult | None = None) -> RunReport:
+    """`newsletter plan`: rank, render and queue every due digest; send nothing.
+
+    Takes no run lock: planners on several machines may run at once, and the unique key on
+    (subscriber, slot) stores each digest once; the later planner reports `already done`.
+    """
+    with open_context(config) as ctx:
+        return _logged_run(ctx, now, (), False, None, None, lambda: False, on_result, False)
+
+
+def _logged_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bool, mailer: Mailer | None,
+                late_after: timedelta | None, should_stop: Callable[[], bool], on_result: OnResult | None,
+                send: bool) -> RunReport:
+    if dry_run:
+        return _told(_digest_run(ctx, now, only, True, mailer, late_after, should_stop), on_result)
+    with ctx.store.runs.record("digest" if send else "plan", now) as entry:
+        report = _told(_digest_run(ctx, now, only, False, mailer, late_after, should_stop, send), on_result)
+        entry.ok = report.ok
+        entry.summary = ", ".join(f"{report.count(o)} {o}" for o in RUN_OUTCOMES if report.count(o))
+        return report
 
 
 def _told(report: RunReport, on_result: OnResult | None) -> RunReport:
@@ -288,12 +308,12 @@ def _told(report: RunReport, on_result: OnResult | None) -> RunReport:
 
 
 # The outcomes a run's summary counts, in the order people read them.
-RUN_OUTCOMES: tuple[Outcome, ...] = ("sent", "would send", "nothing new", "already done", "deferred", "failed",
-                                     "not sent", "bounced", "error")
+RUN_OUTCOMES: tuple[Outcome, ...] = ("sent", "queued", "would send", "nothing new", "already done", "deferred",
+                                     "failed", "not sent", "bounced", "error")
 
 
 def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bool, mailer: Mailer | None,
-                late_after: timedelta | None, should_stop: Callable[[], bool]) -> RunReport:
+                late_after: timedelta | None, should_stop: Callable[[], bool], send: bool = True) -> RunReport:
     subscribers, errors = select_subscribers(ctx, only)
     results, due = sort_out(ctx, subscribers, now)
     if dry_run:
@@ -301,16 +321,26 @@ def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bo
         results += [dry_run_result(ctx, _for_slot(d, slot, now, late_after)) for d, (_, slot) in zip(planned, due,
                                                                                                     strict=True)]
         return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)))
-    interrupted = tuple(r for r in ctx.store.ledger.deliveries_in([DeliveryStatus.SENDING])
-                        if not only or r.subscriber_id in only)
+    if not send:
+        producer = DigestProducer(ctx, due, now, late_after)
+        producer.run()  # in this thread: nothing sends meanwhile
+        withdraw_unwanted(ctx, now)  # the workers do not read subscriber files; this is where hand edits count
+        results += producer.results
+        results += [SubscriberResult(d.subscriber.id, "queued", len(d.papers), d.candidate_count, message_id)
+                    for message_id, d in producer.queued.items()]
+        return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)))
+    # Only what a stopped worker left in flight: a live worker's sends are its own.
+    release_dead_workers(ctx.store, wall_clock())
+    interrupted = tuple(ctx.store.ledger.in_flight(wall_clock(), only))
     withdraw_unwanted(ctx, now)
     # A mailer handed in (tests, tools) is one session: it cannot be shared between parallel senders.
     policy = replace(ctx.send_policy, connections=1) if mailer is not None else ctx.send_policy
-    producer = DigestProducer(ctx, due, now, late_after, only)
+    producer = DigestProducer(ctx, due, now, late_after)
     with short_switch_interval():
+        producer.start()
         try:
             sent = send_queued(ctx.store, (lambda: mailer) if mailer is not None else ctx.make_mailer, policy,
-                               lambda: now, only=only, should_stop=should_stop, feed=producer.start)
+                               lambda: now, only=only, should_stop=should_stop, arrivals=producer.arrivals)
         finally:
             producer.join()  # a crash while sending: what the producer stored stays queued
     results += producer.results
@@ -322,6 +352,11 @@ def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bo
         results.append(SubscriberResult(item.subscriber_id, item.outcome,
                                         len(this_run.papers) if this_run else 0,
                                         this_run.candidate_count if this_run else 0, item.detail))
+    # Stored after sending stopped: they wait, queued, for the next run or a worker.
+    tried = {item.message_id for item in sent}
+    results += [SubscriberResult(d.subscriber.id, "not sent", len(d.papers), d.candidate_count,
+                                 "stopping; still queued") for message_id, d in producer.queued.items()
+                if message_id not in tried]
     return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)), interrupted)
 
 
@@ -330,39 +365,45 @@ def _for_slot(digest: Digest, slot: Slot, now: datetime, late_after: timedelta |
 
 
 class DigestProducer:
-    """Plans, renders and stores (`queued`) the run's digests in a thread of its own, QUEUE_BATCH at a time,
-    and hands each stored batch to the sender as read back from the ledger: sending starts with the first
-    batch instead of after the last, and the ledger stays the one record of what waits to be sent.
+    """Plans, renders and stores (`queued`) the run's digests QUEUE_BATCH at a time, telling `arrivals`
+    after each committed batch: senders claim from the ledger while this still works, so sending
+    starts with the first batch instead of after the last, and the ledger stays the one record of
+    what waits to be sent.
 
-    A crash loses nothing: what was stored is sent by the next run, what was not is planned again.
-    An exception in the producer ends the feed; `join` raises it in the caller's thread.
+    A crash loses nothing: what was stored is sent by the next run or a worker, what was not is
+    planned again. An exception in the producer's thread ends the arrivals; `join` raises it in the
+    caller's thread.
     """
 
     def __init__(self, ctx: RunContext, due: Sequence[tuple[Subscriber, Slot]], now: datetime,
-                 late_after: timedelta | None, only: Sequence[str]) -> None:
-        self._ctx, self._due, self._now, self._late_after, self._only = ctx, due, now, late_after, only
+                 late_after: timedelta | None) -> None:
+        self._ctx, self._due, self._now, self._late_after = ctx, due, now, late_after
         self.results: list[SubscriberResult] = []  # nothing new, already done, errors
         self.queued: dict[str, Digest] = {}  # by Message-ID
-        # A few batches ahead of the sender at most: stored messages wait in the ledger, not in memory.
-        self._batches: queue.Queue[list[QueuedMessage] | None] = queue.Queue(maxsize=4)
+        self.arrivals = Arrivals(len(due))
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
 
-    def start(self, read_through: int) -> Iterator[list[QueuedMessage]]:
-        """Start producing; yields each stored batch. `read_through`: the highest delivery id the sender has."""
-        self._thread = threading.Thread(target=self._run, args=(read_through,), name="digest-producer", daemon=True)
+    def start(self) -> None:
+        """Produce in a thread of its own."""
+        self._thread = threading.Thread(target=self._guarded, name="digest-producer", daemon=True)
         self._thread.start()
-        return iter(self._batches.get, None)
 
     def join(self) -> None:
-        """Wait for the producer to finish (taking what the sender left, so it never blocks); raise its failure."""
-        while self._thread is not None and self._thread.is_alive():
-            with suppress(queue.Empty):
-                self._batches.get(timeout=0.05)
+        """Wait for the producer to finish; raise its failure."""
+        if self._thread is not None:
+            self._thread.join()
         if self._failure is not None:
             raise self._failure
 
-    def _run(self, read_through: int) -> None:
+    def _guarded(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:  # raised again in the caller's thread by join()
+            self._failure = exc
+
+    def run(self) -> None:
+        """Produce every batch in this thread (what `start` runs, and `plan` on its own)."""
         try:
             ctx, now = self._ctx, self._now
             digests = iter_digests(ctx.store, ctx.make_ranker, ctx.policy, [s for s, _ in self._due], now)
@@ -374,14 +415,9 @@ class DigestProducer:
                         self.queued[message_id] = digest
                     if result is not None:
                         self.results.append(result)
-                stored = ctx.store.ledger.due(now, self._only, after_id=read_through)
-                if stored:
-                    read_through = stored[-1].record.delivery_id
-                    self._batches.put(stored)
-        except BaseException as exc:  # raised again in the caller's thread by join()
-            self._failure = exc
+                self.arrivals.stored()
         finally:
-            self._batches.put(None)
+            self.arrivals.done()
 
 
 # While a producer thread prepares digests, the sending thread needs the GIL back quickly each time
@@ -406,6 +442,40 @@ def send_due(ctx: RunContext, now: datetime, *, should_stop: Callable[[], bool] 
     with ctx.store.locks.hold("digest", wait=wait):
         withdraw_unwanted(ctx, now)
         return send_queued(ctx.store, ctx.make_mailer, ctx.send_policy, lambda: now, should_stop=should_stop)
+
+
+def run_worker(config: Config, *, once: bool, should_stop: Callable[[], bool] = lambda: False,
+               clock: Callable[[], datetime] = wall_clock, poll_seconds: float = 5.0) -> Counter[Outcome]:
+    """`newsletter worker`: claim queued digests and send them, beside any number of other workers.
+
+    With `once`, returns when nothing due is left: not even a message another worker holds
+    (it waits for that to be sent, or for the lease of a worker that died to run out, and
+    sends it). Otherwise looks for new work every `poll_seconds` until `should_stop`. Returns how
+    many messages had each outcome (counts, not results: a worker may run for months).
+
+    A worker does not read the subscriber files (it may run on a machine that has none):
+    the commands and the preference centre withdraw a leaver's digests at once, and every
+    planning run withdraws what a hand edit left waiting.
+    """
+    outcomes: Counter[Outcome] = Counter()
+    with open_context(config) as ctx:
+        while not should_stop():
+            sent = send_queued(ctx.store, ctx.make_mailer, ctx.send_policy, clock, should_stop=should_stop,
+                               wait_for_others=True)
+            outcomes.update(s.outcome for s in sent)
+            if once or _stop_requested(should_stop, poll_seconds):
+                break
+    return outcomes
+
+
+def _stop_requested(should_stop: Callable[[], bool], seconds: float) -> bool:
+    """Sleep up to `seconds`, looking at `should_stop` now and then; whether it asked to stop."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if should_stop():
+            return True
+        time.sleep(min(0.2, max(deadline - time.monotonic(), 0)))
+    return should_stop()
 
 
 def withdraw_unwanted(ctx: RunContext, now: datetime) -> None:

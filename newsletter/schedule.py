@@ -110,8 +110,9 @@ class Daemon:
     """The jobs of one store: build with a RunContext, `start()`, later `stop()`."""
 
     def __init__(self, ctx: RunContext, config: Config, *, clock: Clock = utc_now,
-                 ingest_sources: SourcesHook | None = None) -> None:
+                 ingest_sources: SourcesHook | None = None, send: bool = True) -> None:
         self.ctx = ctx
+        self.send = send  # False: digests are planned and queued here, and `newsletter worker`s send them
         self.settings = config.settings
         self.clock = clock
         self.ingest_sources = ingest_sources
@@ -136,7 +137,7 @@ class Daemon:
         """What `newsletter digest --subscriber ID` does, at the daemon's clock, late-aware and stoppable."""
         try:
             report = send_digests(self.ctx, self.clock(), only=[subscriber_id], late_after=LATE_AFTER,
-                                  should_stop=self.stopping.is_set, wait=True)
+                                  should_stop=self.stopping.is_set, wait=True, send=self.send)
         except NewsletterError as exc:
             log.error("digest for %s: %s", subscriber_id, exc)
             return
@@ -147,6 +148,8 @@ class Daemon:
                 log.info("digest for %s: %s %s", result.subscriber_id, result.outcome, result.detail)
 
     def retry_due(self) -> None:
+        if not self.send:
+            return  # the workers retry deferred messages as they come due
         try:
             send_due(self.ctx, self.clock(), should_stop=self.stopping.is_set)
         except RunLocked:
@@ -266,7 +269,7 @@ def _wait_for_pools(scheduler: BackgroundScheduler) -> None:
 
 
 def run_daemon(config: Config, *, stop: threading.Event | None = None, clock: Clock = utc_now,
-               ingest_sources: SourcesHook | None = None) -> bool:
+               ingest_sources: SourcesHook | None = None, send: bool = True) -> bool:
     """Run until `stop` is set, or SIGINT/SIGTERM when called from the main thread; RunLocked if one runs already.
 
     Returns False when a job had to be abandoned at the stop (see Daemon.stop).
@@ -275,8 +278,8 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None, clock: Cl
     if ingest_sources is None and config.settings.sources.urls:
         ingest_sources = _fetch_due_sources(config)
     with open_context(config) as ctx, ctx.store.locks.hold("daemon"):
-        daemon = Daemon(ctx, config, clock=clock, ingest_sources=ingest_sources)
-        restore = _on_signals(stop)
+        daemon = Daemon(ctx, config, clock=clock, ingest_sources=ingest_sources, send=send)
+        restore = on_stop_signals(stop)
         clean = False
         try:
             daemon.start()
@@ -297,7 +300,8 @@ def _fetch_due_sources(config: Config) -> SourcesHook:
     return fetch
 
 
-def _on_signals(stop: threading.Event) -> Callable[[], None]:
+def on_stop_signals(stop: threading.Event) -> Callable[[], None]:
+    """Set `stop` on SIGINT/SIGTERM (from the main thread only); returns what puts the old handlers back."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 

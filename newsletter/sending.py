@@ -18,19 +18,23 @@ the next try is a time stored in the ledger, not a sleep inside one call.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import secrets
+import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from .deliver import Mailer, stored_message
 from .errors import DeliveryError
 from .models import DeliveryStatus, Outcome
 from .store import Store
-from .store.ledger import QueuedMessage
+from .store.ledger import DeliveryRecord, QueuedMessage
+from .store.pace import SharedPacer
 
 log = logging.getLogger(__name__)
 
@@ -44,28 +48,14 @@ class SendPolicy:
     bounce_limit: int = 3
     max_per_second: float | None = None  # smtp.max_per_second: None sends as fast as the server answers
     connections: int = 1  # smtp.connections: sessions sending side by side
+    lease: timedelta = timedelta(minutes=5)  # delivery.lease_seconds: how long a claim holds without progress
+    claim_batch: int = 20  # delivery.claim_batch: deliveries a worker claims at a time
 
 
-class Pacer:
-    """Spaces sends at least 1/per_second apart; `wait()` before each send. The clock and sleep are seams."""
+class Pacer(Protocol):
+    """Waits before each send so that sends keep to a rate (store/pace.py: shared by every worker)."""
 
-    def __init__(self, per_second: float | None, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.interval = 1.0 / per_second if per_second else 0.0
-        self._clock, self._sleep = clock, sleep
-        self._next: float | None = None
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        if not self.interval:
-            return
-        # Book the next free moment under the lock, sleep outside it: parallel senders share one pace.
-        with self._lock:
-            now = self._clock()
-            start = max(now, self._next if self._next is not None else now)
-            self._next = start + self.interval
-        if start > now:
-            self._sleep(start - now)
+    def wait(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,113 +79,219 @@ def retry_delay(attempts: int, rng: random.Random | None = None) -> timedelta:
     return full * (rng or random).uniform(0.5, 1.0)
 
 
-# Batches of messages stored by another thread while this one sends (a digest run's producer).
-Feed = Iterator[Sequence[QueuedMessage]]
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+# The longest nap of a worker waiting for another worker's lease to run out: it looks again this often.
+LEASE_POLL_SECONDS = 1.0
+# How often a sender waiting for a producer's next batch looks at `should_stop`.
+STOP_POLL_SECONDS = 0.2
+
+
+class Arrivals:
+    """Batches a producer stores while senders claim (a digest run prepares and sends at once).
+
+    A sender whose claim came back empty waits here for the next stored batch instead of
+    polling the database, and stops once the producer is done and nothing newer was stored.
+    The ledger stays the one record of what waits; this only says when to look again.
+    """
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected  # messages the producer may store at most: how senders split them
+        self._changed = threading.Condition()
+        self._stored = 0
+        self._done = False
+
+    def stored(self) -> None:
+        """A batch was committed `queued`."""
+        with self._changed:
+            self._stored += 1
+            self._changed.notify_all()
+
+    def done(self) -> None:
+        """The producer stores nothing more (finished or failed)."""
+        with self._changed:
+            self._done = True
+            self._changed.notify_all()
+
+    def mark(self) -> int:
+        """How many batches are stored: take it before claiming, hand it to `wait_after`."""
+        with self._changed:
+            return self._stored
+
+    def wait_after(self, mark: int, should_stop: Callable[[], bool]) -> bool:
+        """Wait for a batch stored after `mark` (True: claim again) or the producer's end (False)."""
+        with self._changed:
+            while not self._changed.wait_for(lambda: self._stored > mark or self._done, STOP_POLL_SECONDS):
+                if should_stop():
+                    return False
+            return self._stored > mark
 
 
 def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPolicy, now: Callable[[], datetime], *,
                 only: Sequence[str] = (), should_stop: Callable[[], bool] = lambda: False,
-                pacer: Pacer | None = None, feed: Callable[[int], Feed] | None = None) -> list[Sent]:
+                pacer: Pacer | None = None, wall: Callable[[], datetime] = wall_clock,
+                wait_for_others: bool = False, arrivals: Arrivals | None = None) -> list[Sent]:
     """Send every due message (only those of `only` when given), oldest first; one result per message.
 
-    `policy.connections` workers each open their own mailer (one SMTP session each) and take
-    the next message in turn. A DeliveryError that stops a batch stops every worker after its
-    current message; what nobody took stays queued for the next run.
+    `policy.connections` senders each open their own mailer (one SMTP session each) and
+    claim `policy.claim_batch` messages at a time, as separate workers would. A DeliveryError
+    that stops a batch stops every sender after its current message; what nobody sent is
+    released, queued, for the next run. Messages another live worker holds are left to it;
+    with `wait_for_others`, this waits for those to be sent or for their leases to run out
+    (their worker died) and sends what they left. `now` decides what is due; `wall`, the
+    real time, times the leases.
 
-    `feed`, when given, is called once, after the due messages were read, with the highest
-    delivery id among them (so nothing is read twice); the batches it yields are sent after
-    them, as they arrive. Each batch is
-    already stored `queued`: the ledger stays the one record of what is left. Batches that
-    arrive after sending stopped are reported `not sent` (they stay queued).
+    With `arrivals`, a producer is still storing batches: a sender whose claim comes back
+    empty waits for the next batch and claims again, until the producer is done and nothing
+    is left to claim, so sending starts with the first batch instead of after the last.
     """
-    pacer = pacer or Pacer(policy.max_per_second)
-    queue = store.ledger.due(now(), only)
-    incoming = feed(max((q.record.delivery_id for q in queue), default=0)) if feed is not None else iter(())
-    todo = deque(enumerate(queue))
+    pacer = pacer or SharedPacer(store.db, policy.max_per_second)
+    release_dead_workers(store, wall())
+    waiting = store.ledger.waiting(now(), only, wall=wall())
     results: dict[int, Sent] = {}
     stopped: list[DeliveryError] = []
     crashed: list[BaseException] = []
-    lock, feeding = threading.Lock(), threading.Lock()
+    lock = threading.Lock()
+    name = worker_name()
 
-    def next_from_todo() -> tuple[int, QueuedMessage] | None:
-        with lock:
-            return todo.popleft() if todo and not stopped and not should_stop() else None
+    def halted() -> bool:
+        return bool(stopped or crashed) or should_stop()
 
-    def take() -> tuple[int, QueuedMessage] | None:
-        while True:
-            taken = next_from_todo()
-            if taken is not None or stopped or should_stop():
-                return taken
-            with feeding:  # one worker waits for the next batch; the others wait for it
-                with lock:
-                    if todo:
-                        continue
-                batch = next(incoming, None)
-                if batch is None:
-                    return None
-                with lock:
-                    todo.extend(enumerate(batch, start=len(queue)))
-                    queue.extend(batch)
+    def claim(worker: str) -> list[QueuedMessage]:
+        while not halted():
+            mark = arrivals.mark() if arrivals is not None else 0
+            batch = store.ledger.claim(worker, now(), wall=wall(), lease_until=wall() + policy.lease,
+                                       limit=batch_size, subscriber_ids=only)
+            if batch:
+                return batch
+            if arrivals is not None and arrivals.wait_after(mark, halted):
+                continue  # a new batch was stored since this claim looked
+            if not wait_for_others:
+                return batch
+            lease_end = store.ledger.next_lease_end(now(), wall(), only)
+            if lease_end is None:
+                return []
+            time.sleep(min(max((lease_end - wall()).total_seconds(), 0.05), LEASE_POLL_SECONDS))
+            release_dead_workers(store, wall())
+        return []
 
-    def work() -> None:
+    def work(worker: str) -> None:
         # A message the server accepted is recorded `sent` together with marking the next one
         # `sending` (one commit, not two), or on the way out: never after anything else was sent.
         accepted: list[tuple[int, str]] = []
         try:
             with make_mailer() as mailer:
-                while (taken := take()) is not None:
-                    index, item = taken
-                    pacer.wait()
-                    try:
-                        results[index] = _send_one(store, mailer, policy, now, item, accepted)
-                    except DeliveryError as exc:
-                        with lock:
-                            first = not stopped
-                            stopped.append(exc)
-                        if first:
-                            log.error("delivery stopped: %s", exc)
-                        results[index] = Sent(item.record.subscriber_id, "not sent", item.record.message_id,
-                                              str(exc))
-                        return
+                while batch := claim(worker):
+                    for item in batch:
+                        if halted():
+                            return
+                        pacer.wait()
+                        try:
+                            sent = _send_one(store, mailer, policy, now, item, accepted,
+                                             (worker, wall() + policy.lease))
+                        except DeliveryError as exc:
+                            with lock:
+                                first = not stopped
+                                stopped.append(exc)
+                            if first:
+                                log.error("delivery stopped: %s", exc)
+                            results[item.record.delivery_id] = Sent(item.record.subscriber_id, "not sent",
+                                                                    item.record.message_id, str(exc))
+                            return
+                        results[item.record.delivery_id] = sent
+                    _record_accepted(store, accepted, now())  # before waiting for the next claim
         finally:
-            for delivery_id, reply in accepted:
-                store.ledger.settle(delivery_id, DeliveryStatus.SENT, reply=reply, now=now())
+            _record_accepted(store, accepted, now())
+            store.ledger.release(worker)
 
-    def guarded() -> None:
+    def guarded(worker: str) -> None:
         try:
-            work()
+            work(worker)
         except BaseException as exc:  # re-raised in the caller's thread below
             with lock:
                 crashed.append(exc)
-                todo.clear()
 
-    workers = max(min(policy.connections, len(queue) if feed is None else policy.connections), 1)
-    if workers == 1:
-        work()  # in this thread: a crash propagates as it is
+    expected = len(waiting) + (arrivals.expected if arrivals is not None else 0)
+    senders = min(policy.connections, max(expected, 1))
+    # Parallel sessions split a short queue between them rather than the first one claiming all of it.
+    batch_size = max(1, min(policy.claim_batch, -(-expected // senders)))
+    if senders == 1:
+        work(f"{name}-0")  # in this thread: a crash propagates as it is
     else:
-        threads = [threading.Thread(target=guarded, name=f"send-{n}") for n in range(workers)]
+        threads = [threading.Thread(target=guarded, args=(f"{name}-{n}",), name=f"send-{n}") for n in range(senders)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         if crashed:
             raise crashed[0]
-    for batch in incoming:  # stored after sending stopped: they wait for the next run
-        queue.extend(batch)
-    why = "not attempted: delivery stopped; still queued" if stopped else "stopping; still queued"
-    return [results.get(i) or Sent(q.record.subscriber_id, "not sent", q.record.message_id, why)
-            for i, q in enumerate(queue)]
+    return _in_order(waiting, results, "not attempted: delivery stopped; still queued" if stopped
+                     else "stopping; still queued")
+
+
+def _in_order(waiting: Sequence[DeliveryRecord], results: dict[int, Sent], why: str) -> list[Sent]:
+    """One result per message that was due, oldest first (then any queued while we sent); `why` for the rest."""
+    ordered = [results.pop(r.delivery_id) if r.delivery_id in results
+               else Sent(r.subscriber_id, "not sent", r.message_id, why) for r in waiting]
+    return ordered + [results[key] for key in sorted(results)]
+
+
+def _record_accepted(store: Store, accepted: list[tuple[int, str]], moment: datetime) -> None:
+    while accepted:
+        delivery_id, reply = accepted.pop()
+        store.ledger.settle(delivery_id, DeliveryStatus.SENT, reply=reply, now=moment)
+
+
+def worker_name() -> str:
+    """`host:pid:token`: unique per call, and it names the process so a dead one's claims can be freed early."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def release_dead_workers(store: Store, wall: datetime) -> list[str]:
+    """Free the claims of workers on this machine whose process is gone, without waiting for their leases.
+
+    Only this host's processes can be checked; a worker elsewhere keeps its claims until its lease
+    runs out. A live process, or one we cannot tell about, keeps them.
+    """
+    freed = []
+    host = socket.gethostname()
+    for worker in store.ledger.claimants(wall):
+        parts = worker.split(":")
+        if len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _process_alive(int(parts[1])):
+            store.ledger.release(worker)
+            freed.append(worker)
+    if freed:
+        log.warning("freed the claims of %d stopped worker(s): %s", len(freed), ", ".join(sorted(freed)))
+    return freed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _send_one(store: Store, mailer: Mailer, policy: SendPolicy, now: Callable[[], datetime],
-              item: QueuedMessage, accepted: list[tuple[int, str]]) -> Sent:
+              item: QueuedMessage, accepted: list[tuple[int, str]], lease: tuple[str, datetime]) -> Sent:
     """Send one message. `accepted` holds the previous message if the server took it and it is not yet
-    recorded: it is recorded `sent` first, in this message's start; this one takes its place when accepted."""
+    recorded: it is recorded `sent` first, in this message's start; this one takes its place when accepted.
+    `lease` (worker, until) renews the worker's claims; a message it no longer holds is left alone."""
     ledger, record = store.ledger, item.record
     resent = record.status is DeliveryStatus.SENDING
-    attempt = ledger.start_sending(record.delivery_id, now(), settle_sent=accepted.pop() if accepted else None)
+    attempt = ledger.start_sending(record.delivery_id, now(), settle_sent=accepted.pop() if accepted else None,
+                                   lease=lease)
     if attempt is None:
-        return Sent(record.subscriber_id, "bounced", record.message_id, "withdrawn: the subscriber bounced")
+        if ledger.status_of(record.delivery_id) is DeliveryStatus.FAILED:
+            return Sent(record.subscriber_id, "bounced", record.message_id, "withdrawn: the subscriber bounced")
+        # Not lost: another worker took it over (this one was too slow to renew its lease) and sends it.
+        return Sent(record.subscriber_id, "already done", record.message_id,
+                    "its claim ran out and another worker took it over")
     try:
         result = mailer.send(stored_message(item.message))
     except DeliveryError as exc:

@@ -16,7 +16,7 @@ from helpers import FIXTURE_PAGES, REPO, SAMPLE_PAGES
 from newsletter.cli import main
 
 COMMANDS = ["ingest", "fetch", "digest", "preview", "papers", "subscribers", "serve", "init", "run", "status",
-            "unbounce", "db"]
+            "unbounce", "db", "plan", "worker"]
 
 
 @pytest.fixture

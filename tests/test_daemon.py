@@ -26,12 +26,12 @@ WAIT = 60.0
 class Running:
     """A `newsletter run` process whose stderr goes to a file the test reads."""
 
-    def __init__(self, project: Path, name: str) -> None:
+    def __init__(self, project: Path, name: str, *args: str) -> None:
         self.log = project / f"{name}.log"
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "newsletter", "--config", str(project / "config.yaml"),
-                                          "run"], cwd=project, env=env, stdout=log, stderr=log)
+                                          "run", *args], cwd=project, env=env, stdout=log, stderr=log)
 
     def text(self) -> str:
         return self.log.read_text()
@@ -124,3 +124,21 @@ def test_sigterm_mid_send_exits_0_and_the_next_start_resends_the_same_message(tm
     assert second.stop() == 0
     first_copy, second_copy = sink.messages
     assert first_copy.raw == second_copy.raw  # the same Message-ID, the same bytes
+
+
+def test_with_no_send_the_daemon_queues_at_the_slot_and_a_worker_sends(tmp_path):
+    slot = (datetime.now(UTC) + timedelta(seconds=10)).replace(microsecond=0)  # after the daemon is up
+    project = make_project(tmp_path, slot)
+    daemon = Running(project, "daemon", "--no-send")
+    daemon.wait_for("digest for alice: queued")
+    assert daemon.stop() == 0
+    assert outbox(project, "alice") == []
+    with sqlite3.connect(project / "var" / "newsletter.sqlite3") as db:
+        assert db.execute("SELECT status FROM deliveries").fetchall() == [("queued",)]
+
+    worker = subprocess.run([sys.executable, "-m", "newsletter", "--config", str(project / "config.yaml"), "worker",
+                             "--once"], cwd=project, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            capture_output=True, text=True, timeout=WAIT, check=False)
+    assert worker.returncode == 0, worker.stderr
+    assert worker.stdout.strip() == "1 sent"
+    assert len(outbox(project, "alice")) == 1

@@ -267,3 +267,60 @@ def test_messages_stored_in_the_deliveries_row_by_revision_7_move_to_their_own_t
         assert (due.record.message_id, due.message) == ("<queued@x>", raw_message)
     with sqlite3.connect(path) as raw:
         assert raw.execute("SELECT message FROM deliveries").fetchall() == [(None,)]  # not kept twice
+
+
+# -- claims: several workers on one queue ------------------------------------------------------------------
+
+BOB = Subscriber(id="bob", email="bob@example.org", name="Bob", topics=("graphs",))
+CAROL = Subscriber(id="carol", email="carol@example.org", name="Carol", topics=("graphs",))
+
+
+def three_queued(store: Store) -> list[int]:
+    return [queue(store, digest_of(store, [1], who=who), f"<{who.id}@x>") for who in (ALICE, BOB, CAROL)]
+
+
+def claim(store: Store, worker: str, minute: int, limit: int = 10, lease: int = 5) -> list[str]:
+    wall = at("2026-11-23", 9) + timedelta(minutes=minute)
+    taken = store.ledger.claim(worker, at("2026-11-23", 9), wall=wall, lease_until=wall + timedelta(minutes=lease),
+                               limit=limit)
+    return [q.record.message_id for q in taken]
+
+
+def test_a_claim_takes_a_small_batch_and_another_worker_gets_the_rest(store):
+    three_queued(store)
+    assert claim(store, "w1", 0, limit=2) == ["<alice@x>", "<bob@x>"]
+    assert claim(store, "w2", 0) == ["<carol@x>"]
+    assert claim(store, "w3", 1) == []  # everything is held by a live worker
+    assert store.ledger.claimants(at("2026-11-23", 9)) == {"w1", "w2"}
+
+
+def test_an_expired_lease_is_anyone_s_and_a_sending_one_is_sent_again_by_the_next_worker(store):
+    alice, bob, _ = three_queued(store)
+    claim(store, "w1", 0, limit=2)
+    lease = ("w1", at("2026-11-23", 9) + timedelta(minutes=5))
+    assert store.ledger.start_sending(alice, at("2026-11-23", 9), lease=lease) == 1
+    # w1 is killed: its claims stand until the lease runs out, then another worker takes them, in flight or not.
+    assert claim(store, "w2", 4) == ["<carol@x>"]
+    assert store.ledger.in_flight(at("2026-11-23", 9) + timedelta(minutes=4)) == []
+    assert [r.message_id for r in store.ledger.in_flight(at("2026-11-23", 9) + timedelta(minutes=6))] == ["<alice@x>"]
+    assert claim(store, "w2", 6) == ["<alice@x>", "<bob@x>"]
+    lease2 = ("w2", at("2026-11-23", 9) + timedelta(minutes=11))
+    assert store.ledger.start_sending(alice, at("2026-11-23", 9), lease=lease2) == 2  # resent: same message
+    # w1 was only slow, not dead: what it held is no longer its own, so it sends nothing of it.
+    assert store.ledger.start_sending(bob, at("2026-11-23", 9), lease=lease) is None
+    # Had w1 stalled inside the send itself, both sent alice's message: the second `sent` changes nothing.
+    store.ledger.settle(alice, S.SENT, reply="250 w2", now=at("2026-11-23", 9))
+    assert store.ledger.settle(alice, S.SENT, reply="250 w1", now=at("2026-11-23", 9)) is False
+    assert [(r.status, r.reply) for r in store.ledger.deliveries_for("alice")] == [(S.SENT, "250 w2")]
+
+
+def test_each_send_renews_the_lease_of_everything_the_worker_still_holds(store):
+    alice, bob, carol = three_queued(store)
+    claim(store, "w1", 0, lease=5)
+    store.ledger.start_sending(alice, at("2026-11-23", 9), lease=("w1", at("2026-11-23", 9) + timedelta(minutes=9)))
+    assert claim(store, "w2", 7) == []  # past the first lease, within the renewed one: still w1's
+    store.ledger.settle(alice, S.SENT, reply="250 OK", now=at("2026-11-23", 9))
+    assert store.ledger.release("w1") == 2  # a clean stop lets go of bob and carol at once
+    assert claim(store, "w2", 7) == ["<bob@x>", "<carol@x>"]
+    assert store.ledger.claimants(at("2026-11-23", 9)) == {"w2"}
+

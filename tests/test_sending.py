@@ -19,9 +19,10 @@ from newsletter.deliver import mailer_from_config
 from newsletter.errors import StoreError
 from newsletter.models import DeliveryStatus
 from newsletter.render import Renderer
-from newsletter.sending import FIRST_RETRY, LONGEST_RETRY, Pacer, retry_delay, send_queued
+from newsletter.sending import FIRST_RETRY, LONGEST_RETRY, retry_delay, send_queued
 from newsletter.store import open_store
 from newsletter.store.ledger import Ledger
+from newsletter.store.pace import SharedPacer
 from smtp_sink import SmtpSink
 
 T_INGEST = at("2026-11-20", 6)
@@ -137,19 +138,31 @@ class FakeTime:
         self.now += seconds
 
 
-def test_the_pacer_spaces_sends_to_max_per_second():
+def test_the_pacer_spaces_sends_to_max_per_second(tmp_path):
     fake = FakeTime()
-    pacer = Pacer(4.0, clock=fake.clock, sleep=fake.sleep)
-    for _ in range(5):
+    with open_store(tmp_path / "db.sqlite3") as store:
+        pacer = SharedPacer(store.db, 4.0, clock=fake.clock, sleep=fake.sleep)
+        for _ in range(5):
+            pacer.wait()
+        assert fake.slept == [0.25] * 4
+        fake.now += 10  # a slow server already spaced them: no wait
         pacer.wait()
-    assert fake.slept == [0.25] * 4
-    fake.now += 10  # a slow server already spaced them: no wait
-    pacer.wait()
-    assert len(fake.slept) == 4
-    unpaced = Pacer(None, clock=fake.clock, sleep=fake.sleep)
-    for _ in range(3):
-        unpaced.wait()
-    assert len(fake.slept) == 4
+        assert len(fake.slept) == 4
+        unpaced = SharedPacer(store.db, None, clock=fake.clock, sleep=fake.sleep)
+        for _ in range(3):
+            unpaced.wait()
+        assert len(fake.slept) == 4
+
+
+def test_two_processes_share_one_pace_through_the_database(tmp_path):
+    """Two pacers on two connections (as two workers would hold) book moments from the same row."""
+    fake = FakeTime()
+    path = tmp_path / "db.sqlite3"
+    with open_store(path) as one, open_store(path) as two:
+        first = SharedPacer(one.db, 2.0, clock=fake.clock, sleep=lambda s: None)
+        second = SharedPacer(two.db, 2.0, clock=fake.clock, sleep=lambda s: None)
+        moments = [pacer.book()[0] for pacer in (first, second, first, second)]
+    assert moments == [100.0, 100.5, 101.0, 101.5]  # one pace for both, not 2/s each
 
 
 def test_a_run_waits_for_the_pacer_before_each_message(tmp_path, smtp_sink, refused_port):
@@ -161,7 +174,7 @@ def test_a_run_waits_for_the_pacer_before_each_message(tmp_path, smtp_sink, refu
     fake = FakeTime()
     with pipeline.open_context(config) as ctx:
         assert ctx.send_policy.max_per_second == 4.0
-        pacer = Pacer(ctx.send_policy.max_per_second, clock=fake.clock, sleep=fake.sleep)
+        pacer = SharedPacer(ctx.store.db, ctx.send_policy.max_per_second, clock=fake.clock, sleep=fake.sleep)
         sent = send_queued(ctx.store, ctx.make_mailer, ctx.send_policy, lambda: T + timedelta(hours=1),
                            pacer=pacer)
     assert [s.outcome for s in sent] == ["sent"] * 3 and len(sink.messages) == 3

@@ -10,6 +10,7 @@
     store.vectors  paper vectors by model id, computed once per paper     (vectors.py)
     store.locks    named locks between processes (one digest run, one ingest at a time): flock files on
                    SQLite, advisory locks on PostgreSQL                                  (locks.py)
+    SharedPacer(store.db, per_second)   the send pace every worker on the database shares  (pace.py)
 """
 
 from __future__ import annotations

@@ -16,12 +16,13 @@ from sqlalchemy.engine import Connection
 
 from ..errors import StoreError
 from .migrate import upgrade
-from .schema import TABLES_IN_ORDER, Database, counters, meta
+from .schema import TABLES_IN_ORDER, Database, counters, meta, send_pace
 
 # Rows read and written per statement: bounded memory whatever the store's size.
 CHUNK = 1000
-# Tables a fresh database holds rows in before the copy (the schema version, the batch counter): replaced.
-REPLACED = (meta, counters)
+# Tables a fresh database holds rows in before the copy (the schema version, the batch counter, the
+# shared send pace): replaced.
+REPLACED = (meta, counters, send_pace)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,14 @@ message (Message-ID and the exact bytes) are stored, `queued`, before any send:
 A delivery still `sending` when the next run starts may or may not have arrived; it is
 sent again with the same bytes, so a mail client shows the repeat (if any) as one message.
 Nothing outside this module writes a status, a slot or a bounce.
+
+Several workers share the queue through claims: `claim` gives a worker a few ready
+deliveries (`claimed_by`, `lease_until`); each `start_sending` renews the lease of
+everything the worker still holds and refuses a delivery the worker no longer holds;
+settling or `release` lets go. A delivery whose lease ran out (its worker was killed)
+is anyone's again, `sending` ones included; a live worker's claims are nobody else's.
+On PostgreSQL a claim skips rows another worker has locked (`FOR UPDATE SKIP LOCKED`);
+on SQLite the write transaction holds the whole database, which does the same job.
 """
 
 from __future__ import annotations
@@ -203,29 +211,84 @@ class Ledger:
         with self._db.write() as conn:
             return _enqueue_many(conn, items, now)
 
-    def due(self, now: datetime, subscriber_ids: Sequence[str] = (), *, after_id: int = 0) -> list[QueuedMessage]:
-        """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due.
+    def due(self, now: datetime, subscriber_ids: Sequence[str] = ()) -> list[QueuedMessage]:
+        """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due
+        (whoever holds them: senders take theirs with `claim`)."""
+        with self._db.read() as conn:
+            records = _records(conn, _ready(now, subscriber_ids), with_message=True)
+        return [QueuedMessage(record, message) for record, message in records]
 
-        `after_id` leaves out deliveries up to that id (those a sender has already read).
+    def waiting(self, now: datetime, subscriber_ids: Sequence[str] = (), *,
+                wall: datetime) -> list[DeliveryRecord]:
+        """`due` without the message bytes: what a run means to send, for its report."""
+        with self._db.read() as conn:
+            return [r for r, _ in _records(conn, and_(_ready(now, subscriber_ids), _unclaimed(wall)))]
+
+    def status_of(self, delivery_id: int) -> DeliveryStatus:
+        with self._db.read() as conn:
+            return _current(conn, delivery_id)[0]
+
+    def claim(self, worker: str, now: datetime, *, wall: datetime, lease_until: datetime, limit: int,
+              subscriber_ids: Sequence[str] = ()) -> list[QueuedMessage]:
+        """Give `worker` up to `limit` due messages nobody else holds, oldest first, until `lease_until`.
+
+        `now` decides what is due (a deferred message's retry time); `wall`, the real time,
+        decides whose lease has run out. Both are the same outside tests.
         """
-        ready = or_(deliveries.c.status.in_((S.QUEUED.value, S.SENDING.value)),
-                    and_(deliveries.c.status == S.DEFERRED.value, deliveries.c.next_attempt_at <= to_db(now)))
-        condition: ColumnElement[bool] = and_(ready, deliveries.c.id > after_id)
+        # Lazily synced, like start_sending: a claim lost to a power cut only leaves its messages unclaimed.
+        with self._db.write(lazy_sync=True) as conn:
+            free = (select(deliveries.c.id).join(digests, digests.c.id == deliveries.c.digest_id)
+                    .where(_ready(now, subscriber_ids), _unclaimed(wall))
+                    .order_by(deliveries.c.id).limit(limit)
+                    .with_for_update(of=deliveries, skip_locked=True))
+            ids = list(conn.execute(free).scalars())
+            if not ids:
+                return []
+            conn.execute(update(deliveries).where(deliveries.c.id.in_(ids))
+                         .values(claimed_by=worker, lease_until=to_db(lease_until)))
+            records = _records(conn, deliveries.c.id.in_(ids), with_message=True)
+        return [QueuedMessage(record, message) for record, message in records]
+
+    def release(self, worker: str) -> int:
+        """Let go of every delivery `worker` holds (a clean stop): the next worker takes them at once."""
+        with self._db.write() as conn:
+            return _release(conn, deliveries.c.claimed_by == worker)
+
+    def claimants(self, wall: datetime) -> set[str]:
+        """The workers holding a lease that has not run out."""
+        with self._db.read() as conn:
+            return set(conn.execute(select(deliveries.c.claimed_by).distinct()
+                                    .where(deliveries.c.lease_until > to_db(wall))).scalars())
+
+    def next_lease_end(self, now: datetime, wall: datetime, subscriber_ids: Sequence[str] = ()) -> datetime | None:
+        """When the first live lease on a due message runs out: None when no other worker holds one."""
+        with self._db.read() as conn:
+            end = conn.execute(select(func.min(deliveries.c.lease_until))
+                               .select_from(deliveries.join(digests, digests.c.id == deliveries.c.digest_id))
+                               .where(_ready(now, subscriber_ids), deliveries.c.lease_until > to_db(wall))).scalar()
+        return from_db(end) if end is not None else None
+
+    def in_flight(self, wall: datetime, subscriber_ids: Sequence[str] = ()) -> list[DeliveryRecord]:
+        """Deliveries left `sending` by a worker that is gone (no claim, or its lease ran out): sent again."""
+        condition = and_(deliveries.c.status == S.SENDING.value, _unclaimed(wall))
         if subscriber_ids:
             condition = and_(condition, digests.c.subscriber_id.in_(list(subscriber_ids)))
         with self._db.read() as conn:
-            records = _records(conn, condition, with_message=True)
-        return [QueuedMessage(record, message) for record, message in records]
+            return [r for r, _ in _records(conn, condition)]
 
     def start_sending(self, delivery_id: int, now: datetime, *,
-                      settle_sent: tuple[int, str] | None = None) -> int | None:
+                      settle_sent: tuple[int, str] | None = None,
+                      lease: tuple[str, datetime] | None = None) -> int | None:
         """Mark a delivery `sending` just before the mailer gets it; returns the attempt number.
 
         None when it was settled since it was read as due (withdrawn because its subscriber
         bounced earlier in the same batch): there is nothing to send then. `settle_sent`
         (delivery id, reply) records the previous message as `sent` in the same transaction,
         first: one commit per message instead of two, and still nothing goes on the wire
-        before the one before it is recorded.
+        before the one before it is recorded. With `lease` (worker, until), also None when
+        the worker no longer holds the delivery (its lease ran out and another worker took
+        it); otherwise every delivery the worker holds is renewed until `until`, so a long
+        batch keeps its claims as long as it makes progress.
         """
         # Lazily synced: a commit per message is the price of "one message in flight"; its fsync
         # is not (a killed process loses nothing; see Database.write for a power cut).
@@ -241,6 +304,12 @@ class Ledger:
                 return None
             if status is S.FAILED:
                 return None
+            if lease is not None:
+                worker, until = lease
+                if _holder(conn, delivery_id) != worker:
+                    return None
+                conn.execute(update(deliveries).where(deliveries.c.claimed_by == worker)
+                             .values(lease_until=to_db(until)))
             _check_transition(status, S.SENDING)
             conn.execute(update(deliveries).where(deliveries.c.id == delivery_id)
                          .values(status=S.SENDING.value, attempts=attempts + 1, updated_at=to_db(now)))
@@ -428,10 +497,13 @@ def _settle(conn: Connection, delivery_id: int, status: DeliveryStatus, *, reply
     if status is S.SENT and _settle_sent(conn, delivery_id, reply, now):
         return False
     current, _ = _current(conn, delivery_id)
+    if current is S.SENT and status is S.SENT:
+        # Two workers sent it: one stalled past its lease and the next took it over. It arrived; nothing to add.
+        return False
     _check_transition(current, status)
     conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(
         status=status.value, reply=reply, updated_at=to_db(now),
-        next_attempt_at=to_db(retry_at) if retry_at is not None else None))
+        next_attempt_at=to_db(retry_at) if retry_at is not None else None, claimed_by=None, lease_until=None))
     subscriber_id = conn.execute(
         select(digests.c.subscriber_id).join(deliveries, deliveries.c.digest_id == digests.c.id)
         .where(deliveries.c.id == delivery_id)).scalar_one()
@@ -445,7 +517,8 @@ def _settle_sent(conn: Connection, delivery_id: int, reply: str, now: datetime) 
     False (nothing written) when the delivery is not `sending`; the caller then says why not."""
     done = conn.execute(update(deliveries).where(deliveries.c.id == delivery_id,
                                                  deliveries.c.status == S.SENDING.value)
-                        .values(status=S.SENT.value, reply=reply, updated_at=to_db(now), next_attempt_at=None))
+                        .values(status=S.SENT.value, reply=reply, updated_at=to_db(now), next_attempt_at=None,
+                                claimed_by=None, lease_until=None))
     if done.rowcount != 1:
         return False
     # A sent message starts the hard-failure count again; no row means no failures, so
@@ -456,6 +529,30 @@ def _settle_sent(conn: Connection, delivery_id: int, reply: str, now: datetime) 
                                                  subscriber_health.c.hard_failures != 0)
                  .values(hard_failures=0, updated_at=to_db(now)))
     return True
+
+
+def _ready(now: datetime, subscriber_ids: Sequence[str]) -> ColumnElement[bool]:
+    """Due to be sent (needs `digests` joined): queued, left `sending`, or deferred and due."""
+    ready = or_(deliveries.c.status.in_((S.QUEUED.value, S.SENDING.value)),
+                and_(deliveries.c.status == S.DEFERRED.value, deliveries.c.next_attempt_at <= to_db(now)))
+    condition: ColumnElement[bool] = ready
+    if subscriber_ids:
+        condition = and_(condition, digests.c.subscriber_id.in_(list(subscriber_ids)))
+    return condition
+
+
+def _unclaimed(wall: datetime) -> ColumnElement[bool]:
+    """No live worker holds it: never claimed, released, or its lease ran out (its worker is gone)."""
+    return or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until <= to_db(wall))
+
+
+def _holder(conn: Connection, delivery_id: int) -> str | None:
+    return conn.execute(select(deliveries.c.claimed_by).where(deliveries.c.id == delivery_id)).scalar()
+
+
+def _release(conn: Connection, condition: ColumnElement[bool]) -> int:
+    result = conn.execute(update(deliveries).where(condition).values(claimed_by=None, lease_until=None))
+    return int(result.rowcount or 0)
 
 
 def _current(conn: Connection, delivery_id: int) -> tuple[DeliveryStatus, int]:
@@ -506,7 +603,8 @@ def _withdraw(conn: Connection, subscriber_id: str, why: str, now: datetime) -> 
     waiting = select(deliveries.c.id).join(digests, digests.c.id == deliveries.c.digest_id).where(
         digests.c.subscriber_id == subscriber_id, deliveries.c.status.in_((S.QUEUED.value, S.DEFERRED.value)))
     result = conn.execute(update(deliveries).where(deliveries.c.id.in_(waiting)).values(
-        status=S.FAILED.value, reply=f"withdrawn: {why}", next_attempt_at=None, updated_at=to_db(now)))
+        status=S.FAILED.value, reply=f"withdrawn: {why}", next_attempt_at=None, updated_at=to_db(now),
+        claimed_by=None, lease_until=None))
     return int(result.rowcount or 0)
 
 

@@ -137,8 +137,13 @@ deliveries = Table(
     # Unused since revision 0008 moved the bytes to `messages` (always NULL now).
     Column("message", LargeBinary, nullable=True),
     _utc("next_attempt_at", nullable=True),  # when a deferred delivery is due again
+    # The worker sending it and until when its claim holds (revision 0009): another worker takes
+    # a delivery only once its lease has run out, so a live worker's send is never doubled.
+    Column("claimed_by", String(128), nullable=True),
+    _utc("lease_until", nullable=True),
 )
 DELIVERY_STATUS = Index("ix_deliveries_status", deliveries.c.status)
+DELIVERY_CLAIM = Index("ix_deliveries_claimed_by", deliveries.c.claimed_by)
 
 # The exact bytes to send for a delivery: a resend after a crash is the same message. A table of their
 # own, because SQLite rewrites a whole row (its 30-60 KB message included) on every status change,
@@ -216,9 +221,19 @@ title_pieces = Table(
     sqlite_with_rowid=False,  # the primary key is the table: one B-tree, looked up by probe
 )
 
+# The one shared send pace of every worker on this database (store/pace.py): the earliest moment, in
+# seconds since the epoch, the next message may go out. One row, made by revision 0009 so no two
+# workers race to make it.
+send_pace = Table(
+    "send_pace", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("next_at", Float, nullable=False),
+)
+PACE_ROW = "smtp"
+
 # Parents before children: the order `db copy` fills a new database in.
 TABLES_IN_ORDER = (meta, counters, pages, papers, title_pieces, sightings, digests, digest_papers, deliveries,
-                   subscriber_health, runs, paper_vectors, votes, source_state)
+                   messages, subscriber_health, runs, paper_vectors, votes, source_state, send_pace)
 
 
 def to_db(moment: datetime) -> datetime:
