@@ -48,7 +48,7 @@ from newsletter.models import Reason, ScoredPaper  # noqa: E402
 from newsletter.rank import fit_ranker, tokenize  # noqa: E402
 from newsletter.rank.base import Ranking  # noqa: E402
 from newsletter.sources import Folders, ingest  # noqa: E402
-from newsletter.store import ledger, open_store  # noqa: E402
+from newsletter.store import ledger, open_store, pace  # noqa: E402
 from newsletter.store.schema import deliveries, messages  # noqa: E402
 
 NOW = datetime(2026, 3, 20, 8, tzinfo=UTC)
@@ -210,6 +210,9 @@ def instrument(seconds: Seconds) -> None:
     timed(ledger.Ledger, "settle", "settle (ledger)", seconds)
     timed(ledger.Ledger, "settle_many", "settle (ledger)", seconds)
     timed(ledger.Ledger, "start_sending_many", "settle (ledger)", seconds)
+    timed(ledger.Ledger, "claim", "claim (ledger)", seconds)
+    timed(ledger.Ledger, "release", "claim (ledger)", seconds)
+    timed(pace.SharedPacer, "book", "pace (ledger)", seconds)
 
 
 # -- the two runs ----------------------------------------------------------------------------------

@@ -227,14 +227,18 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
             thread.join()
         if crashed:
             raise crashed[0]
-    return _in_order(waiting, results, "not attempted: delivery stopped; still queued" if stopped
+    # What this run did not send and is still waiting (not what other workers sent meanwhile).
+    left = {r.delivery_id for r in store.ledger.waiting(now(), only, wall=wall())}
+    return _in_order(waiting, results, left, "not attempted: delivery stopped; still queued" if stopped
                      else "stopping; still queued")
 
 
-def _in_order(waiting: Sequence[DeliveryRecord], results: dict[int, Sent], why: str) -> list[Sent]:
-    """One result per message that was due, oldest first (then any queued while we sent); `why` for the rest."""
+def _in_order(waiting: Sequence[DeliveryRecord], results: dict[int, Sent], left: set[int], why: str) -> list[Sent]:
+    """One result per message this run sent or left queued, oldest first (then any queued while it sent);
+    `why` for those left. A message another worker took care of has no result here."""
     ordered = [results.pop(r.delivery_id) if r.delivery_id in results
-               else Sent(r.subscriber_id, "not sent", r.message_id, why) for r in waiting]
+               else Sent(r.subscriber_id, "not sent", r.message_id, why) for r in waiting
+               if r.delivery_id in results or r.delivery_id in left]
     return ordered + [results[key] for key in sorted(results)]
 
 

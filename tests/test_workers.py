@@ -79,7 +79,7 @@ def newsletter(config: Path, *args: str) -> subprocess.Popen[str]:
 
 def finished(proc: subprocess.Popen[str]) -> str:
     out, err = proc.communicate(timeout=WAIT)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 0, out + err
     return out
 
 
