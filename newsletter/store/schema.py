@@ -217,7 +217,7 @@ title_pieces = Table(
 )
 
 # Parents before children: the order `db copy` fills a new database in.
-TABLES_IN_ORDER = (meta, counters, pages, papers, title_pieces, sightings, digests, digest_papers, deliveries,
+TABLES_IN_ORDER = (meta, counters, pages, papers, title_pieces, sightings, digests, digest_papers, deliveries, messages,
                    subscriber_health, runs, paper_vectors, votes, source_state)
 
 
