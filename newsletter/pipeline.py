@@ -352,11 +352,13 @@ def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bo
         results.append(SubscriberResult(item.subscriber_id, item.outcome,
                                         len(this_run.papers) if this_run else 0,
                                         this_run.candidate_count if this_run else 0, item.detail))
-    # Stored after sending stopped: they wait, queued, for the next run or a worker.
+    # Stored after sending stopped: they wait, queued, for the next run or a worker (what another
+    # worker sent meanwhile is that worker's to report).
     tried = {item.message_id for item in sent}
+    left = {r.message_id for r in ctx.store.ledger.waiting(now, only, wall=wall_clock())}
     results += [SubscriberResult(d.subscriber.id, "not sent", len(d.papers), d.candidate_count,
                                  "stopping; still queued") for message_id, d in producer.queued.items()
-                if message_id not in tried]
+                if message_id not in tried and message_id in left]
     return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)), interrupted)
 
 
