@@ -109,9 +109,12 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
     arrive after sending stopped are reported `not sent` (they stay queued).
     """
     pacer = pacer or Pacer(policy.max_per_second)
-    queue = store.ledger.due(now(), only)
-    incoming = feed(max((q.record.delivery_id for q in queue), default=0)) if feed is not None else iter(())
-    todo = deque(enumerate(queue))
+    due = store.ledger.due(now(), only)
+    incoming = feed(max((q.record.delivery_id for q in due), default=0)) if feed is not None else iter(())
+    # Only the records are kept for the results: a message's bytes are let go once it is taken.
+    queue = [q.record for q in due]
+    todo = deque(enumerate(due))
+    del due
     results: dict[int, Sent] = {}
     stopped: list[DeliveryError] = []
     crashed: list[BaseException] = []
@@ -135,7 +138,7 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
                     return None
                 with lock:
                     todo.extend(enumerate(batch, start=len(queue)))
-                    queue.extend(batch)
+                    queue.extend(q.record for q in batch)
 
     def work() -> None:
         # A message the server accepted is recorded `sent` together with marking the next one
@@ -181,10 +184,9 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
         if crashed:
             raise crashed[0]
     for batch in incoming:  # stored after sending stopped: they wait for the next run
-        queue.extend(batch)
+        queue.extend(q.record for q in batch)
     why = "not attempted: delivery stopped; still queued" if stopped else "stopping; still queued"
-    return [results.get(i) or Sent(q.record.subscriber_id, "not sent", q.record.message_id, why)
-            for i, q in enumerate(queue)]
+    return [results.get(i) or Sent(r.subscriber_id, "not sent", r.message_id, why) for i, r in enumerate(queue)]
 
 
 def _send_one(store: Store, mailer: Mailer, policy: SendPolicy, now: Callable[[], datetime],
