@@ -178,6 +178,15 @@ paper_vectors = Table(
     Column("vector", LargeBinary, nullable=False),  # little-endian float32
 )
 
+# One vector per phrase a ranker embeds (typed topics, bare liked titles) and model: a run for 10,000
+# subscribers would otherwise embed every one of their phrases again (minutes of CPU), every run.
+phrase_vectors = Table(
+    "phrase_vectors", metadata,
+    Column("model_id", String, nullable=False, primary_key=True),
+    Column("phrase", Text, nullable=False, primary_key=True),
+    Column("vector", LargeBinary, nullable=False),  # little-endian float32
+)
+
 # "More / less like this" from a subscriber about one paper: one row per (subscriber, paper),
 # a second vote replaces the first (votes.py).
 votes = Table(
@@ -218,7 +227,7 @@ title_pieces = Table(
 
 # Parents before children: the order `db copy` fills a new database in.
 TABLES_IN_ORDER = (meta, counters, pages, papers, title_pieces, sightings, digests, digest_papers, deliveries, messages,
-                   subscriber_health, runs, paper_vectors, votes, source_state)
+                   subscriber_health, runs, paper_vectors, phrase_vectors, votes, source_state)
 
 
 def to_db(moment: datetime) -> datetime:
