@@ -142,3 +142,26 @@ def test_a_database_from_before_vectors_gains_the_table(tmp_path) -> None:
         assert store.schema_version() == SCHEMA_VERSION
         store.vectors.put(MODEL_ID, {7: np.ones(384, dtype="<f4").tobytes()})
         assert np.array_equal(np.frombuffer(store.vectors.get(MODEL_ID, [7])[7], "<f4"), np.ones(384))
+
+
+def test_a_phrase_is_embedded_once_per_model_and_kept_in_the_store(tmp_path) -> None:
+    """Typed topics and bare liked titles: a second run, in another process, reads them instead of
+    embedding every subscriber's phrases again."""
+    phrases = ["graph neural networks", "retrieval-augmented generation", "graph neural networks"]
+    counting = CountingEmbedder()
+    with open_store(tmp_path / "db.sqlite3") as store:
+        first = PaperVectors(counting, store.vectors).texts(phrases)
+        assert counting.embedded == ["graph neural networks", "retrieval-augmented generation"]
+        PaperVectors(counting, store.vectors).of([paper(1, "Bird song in cities")])
+        # A paper's text is kept as the paper's vector, not as a phrase.
+        assert store.vectors.get_phrases(MODEL_ID, ["Bird song in cities"]) == {}
+    counting.embedded.clear()
+    with open_store(tmp_path / "db.sqlite3") as store:
+        again = PaperVectors(counting, store.vectors).texts(phrases[::-1])
+        assert counting.embedded == [] and np.array_equal(again[::-1], first)
+        newer = CountingEmbedder("minilm-l6-int8-v2")
+        PaperVectors(newer, store.vectors).texts(phrases)
+        assert newer.embedded == ["graph neural networks", "retrieval-augmented generation"]  # another model's
+        store.vectors.drop_other_models("minilm-l6-int8-v2")
+        assert store.vectors.get_phrases(MODEL_ID, phrases) == {}
+        assert len(store.vectors.get_phrases("minilm-l6-int8-v2", phrases)) == 2

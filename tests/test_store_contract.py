@@ -116,6 +116,17 @@ def test_vectors_are_stored_once_per_paper_and_model(store):
     assert store.vectors.drop_other_models("m2") == 2 and store.vectors.count("m1") == 0
 
 
+def test_phrase_vectors_are_stored_once_per_phrase_and_model(store):
+    store.vectors.put_phrases("m1", {"graph neural networks": b"\x00\x00\x80?", "RAG": b"\x00\x00\x00@"})
+    store.vectors.put_phrases("m1", {"RAG": b"changed!"})  # a second writer's row is kept
+    assert store.vectors.get_phrases("m1", ["RAG", "unknown", "graph neural networks"]) == {
+        "RAG": b"\x00\x00\x00@", "graph neural networks": b"\x00\x00\x80?"}
+    store.vectors.put_phrases("m2", {"RAG": b"abcd"})
+    store.vectors.drop_other_models("m2")
+    assert store.vectors.get_phrases("m1", ["RAG"]) == {}
+    assert store.vectors.get_phrases("m2", ["RAG"]) == {"RAG": b"abcd"}
+
+
 def _signing_key(url: str) -> str:
     with open_store(url) as store:
         return store.keys.signing_key()

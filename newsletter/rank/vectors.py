@@ -36,6 +36,10 @@ class VectorRows(Protocol):
 
     def missing(self, model_id: str, paper_ids: Sequence[int] | None = None) -> list[int]: ...
 
+    def get_phrases(self, model_id: str, phrases: Sequence[str]) -> dict[str, bytes]: ...
+
+    def put_phrases(self, model_id: str, vectors: dict[str, bytes]) -> None: ...
+
 
 def embedding_text(paper: Paper) -> str:
     """What a paper's vector is made from: its title, then its abstract when it has one."""
@@ -71,19 +75,29 @@ class PaperVectors:
         if wanted:
             # A text embedded before (a bare liked title, the benchmark's cache) is not embedded again.
             missing = [t for t in dict.fromkeys(embedding_text(p) for p in wanted) if t not in self._by_text]
-            self.texts(missing)
+            self._embed(missing)  # kept as paper vectors below, not as phrases
             new = {p.id: self._by_text[embedding_text(p)] for p in wanted}
             self._by_id.update(new)
             if self._rows is not None:
                 self._rows.put(self.model_id, {i: v.astype("<f4").tobytes() for i, v in new.items()})
 
     def texts(self, texts: Sequence[str]) -> np.ndarray:
-        """One row per phrase, in order, embedded on first use."""
+        """One row per phrase, in order: from this process's memory, else the store, else embedded (and stored)."""
         wanted = [t for t in dict.fromkeys(texts) if t not in self._by_text]
+        if wanted and self._rows is not None:
+            for text, blob in self._rows.get_phrases(self.model_id, wanted).items():
+                self._by_text[text] = np.frombuffer(blob, dtype="<f4")
+            wanted = [t for t in wanted if t not in self._by_text]
         if wanted:
-            for text, vector in zip(wanted, self._encode(wanted, len(wanted) > 256), strict=True):
-                self._by_text[text] = vector
+            self._embed(wanted)
+            if self._rows is not None:
+                self._rows.put_phrases(self.model_id, {t: self._by_text[t].astype("<f4").tobytes() for t in wanted})
         return _stack([self._by_text[t] for t in texts])
+
+    def _embed(self, texts: list[str]) -> None:
+        if texts:
+            for text, vector in zip(texts, self._encode(texts, len(texts) > 256), strict=True):
+                self._by_text[text] = vector
 
     def remember(self, texts: Sequence[str], vectors: np.ndarray) -> None:
         """Seed the phrase memory (the benchmark reuses vectors it computed in an earlier run)."""

@@ -137,7 +137,7 @@ deliveries = Table(
     # Unused since revision 0008 moved the bytes to `messages` (always NULL now).
     Column("message", LargeBinary, nullable=True),
     _utc("next_attempt_at", nullable=True),  # when a deferred delivery is due again
-    # The worker sending it and until when its claim holds (revision 0009): another worker takes
+    # The worker sending it and until when its claim holds (revision 0010): another worker takes
     # a delivery only once its lease has run out, so a live worker's send is never doubled.
     Column("claimed_by", String(128), nullable=True),
     _utc("lease_until", nullable=True),
@@ -183,6 +183,15 @@ paper_vectors = Table(
     Column("vector", LargeBinary, nullable=False),  # little-endian float32
 )
 
+# One vector per phrase a ranker embeds (typed topics, bare liked titles) and model: a run for 10,000
+# subscribers would otherwise embed every one of their phrases again (minutes of CPU), every run.
+phrase_vectors = Table(
+    "phrase_vectors", metadata,
+    Column("model_id", String, nullable=False, primary_key=True),
+    Column("phrase", Text, nullable=False, primary_key=True),
+    Column("vector", LargeBinary, nullable=False),  # little-endian float32
+)
+
 # "More / less like this" from a subscriber about one paper: one row per (subscriber, paper),
 # a second vote replaces the first (votes.py).
 votes = Table(
@@ -222,7 +231,7 @@ title_pieces = Table(
 )
 
 # The one shared send pace of every worker on this database (store/pace.py): the earliest moment, in
-# seconds since the epoch, the next message may go out. One row, made by revision 0009 so no two
+# seconds since the epoch, the next message may go out. One row, made by revision 0010 so no two
 # workers race to make it.
 send_pace = Table(
     "send_pace", metadata,
@@ -233,7 +242,7 @@ PACE_ROW = "smtp"
 
 # Parents before children: the order `db copy` fills a new database in.
 TABLES_IN_ORDER = (meta, counters, pages, papers, title_pieces, sightings, digests, digest_papers, deliveries,
-                   messages, subscriber_health, runs, paper_vectors, votes, source_state, send_pace)
+                   messages, subscriber_health, runs, paper_vectors, phrase_vectors, votes, source_state, send_pace)
 
 
 def to_db(moment: datetime) -> datetime:

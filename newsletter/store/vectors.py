@@ -1,4 +1,4 @@
-"""Paper vectors by model: what the embeddings ranker computes once per paper and reads on every run.
+"""Paper and phrase vectors by model: what the embeddings ranker computes once and reads on every run.
 
 A vector is stored as raw little-endian float32 bytes with the id of the model
 that made it, so a model change leaves the old rows unused (and `drop_other_models`
@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from sqlalchemy import delete, func, insert, select
 
 from .papers import CHUNK, _chunks
-from .schema import Database, paper_vectors, papers
+from .schema import Database, paper_vectors, papers, phrase_vectors
 
 
 class VectorStore:
@@ -72,6 +72,36 @@ class VectorStore:
                                     .where(paper_vectors.c.model_id == model_id)).scalar_one())
 
     def drop_other_models(self, model_id: str) -> int:
-        """Delete every vector not made by `model_id`; how many rows went."""
+        """Delete every paper vector not made by `model_id` (and such phrase vectors); how many paper rows went."""
         with self._db.write() as conn:
+            conn.execute(delete(phrase_vectors).where(phrase_vectors.c.model_id != model_id))
             return int(conn.execute(delete(paper_vectors).where(paper_vectors.c.model_id != model_id)).rowcount)
+
+    def get_phrases(self, model_id: str, phrases: Sequence[str]) -> dict[str, bytes]:
+        """The stored vectors of those phrases that have one for `model_id`."""
+        found: dict[str, bytes] = {}
+        with self._db.read() as conn:
+            for start in range(0, len(phrases), CHUNK):
+                rows = conn.execute(
+                    select(phrase_vectors.c.phrase, phrase_vectors.c.vector)
+                    .where(phrase_vectors.c.model_id == model_id,
+                           phrase_vectors.c.phrase.in_(phrases[start : start + CHUNK])))
+                found.update((phrase, bytes(vector)) for phrase, vector in rows)
+        return found
+
+    def put_phrases(self, model_id: str, vectors: Mapping[str, bytes]) -> None:
+        """Store vectors for phrases that have none yet for `model_id` (a second writer's rows are kept)."""
+        if not vectors:
+            return
+        with self._db.write() as conn:
+            wanted = list(vectors)
+            have: set[str] = set()
+            for start in range(0, len(wanted), CHUNK):
+                have.update(conn.execute(
+                    select(phrase_vectors.c.phrase)
+                    .where(phrase_vectors.c.model_id == model_id,
+                           phrase_vectors.c.phrase.in_(wanted[start : start + CHUNK]))).scalars())
+            rows = [{"model_id": model_id, "phrase": phrase, "vector": vector}
+                    for phrase, vector in vectors.items() if phrase not in have]
+            if rows:
+                conn.execute(insert(phrase_vectors), rows)

@@ -1,4 +1,4 @@
-"""Version 9: several workers share the delivery queue.
+"""Version 10: several workers share the delivery queue.
 
 A delivery is claimed by one worker (`claimed_by`) until `lease_until`; an expired lease is
 anyone's, so a killed worker's messages go out from another one. Plus the one shared send pace
@@ -14,8 +14,8 @@ from alembic import op
 from newsletter.store.migrations import has_column, has_index, has_table, utc_time
 from newsletter.store.schema import PACE_ROW, send_pace
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 
 
 def upgrade() -> None:
