@@ -223,10 +223,14 @@ def test_a_bounce_withdraws_the_rest_of_the_subscribers_batch_and_the_run_goes_o
     config = project(tmp_path, smtp_of(sink), bounce_limit=1)
     report = pipeline.run_digests(config, T + timedelta(days=1))  # day 2: two messages each
     bob = [r for r in report.results if r.subscriber_id == "bob"]
-    assert [r.outcome for r in bob] == ["failed", "bounced"]
-    assert bob[1].detail == "withdrawn: the subscriber bounced"
+    # Day 1's message fails and bounces bob. Day 2's is withdrawn if it was stored before the bounce,
+    # or never planned if the planner saw the bounce first (the producer and the sender run side by side).
+    assert bob[0].outcome == "failed" and len(bob) <= 2
+    assert all((r.outcome, r.detail) == ("bounced", "withdrawn: the subscriber bounced") for r in bob[1:])
     assert report.count("sent") == 4  # alice's and carol's two each
     assert not any("bob@example.org" in m.rcpt_tos for m in sink.messages)
+    with open_store(config.store_path) as store:  # nothing of bob's is left waiting to go out later
+        assert {r.status for r in store.ledger.deliveries_for("bob")} <= {DeliveryStatus.FAILED}
 
 
 class LedgerWatchingMailer:
