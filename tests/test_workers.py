@@ -1,8 +1,8 @@
 """Several planners and workers on one database, as real processes: each digest queued once, sent once.
 
 The mail server is a real aiosmtpd sink in this process; every planner and worker is a
-real `newsletter` process on the same store (a SQLite file here; the store comes from
-the `store_url` fixture, so a server database can join the parameters). One worker is
+real `newsletter` process on the same store: a SQLite file, then a database on the suite's
+PostgreSQL server (conftest's `store_url` runs the test on both). One worker is
 SIGKILLed mid-batch; the others wait out its lease and send what it held.
 """
 
@@ -18,7 +18,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import pytest
 import yaml
 from builders import generated_titles
 
@@ -39,12 +38,6 @@ CHILD = Path(__file__).with_name("worker_child.py")
 LEASE_SECONDS = 6
 KILL_AFTER_SEND = 30  # in the victim's second batch of CLAIM_BATCH
 CLAIM_BATCH = 20
-
-
-@pytest.fixture(params=["sqlite"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where the processes keep their store; a server database is one more parameter."""
-    return f"sqlite:///{tmp_path / 'newsletter.sqlite3'}"
 
 
 def make_project(tmp_path: Path, sink: SmtpSink, store_url: str) -> Path:
