@@ -17,8 +17,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
+from sqlalchemy import text
 
 from helpers import FIXTURE_PAGES, REPO, SAMPLE_PAGES
+from newsletter.store import open_store
 
 WAIT = 60.0
 
@@ -48,7 +50,7 @@ class Running:
         return self.proc.wait(timeout=WAIT)
 
 
-def make_project(tmp_path: Path, slot: datetime) -> Path:
+def make_project(tmp_path: Path, slot: datetime, store: str | None = None) -> Path:
     folder = tmp_path / "subscribers"
     shutil.copytree(REPO / "subscribers", folder, ignore=shutil.ignore_patterns("*.md"))
     alice = yaml.safe_load((folder / "alice.yaml").read_text())
@@ -60,6 +62,8 @@ def make_project(tmp_path: Path, slot: datetime) -> Path:
     # bob and carol keep the default time, two hours ago: their next slot is tomorrow.
     config = {"digest": {"lookback_days": 7}, "pages": {"poll_seconds": 1},
               "schedule": {"reconcile_seconds": 1, "time": (slot - timedelta(hours=2)).strftime("%H:%M")}}
+    if store is not None:
+        config["store"] = store
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     return tmp_path
 
@@ -142,3 +146,29 @@ def test_with_no_send_the_daemon_queues_at_the_slot_and_a_worker_sends(tmp_path)
     assert worker.returncode == 0, worker.stderr
     assert worker.stdout.strip() == "1 sent"
     assert len(outbox(project, "alice")) == 1
+
+
+def test_the_daemon_on_postgresql_keeps_its_jobs_there_refuses_a_twin_and_sends_once(tmp_path, postgres):
+    """The same daemon with `store:` on the suite's PostgreSQL server: APScheduler's job store, the run lock
+    (an advisory lock) and the delivery ledger all live in that database."""
+    url = postgres.new_database(template=postgres.template)
+    slot = (datetime.now(UTC) + timedelta(seconds=10)).replace(microsecond=0)
+    project = make_project(tmp_path, slot, store=url)
+    first = Running(project, "first")
+    first.wait_for("running: 3 digest jobs")
+    twin = Running(project, "twin")
+    assert twin.proc.wait(timeout=WAIT) == 1
+    assert "error: another newsletter daemon is running" in twin.text()
+    first.wait_for("ingested 3 pages, 21 new papers")
+    first.wait_for("delivered")
+    assert first.stop() == 0
+    assert len(outbox(project, "alice")) == 1 and outbox(project, "bob") == []
+
+    with open_store(url) as store, store.db.read() as conn:
+        jobs = sorted(conn.execute(text("SELECT id FROM apscheduler_jobs")).scalars())
+    assert jobs == ["digest:alice", "digest:bob", "digest:carol"]
+    second = Running(project, "second")
+    second.wait_for("running: 3 digest jobs")
+    assert "scheduled" not in second.text()  # the jobs were kept in PostgreSQL
+    assert second.stop() == 0
+    assert len(outbox(project, "alice")) == 1 and "delivered" not in second.text()
