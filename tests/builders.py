@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import random
+import shutil
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from newsletter.models import Digest, Link, Paper, Reason, ScoredPaper, Sighting, Subscriber
 
@@ -85,3 +89,24 @@ def with_typo(title: str, seed: int) -> str:
 
 def abstract_for(title: str) -> str:
     return f"We study {title.lower()}. Experiments on standard benchmarks show consistent gains over baselines."
+
+
+def readers_project(folder: Path, count: int, *, topic_pool: int, seed: int, pages: Path,
+                    config: dict[str, Any]) -> Path:
+    """A project of `count` generated readers (two topics each of `topic_pool`, reproducible from `seed`),
+    the pages of `pages` in its inbox and `config` as its config.yaml; the config file's path."""
+    subscribers = folder / "subscribers"
+    subscribers.mkdir()
+    rng = random.Random(seed)
+    topics = [" ".join(t.split()[:2]).lower() for t in generated_titles(topic_pool, seed=seed)]
+    width = len(str(count))
+    for n in range(count):
+        data = {"email": f"reader{n:0{width}d}@example.org", "topics": rng.sample(topics, 2)}
+        (subscribers / f"reader{n:0{width}d}.yaml").write_text(yaml.safe_dump(data))
+    inbox = folder / "var" / "inbox"
+    inbox.mkdir(parents=True)
+    for page in pages.glob("*.txt"):
+        shutil.copy(page, inbox)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -9,8 +9,6 @@ may arrive twice only for the message in flight at a crash.
 from __future__ import annotations
 
 import os
-import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,8 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-from builders import generated_titles
+from builders import readers_project
 
 from helpers import REPO, SAMPLE_PAGES, at
 from newsletter import pipeline
@@ -38,22 +35,9 @@ WAIT = 120.0  # seconds a child may take to reach the point we kill it at; a han
 
 
 def make_project(tmp_path: Path, sink: SmtpSink) -> Path:
-    folder = tmp_path / "subscribers"
-    folder.mkdir()
-    rng = random.Random(6)
-    topics = [" ".join(t.split()[:2]).lower() for t in generated_titles(60, seed=6)]
-    for n in range(SUBSCRIBERS):
-        data = {"email": f"reader{n:03d}@example.org", "topics": rng.sample(topics, 2)}
-        (folder / f"reader{n:03d}.yaml").write_text(yaml.safe_dump(data))
-    inbox = tmp_path / "var" / "inbox"
-    inbox.mkdir(parents=True)
-    for page in SAMPLE_PAGES.glob("*.txt"):
-        shutil.copy(page, inbox)
     smtp = sink.settings(retries=0).model_dump(mode="json", exclude_none=True)
     config = {"digest": {"lookback_days": 7, "send_empty": True}, "delivery": {"method": "smtp"}, "smtp": smtp}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return readers_project(tmp_path, SUBSCRIBERS, topic_pool=60, seed=6, pages=SAMPLE_PAGES, config=config)
 
 
 def child(config: Path, **kill: int) -> subprocess.Popen[str]:

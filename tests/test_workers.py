@@ -9,17 +9,14 @@ SIGKILLed mid-batch; the others wait out its lease and send what it held.
 from __future__ import annotations
 
 import os
-import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
-import yaml
-from builders import generated_titles
+from builders import readers_project
 
 from helpers import REPO, SAMPLE_PAGES
 from newsletter import pipeline
@@ -41,24 +38,11 @@ CLAIM_BATCH = 20
 
 
 def make_project(tmp_path: Path, sink: SmtpSink, store_url: str) -> Path:
-    folder = tmp_path / "subscribers"
-    folder.mkdir()
-    rng = random.Random(9)
-    topics = [" ".join(t.split()[:2]).lower() for t in generated_titles(80, seed=9)]
-    for n in range(SUBSCRIBERS):
-        data = {"email": f"reader{n:04d}@example.org", "topics": rng.sample(topics, 2)}
-        (folder / f"reader{n:04d}.yaml").write_text(yaml.safe_dump(data))
-    inbox = tmp_path / "var" / "inbox"
-    inbox.mkdir(parents=True)
-    for page in SAMPLE_PAGES.glob("*.txt"):
-        shutil.copy(page, inbox)
     smtp = sink.settings(retries=0, timeout=LEASE_SECONDS / 2).model_dump(mode="json", exclude_none=True)
     config = {"store": store_url, "digest": {"lookback_days": 7, "send_empty": True},
               "delivery": {"method": "smtp", "lease_seconds": LEASE_SECONDS, "claim_batch": CLAIM_BATCH},
               "smtp": smtp}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return readers_project(tmp_path, SUBSCRIBERS, topic_pool=80, seed=9, pages=SAMPLE_PAGES, config=config)
 
 
 def env() -> dict[str, str]:
