@@ -1,4 +1,5 @@
-"""Keeps paper vectors current: new papers right after an ingest, a model change in the background of a run.
+"""Keeps vectors current: new papers right after an ingest, subscribers' phrases when the daemon sees their
+files, and every paper after a model change in the background of a run.
 
 Reads papers and writes their vectors (store.vectors), each batch in its own
 short transaction, so an ingest's own transactions never wait for the model and
@@ -14,8 +15,11 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 
 from .errors import RunLocked
+from .models import Subscriber
+from .planning import RankerFactory, prepare_ranking
 from .rank import load_embedder
 from .rank.vectors import EMBEDDING, embedding_text
 from .store import Store
@@ -45,6 +49,22 @@ def embed_new(store: Store, after_id: int) -> int:
         log.warning("could not embed the new papers (%s: %s); the next digest run embeds them",
                     type(exc).__name__, exc)
         return 0
+
+
+def embed_profiles(store: Store, make_ranker: RankerFactory, subscribers: Sequence[Subscriber],
+                   now: datetime) -> None:
+    """Embed the topic phrases (and liked papers) of `subscribers` that have no vector yet. Never raises.
+
+    The daemon calls this when it finds new or edited subscriber files, so the morning's run does not
+    spend its first seconds (about 4 ms a phrase on 2 cores; 13 s for 1,000 new subscribers) embedding.
+    """
+    try:
+        if load_embedder() is None:
+            return
+        prepare_ranking(store, make_ranker, subscribers, now)
+    except Exception as exc:  # the next run embeds what is missing
+        log.warning("could not embed the subscribers' topics (%s: %s); the next digest run embeds them",
+                    type(exc).__name__, exc)
 
 
 def _embed(store: Store, ids: Sequence[int]) -> None:

@@ -82,6 +82,14 @@ def iter_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
                          window_end=now, through_batch=through, candidate_count=ranking.candidate_count)
 
 
+def prepare_ranking(store: Store, make_ranker: RankerFactory, subscribers: Sequence[Subscriber],
+                    now: datetime) -> None:
+    """Do ahead what a run's ranking does first for these subscribers: embed (and store) their topic phrases
+    and liked papers, so the run that sends their digests reads the vectors instead of making them."""
+    ranker = make_ranker(store.papers.recent(until=now, limit=REFERENCE_PAPERS))
+    ranker.prepare(list(profiles_of(store, subscribers).values()), [])
+
+
 def windows_for(store: Store, policy: DigestPolicy, subscribers: Sequence[Subscriber],
                 now: datetime) -> dict[str, Window]:
     """Each subscriber's window: after their last closed digest, or the lookback for a first digest."""

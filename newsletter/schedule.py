@@ -36,9 +36,9 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from .config import Config
-from .embedding_jobs import embed_new
+from .embedding_jobs import embed_new, embed_profiles
 from .errors import NewsletterError, RunLocked, UnknownSubscriber
-from .models import Schedule
+from .models import Schedule, Subscriber
 from .pipeline import RunContext, ingest_sources, ingest_summary, open_context, send_digests, send_due
 from .slots import next_slot
 from .sources import ingest
@@ -118,6 +118,7 @@ class Daemon:
         self.ingest_sources = ingest_sources
         self.stopping = threading.Event()
         self.scheduler = self._scheduler()
+        self._profiles_seen: int | None = None  # what the subscribers' phrases were last embedded for
 
     def _scheduler(self) -> BackgroundScheduler:
         schedule = self.settings.schedule
@@ -202,11 +203,25 @@ class Daemon:
         removed = [sid for sid in jobs if sid not in wanted and not self._invalid(sid)]
         for sid in removed:
             self.scheduler.remove_job(DIGEST_JOB + sid, jobstore="default")
+        self._embed_changed_profiles([s for s in loaded.subscribers if s.status == "active"])
         done = Reconciled(tuple(added), tuple(rescheduled), tuple(removed))
         for verb, ids in (("scheduled", done.added), ("rescheduled", done.rescheduled), ("unscheduled", done.removed)):
             for sid in ids:
                 log.info("%s %s%s", verb, sid, f": {wanted[sid].describe()}" if sid in wanted else "")
         return done
+
+    def _embed_changed_profiles(self, active: list[Subscriber]) -> None:
+        """When someone's topics, excludes or liked titles changed (or at start), embed their phrases soon, in
+        the housekeeping thread: the digest job then finds them stored."""
+        seen = hash(tuple((s.id, s.topics, s.exclude, s.liked) for s in active))
+        if seen == self._profiles_seen or not active:
+            return
+        self._profiles_seen = seen
+        self.scheduler.add_job(self.embed_profiles, args=[active], id="embed-profiles", jobstore="housekeeping",
+                               executor="housekeeping", replace_existing=True)
+
+    def embed_profiles(self, active: list[Subscriber]) -> None:
+        embed_profiles(self.ctx.store, self.ctx.make_ranker, active, self.clock())
 
     def _invalid(self, subscriber_id: str) -> bool:
         """A file that exists but does not load keeps its job: fixing a typo must not cost a digest."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import select
 
 from helpers import REPO, SAMPLE_PAGES, at
 from newsletter import pipeline
@@ -26,6 +27,8 @@ from newsletter.config import Config, config_from_mapping
 from newsletter.models import Schedule
 from newsletter.schedule import DIGEST_JOB, Daemon, SlotTrigger
 from newsletter.slots import current_slot, next_slot
+from newsletter.store import open_store
+from newsletter.store.schema import phrase_vectors
 
 T_INGEST = at("2026-11-20", 6)
 
@@ -125,6 +128,32 @@ def test_reconcile_follows_added_edited_and_removed_files_and_jobs_survive_a_res
     assert digest_jobs(again) == kept
     assert again.reconcile() == type(second)()
     again.scheduler.shutdown(wait=True)
+
+
+def stored_phrases(config: Config) -> set[str]:
+    with open_store(config.store_path) as store, store.db.read() as conn:
+        return {row[0] for row in conn.execute(select(phrase_vectors.c.phrase))}
+
+
+def test_the_daemon_embeds_new_and_edited_topics_before_their_digests_are_due(tmp_path, daemons, embedder):
+    """Embedding 1,000 new subscribers' phrases takes about 13 s: the daemon does it when it sees their files,
+    in its housekeeping thread, so the digest run that sends at their slot reads the stored vectors."""
+    config = project(tmp_path)
+    pipeline.ingest_pages(config, T_INGEST)
+    daemon = open_daemon(config, daemons)
+    daemon.open()
+    daemon.scheduler.resume()
+    daemon.reconcile()
+    wait_for(lambda: "retrosynthesis" in stored_phrases(config))  # one of alice's topics
+    before = stored_phrases(config)
+
+    (config.subscribers_dir / "dan.yaml").write_text("email: dan@example.org\ntopics: [bird song in cities]\n")
+    daemon.reconcile()
+    wait_for(lambda: "bird song in cities" in stored_phrases(config))
+    assert before < stored_phrases(config)
+    # Nobody's topics changed since: no second pass over everyone.
+    daemon.reconcile()
+    assert daemon.scheduler.get_job("embed-profiles", jobstore="housekeeping") is None
 
 
 def email_of(path: Path) -> EmailMessage:
