@@ -328,6 +328,8 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--papers", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--connections", type=int, default=1,
+                        help="the pipeline's smtp.connections (parallel SMTP sessions; raw smtplib always uses one)")
     parser.add_argument("--ranker", default="default",
                         help="a ranker model id (e.g. tfidf-v1) instead of the default one, or `instant` (no ranking: "
                              "what every other stage costs)")
@@ -338,8 +340,11 @@ def main() -> None:
     rng = random.Random(args.seed)
 
     with tempfile.TemporaryDirectory() as tmp, counting_sink() as (port, count):
-        config = make_project(Path(tmp), port, pages, args.subscribers, args.papers, rng)
-        print(f"{args.subscribers} subscribers, {len(config_titles(config))} papers; sink on {HOST}:{port}")
+        config = make_project(Path(tmp), port, pages, args.subscribers, args.papers, rng,
+                              {"smtp": {"host": HOST, "port": port, "security": "none", "timeout": 30,
+                                        "connections": args.connections}})
+        print(f"{args.subscribers} subscribers, {len(config_titles(config))} papers; sink on {HOST}:{port}; "
+              f"the pipeline sends over {args.connections} connection(s)")
 
         seconds: Seconds = defaultdict(float)
         sent, elapsed = run_pipeline(config, seconds, args.ranker)

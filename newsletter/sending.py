@@ -85,6 +85,8 @@ def wall_clock() -> datetime:
 
 # The longest nap of a worker waiting for another worker's lease to run out: it looks again this often.
 LEASE_POLL_SECONDS = 1.0
+# A sender renews its claims once this share of the lease has passed since they were set.
+RENEW_AFTER = 0.25
 # How often a sender waiting for a producer's next batch looks at `should_stop`.
 STOP_POLL_SECONDS = 0.2
 
@@ -184,13 +186,16 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
         try:
             with make_mailer() as mailer:
                 while batch := claim(worker):
+                    leased_at = wall()  # the claim set the batch's leases
                     for item in batch:
                         if halted():
                             return
                         pacer.wait()
+                        # Renewing rewrites every row the worker holds: only once a good part of the lease is gone.
+                        renew = wall() - leased_at >= policy.lease * RENEW_AFTER
                         try:
                             sent = _send_one(store, mailer, policy, now, item, accepted,
-                                             (worker, wall() + policy.lease))
+                                             (worker, wall() + policy.lease), renew)
                         except DeliveryError as exc:
                             with lock:
                                 first = not stopped
@@ -201,6 +206,8 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
                                                                     item.record.message_id, str(exc))
                             return
                         results[item.record.delivery_id] = sent
+                        if renew:
+                            leased_at = wall()
                     _record_accepted(store, accepted, now())  # before waiting for the next claim
         finally:
             _record_accepted(store, accepted, now())
@@ -282,14 +289,15 @@ def _process_alive(pid: int) -> bool:
 
 
 def _send_one(store: Store, mailer: Mailer, policy: SendPolicy, now: Callable[[], datetime],
-              item: QueuedMessage, accepted: list[tuple[int, str]], lease: tuple[str, datetime]) -> Sent:
+              item: QueuedMessage, accepted: list[tuple[int, str]], lease: tuple[str, datetime],
+              renew: bool = True) -> Sent:
     """Send one message. `accepted` holds the previous message if the server took it and it is not yet
     recorded: it is recorded `sent` first, in this message's start; this one takes its place when accepted.
-    `lease` (worker, until) renews the worker's claims; a message it no longer holds is left alone."""
+    `lease` (worker, until) renews the worker's claims when `renew`; a message it no longer holds is left alone."""
     ledger, record = store.ledger, item.record
     resent = record.status is DeliveryStatus.SENDING
     attempt = ledger.start_sending(record.delivery_id, now(), settle_sent=accepted.pop() if accepted else None,
-                                   lease=lease)
+                                   lease=lease, renew_claims=renew)
     if attempt is None:
         if ledger.status_of(record.delivery_id) is DeliveryStatus.FAILED:
             return Sent(record.subscriber_id, "bounced", record.message_id, "withdrawn: the subscriber bounced")

@@ -314,10 +314,15 @@ def test_an_expired_lease_is_anyone_s_and_a_sending_one_is_sent_again_by_the_nex
     assert [(r.status, r.reply) for r in store.ledger.deliveries_for("alice")] == [(S.SENT, "250 w2")]
 
 
-def test_each_send_renews_the_lease_of_everything_the_worker_still_holds(store):
+def test_a_send_renews_the_lease_of_everything_the_worker_still_holds_unless_told_not_to(store):
     alice, bob, carol = three_queued(store)
     claim(store, "w1", 0, lease=5)
+    # The sender renews only once a good part of the lease is gone (sending.RENEW_AFTER): not this time.
+    store.ledger.start_sending(alice, at("2026-11-23", 9), lease=("w1", at("2026-11-23", 9) + timedelta(minutes=9)),
+                               renew_claims=False)
+    assert [r.message_id for r in store.ledger.in_flight(at("2026-11-23", 9) + timedelta(minutes=6))] == ["<alice@x>"]
     store.ledger.start_sending(alice, at("2026-11-23", 9), lease=("w1", at("2026-11-23", 9) + timedelta(minutes=9)))
+    assert store.ledger.in_flight(at("2026-11-23", 9) + timedelta(minutes=6)) == []
     assert claim(store, "w2", 7) == []  # past the first lease, within the renewed one: still w1's
     store.ledger.settle(alice, S.SENT, reply="250 OK", now=at("2026-11-23", 9))
     assert store.ledger.release("w1") == 2  # a clean stop lets go of bob and carol at once

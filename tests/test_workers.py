@@ -31,7 +31,7 @@ SUBSCRIBERS = 2000
 WAIT = 600.0  # seconds any one process may take; a hang fails the test
 CHILD = Path(__file__).with_name("worker_child.py")
 # Short, so the survivors take over the victim's claims soon; long enough that a live worker's lease never
-# runs out on a busy machine (each send renews it); at least twice smtp.timeout.
+# runs out on a busy machine (sends renew it once a quarter of it is gone); at least twice smtp.timeout.
 LEASE_SECONDS = 6
 KILL_AFTER_SEND = 30  # in the victim's second batch of CLAIM_BATCH
 CLAIM_BATCH = 20

@@ -278,7 +278,7 @@ class Ledger:
 
     def start_sending(self, delivery_id: int, now: datetime, *,
                       settle_sent: tuple[int, str] | None = None,
-                      lease: tuple[str, datetime] | None = None) -> int | None:
+                      lease: tuple[str, datetime] | None = None, renew_claims: bool = True) -> int | None:
         """Mark a delivery `sending` just before the mailer gets it; returns the attempt number.
 
         None when it was settled since it was read as due (withdrawn because its subscriber
@@ -287,14 +287,22 @@ class Ledger:
         first: one commit per message instead of two, and still nothing goes on the wire
         before the one before it is recorded. With `lease` (worker, until), also None when
         the worker no longer holds the delivery (its lease ran out and another worker took
-        it); otherwise every delivery the worker holds is renewed until `until`, so a long
-        batch keeps its claims as long as it makes progress.
+        it); with `renew_claims` too, every delivery the worker holds is renewed until `until`,
+        so a long batch keeps its claims as long as it makes progress (the sender asks for that
+        now and then, not for every message: it rewrites a whole batch of rows).
         """
         # Lazily synced: a commit per message is the price of "one message in flight"; its fsync
         # is not (a killed process loses nothing; see Database.write for a power cut).
         with self._db.write(lazy_sync=True) as conn:
             if settle_sent is not None:
                 _settle(conn, settle_sent[0], S.SENT, reply=settle_sent[1], now=now)
+            if renew_claims and lease is not None:
+                conn.execute(update(deliveries).where(deliveries.c.claimed_by == lease[0])
+                             .values(lease_until=to_db(lease[1])))
+            attempt = _start_if_plain(conn, delivery_id, lease[0] if lease is not None else None, now)
+            if attempt is not None:
+                return attempt
+            # Not the plain case (withdrawn, bounced, taken over, or a wrong state): find out which.
             status, attempts, subscriber_bounced = _current_for_sending(conn, delivery_id)
             if status is not S.SENDING and subscriber_bounced:
                 # Queued after its subscriber bounced (a run stores and sends at once): withdraw it now.
@@ -304,12 +312,8 @@ class Ledger:
                 return None
             if status is S.FAILED:
                 return None
-            if lease is not None:
-                worker, until = lease
-                if _holder(conn, delivery_id) != worker:
-                    return None
-                conn.execute(update(deliveries).where(deliveries.c.claimed_by == worker)
-                             .values(lease_until=to_db(until)))
+            if lease is not None and _holder(conn, delivery_id) != lease[0]:
+                return None
             _check_transition(status, S.SENDING)
             conn.execute(update(deliveries).where(deliveries.c.id == delivery_id)
                          .values(status=S.SENDING.value, attempts=attempts + 1, updated_at=to_db(now)))
@@ -560,6 +564,26 @@ def _current(conn: Connection, delivery_id: int) -> tuple[DeliveryStatus, int]:
     if row is None:
         raise StoreError(f"no delivery {delivery_id}")
     return S(row[0]), int(row[1])
+
+
+# States a delivery may be sent from (TRANSITIONS into `sending`).
+_SENDABLE = tuple(sorted(status.value for status, nexts in TRANSITIONS.items() if S.SENDING in nexts))
+
+
+def _start_if_plain(conn: Connection, delivery_id: int, worker: str | None, now: datetime) -> int | None:
+    """`-> sending` in one statement for the case of nearly every message: sendable, held by `worker` (when
+    given) and its subscriber not bounced. The new attempt number; None when any of that does not hold (and
+    nothing was written), for the caller to find out which."""
+    bounced = (select(subscriber_health.c.subscriber_id)
+               .join(digests, digests.c.subscriber_id == subscriber_health.c.subscriber_id)
+               .where(digests.c.id == deliveries.c.digest_id, subscriber_health.c.bounced_at.is_not(None)))
+    condition = and_(deliveries.c.id == delivery_id, deliveries.c.status.in_(_SENDABLE), ~bounced.exists())
+    if worker is not None:
+        condition = and_(condition, deliveries.c.claimed_by == worker)
+    row = conn.execute(update(deliveries).where(condition)
+                       .values(status=S.SENDING.value, attempts=deliveries.c.attempts + 1, updated_at=to_db(now))
+                       .returning(deliveries.c.attempts)).first()
+    return None if row is None else int(row[0])
 
 
 def _current_for_sending(conn: Connection, delivery_id: int) -> tuple[DeliveryStatus, int, bool]:
