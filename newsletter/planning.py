@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from threadpoolctl import threadpool_limits
+
 from .models import Digest, Paper, Subscriber
 from .rank import Profile, Ranker, build_profile
 from .rank.batch import BLOCK, RankRequest, rank_many
@@ -61,6 +63,15 @@ def iter_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
     """`plan_digests` one digest at a time, so a run can store and send the first while it ranks the rest."""
     if not subscribers:
         return
+    # One BLAS thread: a run's matrices are small (a block of 512 subscribers x a day's papers), and the
+    # producer shares the machine with its own sending threads (and often the mail server): OpenBLAS's
+    # second thread then spins waiting for a core, and a 1,000-subscriber run took 4 s more CPU with it.
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield from _ranked_digests(store, make_ranker, policy, subscribers, now)
+
+
+def _ranked_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
+                    subscribers: Sequence[Subscriber], now: datetime) -> Iterator[Digest]:
     through = store.papers.newest_batch()  # papers committed after this wait for the next run
     windows = windows_for(store, policy, subscribers, now)
     corpus = papers_in_play(store, list(windows.values()), through)

@@ -18,6 +18,8 @@ ELLIPSIS = "…"
 
 def one_line(text: str) -> str:
     """The text on one line: control and line-break characters become spaces, runs of spaces collapse."""
+    if text.isprintable():  # no control or separator character (the usual case): a C-speed check
+        return " ".join(text.split())
     spaced = "".join(" " if unicodedata.category(char) in _BREAKING else char for char in text)
     return " ".join(spaced.split())
 

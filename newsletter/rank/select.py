@@ -8,7 +8,9 @@ paper id so a run is reproducible.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -34,13 +36,20 @@ class Exclusions:
         patterns = phrase_patterns(phrases)
         if not patterns:
             return list(papers), 0
-        kept = [p for p in papers if not any(pattern in self._words_of(p) for pattern in patterns)]
+        found = _any_of(tuple(patterns)).search  # one scan per paper for all the phrases
+        kept = [p for p in papers if found(self._words_of(p)) is None]
         return kept, len(papers) - len(kept)
 
     def _words_of(self, paper: Paper) -> str:
         if paper.id not in self._words:
             self._words[paper.id] = f" {' '.join(tokenize(paper.title + ' ' + paper.abstract))} "
         return self._words[paper.id]
+
+
+@lru_cache(maxsize=1024)
+def _any_of(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """A regex finding any of the literal `patterns` (" word word ", matched as plain text)."""
+    return re.compile("|".join(map(re.escape, patterns)))
 
 
 def phrase_patterns(phrases: Sequence[str]) -> list[str]:
