@@ -6,8 +6,8 @@
 Builds a project in a temporary folder (the sample pages, N generated subscribers, the
 outbox as mailer), then prints:
 - one `digest` run for everyone (plan, queue, send): digests per second;
-- the same work as the daemon does it at a shared slot time, one `send_digests(only=[id])`
-  job per subscriber: digests per second and the cost per job;
+- the next day's digests as the daemon makes them when every subscriber's job fires at one slot
+  time (`Daemon.digest` per subscriber, in turn): digests per second and the cost per job;
 - stored message bytes per delivery.
 Numbers only; nothing is asserted.
 """
@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from newsletter import pipeline  # noqa: E402
 from newsletter.config import config_from_mapping  # noqa: E402
 from newsletter.models import DeliveryStatus  # noqa: E402
+from newsletter.schedule import Daemon  # noqa: E402
 
 WORDS = ("graph", "neural", "retrieval", "generation", "diffusion", "protein", "language", "vision", "speech",
          "reinforcement", "causal", "federated", "quantum", "molecule", "benchmark", "attention")
@@ -67,12 +68,20 @@ def main() -> None:
         day2 = T + timedelta(days=1)
         with pipeline.open_context(config) as ctx:
             ids = [s.id for s in ctx.subscribers.load_all().subscribers]
+            # As the daemon does it when every subscriber's job fires at the same slot: the first job
+            # serves everyone due then, the others find their digest made.
+            daemon = Daemon(ctx, config, clock=lambda: day2)
+            daemon.open()
+            daemon.reconcile()
             start = time.perf_counter()
-            sent = sum(pipeline.send_digests(ctx, day2, only=[sid]).count("sent") for sid in ids)
+            for sid in ids:
+                daemon.digest(sid)
             jobs = time.perf_counter() - start
-            stored = [r for r in ctx.store.ledger.deliveries_in([DeliveryStatus.SENT])]
+            daemon.scheduler.shutdown(wait=True)
+            sent = len([r for r in ctx.store.ledger.deliveries_in([DeliveryStatus.SENT]) if r.slot == day2.date()])
+            stored = ctx.store.ledger.deliveries_in([DeliveryStatus.SENT])
             with ctx.store.db.read() as conn:
-                size = conn.exec_driver_sql("SELECT avg(length(message)) FROM deliveries").scalar()
+                size = conn.exec_driver_sql("SELECT avg(length(message)) FROM messages").scalar()
         print(f"{n} daemon jobs (one per subscriber, same slot): {sent} sent in {jobs:.2f} s "
               f"({sent / jobs:.1f} digests/s, {1000 * jobs / n:.0f} ms per job)")
         print(f"ledger: {len(stored)} sent deliveries, {size / 1024:.1f} KiB stored per message")

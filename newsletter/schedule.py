@@ -40,7 +40,7 @@ from .embedding_jobs import embed_new, embed_profiles
 from .errors import NewsletterError, RunLocked, UnknownSubscriber
 from .models import Schedule, Subscriber
 from .pipeline import RunContext, ingest_sources, ingest_summary, open_context, send_digests, send_due
-from .slots import next_slot
+from .slots import current_slot, next_slot
 from .sources import ingest
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,7 @@ class Daemon:
         self.stopping = threading.Event()
         self.scheduler = self._scheduler()
         self._profiles_seen: int | None = None  # what the subscribers' phrases were last embedded for
+        self._schedules: dict[str, Schedule] = {}  # active subscribers' schedules, as of the last reconcile
 
     def _scheduler(self) -> BackgroundScheduler:
         schedule = self.settings.schedule
@@ -135,9 +136,20 @@ class Daemon:
     # -- the jobs ---------------------------------------------------------------------------------
 
     def digest(self, subscriber_id: str) -> None:
-        """What `newsletter digest --subscriber ID` does, at the daemon's clock, late-aware and stoppable."""
+        """What `newsletter digest --subscriber ID` does, at the daemon's clock, late-aware and stoppable,
+        for ID and everyone whose slot is the same moment and not yet served.
+
+        A thousand people at the default 07:00 are a thousand jobs firing at once: the first one
+        ranks and sends them all in one run (a ranker fitted once, everyone scored as matrices),
+        and the others find their digest made and return at once.
+        """
+        now = self.clock()
+        only = self._sharing_the_slot(subscriber_id, now)
+        if not only:
+            log.debug("digest for %s: served already by a run for the same slot", subscriber_id)
+            return
         try:
-            report = send_digests(self.ctx, self.clock(), only=[subscriber_id], late_after=LATE_AFTER,
+            report = send_digests(self.ctx, now, only=only, late_after=LATE_AFTER,
                                   should_stop=self.stopping.is_set, wait=True, send=self.send)
         except NewsletterError as exc:
             log.error("digest for %s: %s", subscriber_id, exc)
@@ -147,6 +159,22 @@ class Daemon:
         for result in report.results:
             if result.outcome not in ("sent", "deferred", "failed"):  # sending.py logs those as they happen
                 log.info("digest for %s: %s %s", result.subscriber_id, result.outcome, result.detail)
+
+    def _sharing_the_slot(self, subscriber_id: str, now: datetime) -> list[str]:
+        """`subscriber_id` plus every subscriber whose current slot is the same moment and has no digest yet;
+        empty when that subscriber's own slot is served and nothing of theirs waits to be sent."""
+        mine = self._schedules.get(subscriber_id)
+        if mine is None:  # not known from a reconcile yet: on their own, as a hand-run digest would be
+            return [subscriber_id]
+        slots = {schedule: current_slot(schedule, now) for schedule in set(self._schedules.values())}
+        sharing = {sid: slots[schedule] for sid, schedule in self._schedules.items()
+                   if slots[schedule].at == slots[mine].at}
+        ledger = self.ctx.store.ledger
+        taken = ledger.taken_slots([(sid, slot.local_date) for sid, slot in sharing.items()])
+        due = {sid for sid, slot in sharing.items() if (sid, slot.local_date) not in taken}
+        if subscriber_id not in due and not ledger.waiting(now, [subscriber_id], wall=utc_now()):
+            return []
+        return sorted(due | {subscriber_id})
 
     def retry_due(self) -> None:
         if not self.send:
@@ -190,6 +218,7 @@ class Daemon:
         for error in loaded.errors:
             log.error("%s", error)
         wanted = {s.id: s.schedule for s in loaded.subscribers if s.status == "active"}
+        self._schedules = wanted
         jobs = {job.id.removeprefix(DIGEST_JOB): job for job in self.scheduler.get_jobs(jobstore="default")
                 if job.id.startswith(DIGEST_JOB)}
         added = [sid for sid in wanted if sid not in jobs]

@@ -214,6 +214,29 @@ def test_a_job_at_its_slot_is_not_late_and_a_second_firing_doubles_nothing(tmp_p
         assert [r.slot for r in ctx.store.ledger.deliveries_for("alice")] == [date(2026, 11, 20)]
 
 
+def test_the_first_job_at_a_shared_slot_serves_everyone_due_then_and_the_others_return_at_once(tmp_path, daemons):
+    """A thousand people at the default 07:00 are a thousand jobs firing together: one run ranks them all
+    (the ranker fitted once), instead of a thousand runs fitting it once each."""
+    config = project(tmp_path, templates=str(REPO / "templates"))
+    set_schedule(config, "carol", time="08:00")  # another moment: not in the 07:00 run
+    pipeline.ingest_pages(config, T_INGEST)
+    slot_time = at("2026-11-20", 7)
+    daemon = open_daemon(config, daemons, clock=lambda: slot_time + timedelta(seconds=5))
+    daemon.open()
+    daemon.reconcile()
+    daemon.digest("bob")
+    with pipeline.open_context(config) as ctx:
+        served = {sid: [r.slot for r in ctx.store.ledger.deliveries_for(sid)] for sid in ("alice", "bob", "carol")}
+        runs = ctx.store.runs.recent()
+    assert served == {"alice": [date(2026, 11, 20)], "bob": [date(2026, 11, 20)], "carol": []}
+    assert len(runs) == 1 + 1  # the ingest and one digest run
+    daemon.digest("alice")  # alice's own job, a moment later: her digest is made; no second run
+    with pipeline.open_context(config) as ctx:
+        assert len(ctx.store.runs.recent()) == 2
+        assert len(ctx.store.ledger.deliveries_for("alice")) == 1
+    assert len(list(config.outbox.glob("*.eml"))) == 2
+
+
 def test_the_email_is_dated_on_the_subscribers_clock_and_calendar(tmp_path):
     config = project(tmp_path)
     set_schedule(config, "alice", time="07:00", timezone="Asia/Tokyo")
