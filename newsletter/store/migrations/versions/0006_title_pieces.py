@@ -9,14 +9,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from newsletter.store.migrations import has_table
-from newsletter.store.schema import insert_rows, title_pieces
-from newsletter.titles import filed_probes
+from newsletter.store.migrations import has_table, refile_title_pieces
 
 revision = "0006"
 down_revision = "0005"
-
-BATCH = 10_000
 
 
 def upgrade() -> None:
@@ -27,10 +23,4 @@ def upgrade() -> None:
             sa.Column("paper_id", sa.Integer, primary_key=True),
             sqlite_with_rowid=False,  # the primary key is the table: one B-tree, looked up by probe
         )
-    conn = op.get_bind()
-    conn.execute(sa.delete(title_pieces))
-    stored = conn.execute(sa.text("SELECT title_key, id FROM papers")).all()
-    for start in range(0, len(stored), BATCH):
-        # insert_rows: the driver's executemany on SQLite, several times faster for many small rows
-        insert_rows(conn, title_pieces, [(probe, paper_id) for key, paper_id in stored[start : start + BATCH]
-                                         for probe in filed_probes(key)])
+    refile_title_pieces()
