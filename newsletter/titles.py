@@ -20,11 +20,14 @@ piece intact, and (counting from the left) there is always an intact piece i wit
 exactly i edits before it and at most k-i after it; so the query looks up piece i
 only at the shifts that many edits reach, about 19 probes for a 60-character title.
 Only keys sharing a piece are compared with the exact OSA distance, so a lookup
-costs the same in a store of 100 or 100,000 papers.
+costs the same in a store of 100 or 100,000 papers. The store also files each key
+whole under its `exact_probe` (a negative number, apart from every piece's), so one
+lookup finds the same key and its typos alike.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 import zlib
@@ -142,6 +145,28 @@ def filed_probes(key: str) -> frozenset[int]:
     if not allowed_typos(key):
         return frozenset()
     return frozenset(_probes(key, _filing_plan(len(key))))
+
+
+def exact_probe(key: str) -> int:
+    """The probe a key is filed under whole: minus one minus 63 bits of its BLAKE2b hash.
+
+    Negative, so it never equals a piece's probe (those are positive); stable across processes.
+    Two keys may share one (1 in 10^8 among 100,000 keys): the stored key is compared after lookup.
+    """
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return -1 - (int.from_bytes(digest, "big") >> 1)
+
+
+def store_probes(key: str) -> frozenset[int]:
+    """Every probe the store files a key under: the whole key, and its pieces when it tolerates typos."""
+    return filed_probes(key) | {exact_probe(key)}
+
+
+def lookup_probes(key: str) -> set[int]:
+    """Every probe under which the store may hold `key` itself or a key within its typo allowance."""
+    found = search_probes(key)
+    found.add(exact_probe(key))
+    return found
 
 
 @lru_cache(maxsize=512)

@@ -26,7 +26,7 @@ from newsletter.models import Digest, Page, ScoredPaper, Subscriber
 from newsletter.sources.listing import parse_page
 from newsletter.store import SCHEMA_VERSION, Store, open_store
 from newsletter.store.schema import Database, meta
-from newsletter.titles import filed_probes, title_key
+from newsletter.titles import store_probes, title_key
 
 ALICE = Subscriber(id="alice", email="alice@example.org", name="Alice", topics=("graphs",))
 
@@ -278,8 +278,8 @@ def test_papers_committed_by_another_process_mid_ingest_are_matched(tmp_path):
                         (title, title_key(title), "x", "2026-11-20 06:00:00"))
         paper_id = blocker.execute("SELECT max(id) FROM papers").fetchone()[0]
         # What another ingest writes in the same transaction: the paper and its typo index entries.
-        blocker.executemany("INSERT INTO title_pieces (probe, paper_id) VALUES (?, ?)",
-                            [(probe, paper_id) for probe in filed_probes(title_key(title))])
+        blocker.executemany("INSERT INTO recent_title_pieces (probe, paper_id) VALUES (?, ?)",
+                            [(probe, paper_id) for probe in store_probes(title_key(title))])
         outcome: list[object] = []
         ours = page_of([(with_typo(title, 1), "The same paper, listed again.")], name="ours.txt")
         worker = threading.Thread(target=lambda: outcome.append(other.papers.add_page(ours, at("2026-11-20"))))

@@ -34,13 +34,14 @@ def utc_time(name: str, *, nullable: bool = False) -> sa.Column:
 def refile_title_pieces() -> None:
     """File every stored paper's title key in `title_pieces` afresh, under this release's probes."""
     # Imported here: the revisions that only create tables need neither the schema module nor titles.
-    from newsletter.store.schema import insert_rows, title_pieces
-    from newsletter.titles import filed_probes
+    from newsletter.store.schema import insert_rows, recent_title_pieces, title_pieces
+    from newsletter.titles import store_probes
 
     conn = op.get_bind()
     conn.execute(sa.delete(title_pieces))
+    conn.execute(sa.delete(recent_title_pieces))
     stored = conn.execute(sa.text("SELECT title_key, id FROM papers")).all()
     for start in range(0, len(stored), REFILE_BATCH):
         # insert_rows: the driver's executemany on SQLite, several times faster for many small rows
         insert_rows(conn, title_pieces, [(probe, paper_id) for key, paper_id in stored[start : start + REFILE_BATCH]
-                                         for probe in filed_probes(key)])
+                                         for probe in store_probes(key)])

@@ -1,7 +1,6 @@
-"""Version 6: the typo index of stored title keys (titles.filed_probes), filled for every stored paper.
+"""Version 6: the typo index of stored title keys (`title_pieces`).
 
-About 2 s per 100,000 papers, once. Refiles from scratch when the table exists (a file whose first
-release created today's tables up front).
+Revision 11 files every stored paper in it (under today's probes), so this one only makes the table.
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from newsletter.store.migrations import has_table, refile_title_pieces
+from newsletter.store.migrations import has_table
 
 revision = "0006"
 down_revision = "0005"
@@ -23,4 +22,3 @@ def upgrade() -> None:
             sa.Column("paper_id", sa.Integer, primary_key=True),
             sqlite_with_rowid=False,  # the primary key is the table: one B-tree, looked up by probe
         )
-    refile_title_pieces()
