@@ -324,8 +324,15 @@ def test_a_store_from_before_the_title_index_files_its_papers_and_still_dedupes(
     with sqlite3.connect(path) as conn:
         titles = [title for (title,) in conn.execute("SELECT title FROM papers ORDER BY id")]
         assert not conn.execute("SELECT name FROM sqlite_master WHERE name = 'title_pieces'").fetchall()
+        sighted = conn.execute("SELECT paper_id, count(*) FROM sightings GROUP BY paper_id "
+                               "ORDER BY paper_id").fetchall()
     with open_store(path) as store:
         assert store.schema_version() == SCHEMA_VERSION
+        # Revision 11 rebuilt `papers` with foreign key checks off: ids and sightings are kept, the checks are back.
+        assert [(p.id, len(p.sightings)) for p in store.papers.get()] == sighted
+        with store.db.read() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert not [i for i in conn.exec_driver_sql("PRAGMA index_list(papers)") if i[2]]  # no unique index
         typos = [with_typo(t, n) for n, t in enumerate(titles)]
         outcome = store.papers.add_page(page_of([(t, "Again.") for t in typos], name="again.txt"), at("2026-11-21"))
         assert (outcome.new_papers, outcome.duplicates) == (0, len(titles))

@@ -104,10 +104,10 @@ class PaperStore:
         written once each); the number of rows moved. Lookups give the same answers before and after."""
         with self._db.write() as conn:
             recent = recent_title_pieces.c
-            moved = conn.execute(insert(title_pieces).from_select(
+            conn.execute(insert(title_pieces).from_select(
                 ["probe", "paper_id"], select(recent.probe, recent.paper_id).order_by(recent.probe, recent.paper_id)
-            )).rowcount
-            conn.execute(delete(recent_title_pieces))
+            ))
+            moved = conn.execute(delete(recent_title_pieces)).rowcount  # PostgreSQL gave -1 for the INSERT
         return int(moved)
 
     def _insert(self, conn: Connection, page: Page, keys: Sequence[str], match: _Match, batch: int,
