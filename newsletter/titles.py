@@ -98,6 +98,7 @@ def pieces_of_length(length: int) -> tuple[tuple[int, int], ...]:
     return tuple((piece + kept * piece // count, piece + kept * (piece + 1) // count) for piece in range(count))
 
 
+@lru_cache(maxsize=64)
 def reachable_shifts(piece: int, longer: int, limit: int) -> tuple[int, ...]:
     """Where piece `piece` of a known key may reappear in a query, relative to its place in the known key.
 
