@@ -23,6 +23,7 @@ since we matched" both count batches, so neither misses a paper that committed l
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, insert, or_, select, union_all, update
 from sqlalchemy.engine import Connection
 
+from ..errors import StoreBusy
 from ..models import Link, Page, PageOutcome, Paper, Sighting
 from ..titles import TitleIndex, closest, lookup_probes, store_probes, title_key
 from .schema import (
@@ -46,6 +48,8 @@ from .schema import (
     title_pieces,
     to_db,
 )
+
+log = logging.getLogger(__name__)
 
 # SQLite caps the bound parameters of one statement.
 CHUNK = 500
@@ -96,7 +100,10 @@ class PaperStore:
             merge_due = _merge_due(conn)
         self._loose = None
         if merge_due:  # after the page committed: the page is stored whether or not the merge happens
-            self.merge_recent_pieces()
+            try:
+                self.merge_recent_pieces()
+            except StoreBusy:  # lookups read both tables, so a later ingest can merge just as well
+                log.info("title index merge skipped: another process holds the database; a later ingest merges")
         return PageOutcome(already_ingested=False, new_papers=len(new_ids), duplicates=len(keys) - len(new_ids))
 
     def merge_recent_pieces(self) -> int:
