@@ -11,6 +11,8 @@ store between runs so "before" and "after" can be timed on the same file).
 (b) one generated page of 10,000 papers into an empty store
 (c) a 1,000-paper page into a store already holding --stored papers (only the last page is timed)
 (d) the in-memory TitleIndex alone for the same sizes (titles/s): the matching rules without the database
+(e) 1,000-paper pages one after another into a copy of the --stored store, each opening it, until one
+    ingest merges the recent probes into title_pieces: that merge's cost, and papers/s over all the pages
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import os
 import random
 import shutil
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -164,6 +167,19 @@ def prepared_store(cache: Path, stored: int, rng: random.Random) -> tuple[Path, 
     return store_file, titles
 
 
+def copy_to_disk(source: Path, copy: Path) -> None:
+    """A private copy of the prepared store, flushed to disk before timing: otherwise the ingest's first
+    fsync of the database file (the checkpoint when it closes) also writes out the copy's ~70 MB, which
+    no real store has waiting."""
+    shutil.copyfile(source, copy)
+    os.chmod(copy, 0o600)
+    descriptor = os.open(copy, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def bench_into_full_store(work: Path, cache: Path, repeat: int, stored: int, page_size: int) -> list[str]:
     store_file, earlier = prepared_store(cache, stored, random.Random(2))
     page_titles = make_titles(page_size, random.Random(3), earlier)
@@ -172,8 +188,7 @@ def bench_into_full_store(work: Path, cache: Path, repeat: int, stored: int, pag
     cpu: list[float] = []
     for n in range(repeat):
         copy = work / f"full-{n}.sqlite3"
-        shutil.copyfile(store_file, copy)
-        os.chmod(copy, 0o600)
+        copy_to_disk(store_file, copy)
         seconds.append(timed_cpu(lambda copy=copy: ingest_into(copy, page, work), cpu))
     print(f"(c) one page of {page_size:,} papers into a store of {stored:,} (incl. opening it): "
           f"{median_rate(page_size, seconds, cpu)}")
@@ -181,8 +196,7 @@ def bench_into_full_store(work: Path, cache: Path, repeat: int, stored: int, pag
     warm_cpu: list[float] = []
     for n in range(repeat):
         copy = work / f"warm-{n}.sqlite3"
-        shutil.copyfile(store_file, copy)
-        os.chmod(copy, 0o600)
+        copy_to_disk(store_file, copy)
         folders = Folders(work / "inbox", work / "processed", work / "quarantine")
         with open_store(copy) as store:
             store.papers.count()  # a long-running process has the database open, its pages partly cached
@@ -191,6 +205,32 @@ def bench_into_full_store(work: Path, cache: Path, repeat: int, stored: int, pag
     print(f"(c') the same page into a store this process already has open (a long-running process): "
           f"{median_rate(page_size, warm, warm_cpu)}")
     return earlier
+
+
+def recent_rows(store_file: Path) -> int:
+    with sqlite3.connect(store_file) as conn:
+        return int(conn.execute("SELECT count(*) FROM recent_title_pieces").fetchone()[0])
+
+
+def bench_until_merge(work: Path, cache: Path, stored: int, page_size: int) -> None:
+    store_file, earlier = prepared_store(cache, stored, random.Random(2))
+    copy = work / "until-merge.sqlite3"
+    copy_to_disk(store_file, copy)
+    seconds: list[float] = []
+    cpu: list[float] = []
+    merged_rows = 0
+    while not merged_rows and len(seconds) < 100:
+        page = write_page(work / f"page-{len(seconds)}.txt",
+                          make_titles(page_size, random.Random(100 + len(seconds)), earlier))
+        before = recent_rows(copy)
+        seconds.append(timed_cpu(lambda page=page: ingest_into(copy, page, work), cpu))
+        if recent_rows(copy) < before:  # this ingest's merge emptied the recent table
+            merged_rows = before
+    others = seconds[:-1] or seconds
+    print(f"(e) {len(seconds)} pages of {page_size:,} one after another into the store of {stored:,}, each opening "
+          f"it: median page {statistics.median(others):.3f}s, the last one (which merged about {merged_rows:,} "
+          f"recent probes into title_pieces) {seconds[-1]:.3f}s (CPU {cpu[-1]:.3f}s); all pages "
+          f"{median_rate(page_size * len(seconds), [sum(seconds)], [sum(cpu)])}")
 
 
 def match_all(index: TitleIndex, titles: list[str], first_id: int) -> None:
@@ -218,7 +258,7 @@ def main() -> None:
     parser.add_argument("--stored", type=int, default=100_000, help="papers already stored in (c)")
     parser.add_argument("--late", type=int, default=1_000, help="papers on the page of (c)")
     parser.add_argument("--cache", type=Path, help="keep the prepared store here between runs")
-    parser.add_argument("--skip", default="", help="letters of the parts to skip, e.g. 'bc'")
+    parser.add_argument("--skip", default="", help="letters of the parts to skip, e.g. 'bce'")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
@@ -237,6 +277,8 @@ def main() -> None:
             earlier = earlier or make_titles(args.stored, random.Random(2), [], near=0.0)
             late = make_titles(args.late, random.Random(3), earlier)
             bench_matching(f"{args.late:,}-title page, {args.stored:,} known", earlier, late, args.repeat)
+        if "e" not in args.skip:
+            bench_until_merge(work, cache, args.stored, args.late)
 
 
 if __name__ == "__main__":

@@ -11,17 +11,23 @@ A title with no letters or digits (emoji, punctuation) keys on its symbols
 instead, and is only ever matched exactly: one changed emoji is another paper.
 
 Typo matching is near-linear: every key long enough to tolerate k typos is cut
-into 2k+1 pieces, and each piece is filed under a *probe*, a stable number made
-of the key's length, the piece's number and its text (the store keeps probes in
-a table, so a process matches against 100,000 papers without loading them).
-k edits touch at most 2k pieces (a swap across a cut touches two), so a key
-within k edits of a query shares at least one piece with it, shifted by at
-most k places. Only keys sharing a piece are compared with the exact OSA
-distance, so a lookup costs the same in a store of 100 or 100,000 papers.
+into k+1 pieces with one character left out between neighbours, and each piece is
+filed under a *probe*, a stable number made of the key's length, the piece's number
+and its text (the store keeps probes in a table, so a process matches against
+100,000 papers without loading them). Thanks to the one-character gaps an edit
+touches at most one piece (a swap of two letters included), so k edits leave one
+piece intact, and (counting from the left) there is always an intact piece i with
+exactly i edits before it and at most k-i after it; so the query looks up piece i
+only at the shifts that many edits reach, about 19 probes for a 60-character title.
+Only keys sharing a piece are compared with the exact OSA distance, so a lookup
+costs the same in a store of 100 or 100,000 papers. The store also files each key
+whole under its `exact_probe` (a negative number, apart from every piece's), so one
+lookup finds the same key and its typos alike.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 import zlib
@@ -84,21 +90,24 @@ def same_numbers(a: str, b: str) -> bool:
 
 @lru_cache(maxsize=1024)
 def pieces_of_length(length: int) -> tuple[tuple[int, int], ...]:
-    """(start, end) of the 2k+1 pieces a key of `length` characters is cut into (k: its typo allowance)."""
-    count = 2 * _allowed_for_length(length) + 1
-    cuts = [length * i // count for i in range(count + 1)]
-    return tuple(zip(cuts, cuts[1:], strict=False))
+    """(start, end) of the k+1 pieces a key of `length` characters is cut into (k: its typo allowance),
+    one character apart: a swap of two letters can then never touch two pieces."""
+    gaps = _allowed_for_length(length)
+    count = gaps + 1
+    kept = length - gaps
+    return tuple((piece + kept * piece // count, piece + kept * (piece + 1) // count) for piece in range(count))
 
 
-@lru_cache(maxsize=4)
-def reachable_offsets(limit: int) -> tuple[tuple[int, tuple[int, ...]], ...]:
-    """For each `longer` (how much longer a known key is than the query), the shifts `limit` edits reach.
+@lru_cache(maxsize=64)
+def reachable_shifts(piece: int, longer: int, limit: int) -> tuple[int, ...]:
+    """Where piece `piece` of a known key may reappear in a query, relative to its place in the known key.
 
-    A known key's piece at `p` that reappears at `p + shift` in the query needs
-    |shift| edits before the piece and |longer + shift| after it.
+    `longer` is how much longer the query is. Number the edits between the keys by the piece each falls
+    in (an edit in the gap after a piece counts for that piece): with at most `limit` edits over
+    limit+1 pieces, some intact piece i has exactly i edits before it (so it moved by at most i) and at
+    most limit-i after it (so the rest of the length difference is at most limit-i).
     """
-    span = range(-limit, limit + 1)
-    return tuple((longer, tuple(s for s in span if abs(s) + abs(longer + s) <= limit)) for longer in span)
+    return tuple(shift for shift in range(-piece, piece + 1) if abs(longer - shift) <= limit - piece)
 
 
 def _allowed_for_length(length: int) -> int:
@@ -139,17 +148,39 @@ def filed_probes(key: str) -> frozenset[int]:
     return frozenset(_probes(key, _filing_plan(len(key))))
 
 
+def exact_probe(key: str) -> int:
+    """The probe a key is filed under whole: minus one minus 63 bits of its BLAKE2b hash.
+
+    Negative, so it never equals a piece's probe (those are positive); stable across processes.
+    Two keys may share one (1 in 10^8 among 100,000 keys): the stored key is compared after lookup.
+    """
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return -1 - (int.from_bytes(digest, "big") >> 1)
+
+
+def store_probes(key: str) -> frozenset[int]:
+    """Every probe the store files a key under: the whole key, and its pieces when it tolerates typos."""
+    return filed_probes(key) | {exact_probe(key)}
+
+
+def lookup_probes(key: str) -> set[int]:
+    """Every probe under which the store may hold `key` itself or a key within its typo allowance."""
+    found = search_probes(key)
+    found.add(exact_probe(key))
+    return found
+
+
 @lru_cache(maxsize=512)
 def _search_plan(size: int) -> tuple[tuple[int, int, int], ...]:
     """(base, start, end) of every piece of a `size`-character key that search_probes looks up."""
-    limit = _allowed_for_length(size)
+    allowed = _allowed_for_length(size)
     plan: set[tuple[int, int, int]] = set()
-    for longer, shifts in reachable_offsets(limit):
-        length = size + longer
-        if _allowed_for_length(length) == 0:
-            continue  # keys that short are never filed
-        for number, (start, end) in enumerate(pieces_of_length(length)):
-            for shift in shifts:
+    for length in range(size - allowed, size + allowed + 1):
+        limit = min(allowed, _allowed_for_length(length))  # both keys' allowance bounds the edits
+        if limit == 0 or abs(size - length) > limit:
+            continue  # keys that short are never filed, or too far off in length
+        for number, (start, end) in enumerate(pieces_of_length(length)[: limit + 1]):
+            for shift in reachable_shifts(number, size - length, limit):
                 at = start + shift
                 if at >= 0 and at + end - start <= size:
                     plan.add((_probe_base(length, number), at, at + end - start))
@@ -159,10 +190,8 @@ def _search_plan(size: int) -> tuple[tuple[int, int, int], ...]:
 def search_probes(key: str) -> set[int]:
     """Every probe under which a stored key within `key`'s typo allowance is filed.
 
-    k edits touch at most 2k of a known key's 2k+1 pieces, so one piece survives
-    intact, shifted by at most k places: looking up each piece of each nearby length
-    at each reachable shift finds every such key (and a few more, which the exact
-    distance rejects).
+    Looking up each piece of each nearby length at the shifts `reachable_shifts` allows
+    finds every such key (and a few more, which the exact distance rejects).
     """
     if not allowed_typos(key):
         return set()

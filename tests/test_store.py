@@ -26,7 +26,7 @@ from newsletter.models import Digest, Page, ScoredPaper, Subscriber
 from newsletter.sources.listing import parse_page
 from newsletter.store import SCHEMA_VERSION, Store, open_store
 from newsletter.store.schema import Database, meta
-from newsletter.titles import filed_probes, title_key
+from newsletter.titles import store_probes, title_key
 
 ALICE = Subscriber(id="alice", email="alice@example.org", name="Alice", topics=("graphs",))
 
@@ -278,8 +278,8 @@ def test_papers_committed_by_another_process_mid_ingest_are_matched(tmp_path):
                         (title, title_key(title), "x", "2026-11-20 06:00:00"))
         paper_id = blocker.execute("SELECT max(id) FROM papers").fetchone()[0]
         # What another ingest writes in the same transaction: the paper and its typo index entries.
-        blocker.executemany("INSERT INTO title_pieces (probe, paper_id) VALUES (?, ?)",
-                            [(probe, paper_id) for probe in filed_probes(title_key(title))])
+        blocker.executemany("INSERT INTO recent_title_pieces (probe, paper_id) VALUES (?, ?)",
+                            [(probe, paper_id) for probe in store_probes(title_key(title))])
         outcome: list[object] = []
         ours = page_of([(with_typo(title, 1), "The same paper, listed again.")], name="ours.txt")
         worker = threading.Thread(target=lambda: outcome.append(other.papers.add_page(ours, at("2026-11-20"))))
@@ -324,8 +324,15 @@ def test_a_store_from_before_the_title_index_files_its_papers_and_still_dedupes(
     with sqlite3.connect(path) as conn:
         titles = [title for (title,) in conn.execute("SELECT title FROM papers ORDER BY id")]
         assert not conn.execute("SELECT name FROM sqlite_master WHERE name = 'title_pieces'").fetchall()
+        sighted = conn.execute("SELECT paper_id, count(*) FROM sightings GROUP BY paper_id "
+                               "ORDER BY paper_id").fetchall()
     with open_store(path) as store:
         assert store.schema_version() == SCHEMA_VERSION
+        # Revision 11 rebuilt `papers` with foreign key checks off: ids and sightings are kept, the checks are back.
+        assert [(p.id, len(p.sightings)) for p in store.papers.get()] == sighted
+        with store.db.read() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert not [i for i in conn.exec_driver_sql("PRAGMA index_list(papers)") if i[2]]  # no unique index
         typos = [with_typo(t, n) for n, t in enumerate(titles)]
         outcome = store.papers.add_page(page_of([(t, "Again.") for t in typos], name="again.txt"), at("2026-11-21"))
         assert (outcome.new_papers, outcome.duplicates) == (0, len(titles))

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from builders import abstract_for, generated_titles, listing_page
+from builders import abstract_for, generated_titles, listing_page, with_typo
 from sqlalchemy import text
 
 from helpers import at
@@ -17,6 +17,8 @@ from newsletter.errors import RunLocked, StoreError
 from newsletter.models import Page
 from newsletter.sources.listing import parse_page
 from newsletter.store import SCHEMA_VERSION, SourceState, Store, open_store
+from newsletter.store import papers as paper_store
+from newsletter.titles import store_probes, title_key
 
 
 def page_of(entries: list[tuple[str, str]], name: str = "p.txt", day: str = "2026-11-20") -> Page:
@@ -56,6 +58,33 @@ def test_papers_are_stored_once_with_every_sighting_and_time_zones_kept(store):
     assert [p.id for p in store.papers.recent(until=at("2026-11-20", 12), limit=3)] == [p.id for p in stored[2:5]]
     found = store.papers.find_by_title(stored[5].title.upper())
     assert found is not None and found.id == stored[5].id
+
+
+def filed_rows(store: Store) -> tuple[int, int]:
+    """Rows in (title_pieces, recent_title_pieces)."""
+    with store.db.read() as conn:
+        return (conn.execute(text("SELECT count(*) FROM title_pieces")).scalar_one(),
+                conn.execute(text("SELECT count(*) FROM recent_title_pieces")).scalar_one())
+
+
+def test_new_papers_are_filed_in_the_recent_table_merged_when_due_and_found_in_both(store, monkeypatch):
+    monkeypatch.setattr(paper_store, "MERGE_MIN_ROWS", 150)
+    first = entries(50, seed=31)  # ~180 probes: the ingest that files them merges them
+    store.papers.add_page(page_of(first, name="a.txt"), at("2026-11-20", 9))
+    assert filed_rows(store) == (sum(len(store_probes(title_key(t))) for t, _ in first), 0)
+    second = entries(10, seed=32)  # ~36 probes: they stay in the recent table
+    store.papers.add_page(page_of(second, name="b.txt"), at("2026-11-20", 10))
+    merged, recent = filed_rows(store)
+    assert recent == sum(len(store_probes(title_key(t))) for t, _ in second) and merged > recent
+    # The same titles, typos of them and their exact keys in other spellings: in either table, all found.
+    again = [(with_typo(t, n), a) for n, (t, a) in enumerate(first[:20] + second[:5])]
+    again += [(t.upper(), a) for t, a in first[20:25] + second[5:]]
+    outcome = store.papers.add_page(page_of(again, name="c.txt"), at("2026-11-21", 9))
+    assert (outcome.new_papers, outcome.duplicates) == (0, 35)
+    assert store.papers.merge_recent_pieces() == recent
+    assert filed_rows(store) == (merged + recent, 0)
+    outcome = store.papers.add_page(page_of(again[::-1], name="d.txt"), at("2026-11-21", 10))
+    assert (outcome.new_papers, outcome.duplicates) == (0, 35) and store.papers.count() == 60
 
 
 def test_windows_count_batches_and_the_bound_is_exclusive(store):

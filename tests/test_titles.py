@@ -200,9 +200,9 @@ def test_a_swap_anywhere_is_found_even_across_the_index_cuts():
 
 
 def test_the_store_decides_as_brute_force_page_by_page(tmp_path):
-    """The store matches against its `title_pieces` table, not this in-memory index: same rules, checked
-    on 2,000 generated titles in four pages. Each entry first looks for a stored paper, then for an
-    earlier new paper of its own page, as ingest does."""
+    """The store matches against its `title_pieces` tables, not this in-memory index: same rules, checked
+    on 2,000 generated titles in four pages (two merged into title_pieces, two in the recent table). Each
+    entry first looks for a stored paper, then for an earlier new paper of its own page, as ingest does."""
     rng = random.Random(20261201)
     titles: list[str] = []
     for _ in range(2000):
@@ -234,6 +234,8 @@ def test_the_store_decides_as_brute_force_page_by_page(tmp_path):
                         papers=tuple(ParsedPaper(title=title, abstract="An abstract.", line=2 * n + 1, position=n + 1)
                                      for n, title in enumerate(chunk)))
             store.papers.add_page(page, datetime(2026, 12, 1, 6, tzinfo=UTC))
+            if page_number == 1:  # the first two pages' probes move to title_pieces, the next two stay recent
+                assert store.papers.merge_recent_pieces() > 1000
         paper_of_title: dict[int, int] = {}  # title index -> stored paper id
         for paper in store.papers.get():
             for sighting in paper.sightings:

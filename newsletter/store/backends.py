@@ -56,6 +56,9 @@ class Backend(Protocol):
     def sync_lazily(self, conn: Connection) -> AbstractContextManager[None]:
         """Around one write transaction on `conn`: let its commit skip waiting for the disk (Database.write)."""
 
+    def foreign_keys_off(self, conn: Connection) -> AbstractContextManager[None]:
+        """Around one write transaction on `conn` that rebuilds tables (schema upgrades only)."""
+
 
 def is_server_url(target: Path | str) -> bool:
     return str(target).startswith(POSTGRES_SCHEMES)
@@ -124,6 +127,17 @@ class SqliteBackend:
             yield
         finally:
             driver.execute("PRAGMA synchronous=FULL")
+
+    @contextmanager
+    def foreign_keys_off(self, conn: Connection) -> Iterator[None]:
+        # Like sync_lazily: outside any transaction. The upgrade checks the keys itself (foreign_key_check).
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute("PRAGMA foreign_keys=OFF")
+        try:
+            yield
+        finally:
+            driver.execute("PRAGMA foreign_keys=ON")
 
     def _on_connect(self, dbapi_connection: sqlite3.Connection, _record: object) -> None:
         # We issue BEGIN ourselves (see _sqlite_begin); the driver must not.
@@ -197,6 +211,10 @@ class PostgresBackend:
     def sync_lazily(self, conn: Connection) -> AbstractContextManager[None]:
         # Every commit waits for the server's disk: PostgreSQL's own synchronous_commit setting (per role
         # or database) is where an operator trades that away, for all of this store's commits at once.
+        return nullcontext()
+
+    def foreign_keys_off(self, conn: Connection) -> AbstractContextManager[None]:
+        # PostgreSQL changes a table in place (ALTER TABLE): its foreign keys never need to be off.
         return nullcontext()
 
 

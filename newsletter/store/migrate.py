@@ -78,7 +78,7 @@ def open_schema(db: Database) -> None:
 
 def upgrade(db: Database) -> tuple[str | None, str]:
     """Create or migrate the schema to this release's head in one write transaction; (from, to) revisions."""
-    with db.write() as conn:
+    with db.write(foreign_keys=False) as conn:  # a revision may rebuild a SQLite table (see Database.write)
         current = current_revision(conn)
         _refuse_newer(conn, current, db.label)
         if current == head():

@@ -1,9 +1,14 @@
 """Pages, papers and sightings: what ingest writes and what planning reads.
 
 Ingest matches a page's titles against the stored ones in the database itself:
-exact keys through the unique index on `title_key`, typos through the
-`title_pieces` table (titles.py explains the probes), so a new process pays for
-its page, not for the 100,000 papers already stored. Matching happens before the
+the same key and its typos alike through the probes filed in `title_pieces` and
+`recent_title_pieces` (titles.py explains them), so a new process pays for its
+page, not for the 100,000 papers already stored. New papers' probes go to the
+small recent table, whose few leaves an ingest dirties instead of most of the big
+table's (probes are random); once it holds as many rows as half the stored papers,
+the ingest that filled it moves them into `title_pieces` in one sorted insert, in
+a transaction of its own after its page has committed (a merge of 50,000 rows into a
+store of 100,000 papers is measured by bench/bench_ingest.py (e)). Matching happens before the
 write lock; if another process stored papers in between, the page is matched
 again inside the write transaction, so any interleaving of ingests gives what
 serial ingestion gives.
@@ -18,16 +23,18 @@ since we matched" both count batches, so neither misses a paper that committed l
 from __future__ import annotations
 
 import json
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, or_, select, union_all, update
 from sqlalchemy.engine import Connection
 
+from ..errors import StoreBusy
 from ..models import Link, Page, PageOutcome, Paper, Sighting
-from ..titles import TitleIndex, closest, filed_probes, search_probes, title_key
+from ..titles import TitleIndex, closest, lookup_probes, store_probes, title_key
 from .schema import (
     INGEST_BATCH,
     Database,
@@ -36,13 +43,20 @@ from .schema import (
     insert_rows,
     pages,
     papers,
+    recent_title_pieces,
     sightings,
     title_pieces,
     to_db,
 )
 
+log = logging.getLogger(__name__)
+
 # SQLite caps the bound parameters of one statement.
 CHUNK = 500
+# recent_title_pieces is moved into title_pieces once it holds this many rows, or half as many as there
+# are stored papers if that is more: a merge rewrites most of the big table's leaves, so its cost per
+# row stays the same as the store grows, and the recent table stays a few hundred pages at most.
+MERGE_MIN_ROWS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +97,25 @@ class PaperStore:
             if batch - 1 != matched_through:  # another process stored papers since we matched
                 match = _match(conn, keys)
             new_ids = self._insert(conn, page, keys, match, batch, now)
+            merge_due = _merge_due(conn)
         self._loose = None
+        if merge_due:  # after the page committed: the page is stored whether or not the merge happens
+            try:
+                self.merge_recent_pieces()
+            except StoreBusy:  # lookups read both tables, so a later ingest can merge just as well
+                log.info("title index merge skipped: another process holds the database; a later ingest merges")
         return PageOutcome(already_ingested=False, new_papers=len(new_ids), duplicates=len(keys) - len(new_ids))
+
+    def merge_recent_pieces(self) -> int:
+        """Move every row of recent_title_pieces into title_pieces (sorted, so the big table's leaves are
+        written once each); the number of rows moved. Lookups give the same answers before and after."""
+        with self._db.write() as conn:
+            recent = recent_title_pieces.c
+            conn.execute(insert(title_pieces).from_select(
+                ["probe", "paper_id"], select(recent.probe, recent.paper_id).order_by(recent.probe, recent.paper_id)
+            ))
+            moved = conn.execute(delete(recent_title_pieces)).rowcount  # PostgreSQL gave -1 for the INSERT
+        return int(moved)
 
     def _insert(self, conn: Connection, page: Page, keys: Sequence[str], match: _Match, batch: int,
                 now: datetime) -> list[int]:
@@ -99,8 +130,9 @@ class PaperStore:
             for i in match.new_entries
         ])
         new_ids = [ids_by_key[key] for key in new_keys]
-        insert_rows(conn, title_pieces, [(probe, paper_id) for key, paper_id in zip(new_keys, new_ids, strict=True)
-                                         for probe in filed_probes(key)])
+        insert_rows(conn, recent_title_pieces, [(probe, paper_id)
+                                                for key, paper_id in zip(new_keys, new_ids, strict=True)
+                                                for probe in store_probes(key)])
         insert_rows(conn, sightings, [
             (None, stored if stored is not None else new_ids[new], page_id, parsed.position, parsed.title)  # type: ignore[index]
             for parsed, stored, new in zip(page.papers, match.existing, match.new_of_entry, strict=True)
@@ -183,9 +215,8 @@ class PaperStore:
 
 def _match(conn: Connection, keys: Sequence[str]) -> _Match:
     """Match each entry to a stored paper, else to an earlier new entry of the same page."""
-    stored = _ids_of_keys(conn, {key for key in keys if key})
-    probes = {key: search_probes(key) for key in keys if key and key not in stored}  # once per key, used twice
-    stored.update(_typo_matches(conn, probes))
+    probes = {key: lookup_probes(key) for key in keys if key}  # once per key, used twice
+    stored = _stored_matches(conn, probes)
     on_page = TitleIndex()  # new papers of this page, by their position in new_entries
     existing: list[int | None] = []
     new_of_entry: list[int | None] = []
@@ -202,8 +233,8 @@ def _match(conn: Connection, keys: Sequence[str]) -> _Match:
     return _Match(tuple(existing), tuple(new_of_entry), tuple(new_entries))
 
 
-def _typo_matches(conn: Connection, probes: dict[str, set[int]]) -> dict[str, int]:
-    """For each key (with its search probes), the closest stored paper among those sharing a probe, if any."""
+def _stored_matches(conn: Connection, probes: dict[str, set[int]]) -> dict[str, int]:
+    """For each key (with its lookup probes), the stored paper with the same key, else the closest typo."""
     asked: list[int] = []  # every key's probes one after another (a probe two keys ask for appears twice)
     asker: list[str] = []  # the key that asks for asked[i]
     for key, wanted in probes.items():
@@ -214,10 +245,18 @@ def _typo_matches(conn: Connection, probes: dict[str, set[int]]) -> dict[str, in
         candidates[asker[position]][paper_id] = stored_key
     found: dict[str, int] = {}
     for key, papers_by_id in candidates.items():
-        nearest = closest(key, ((stored_key, ident) for ident, stored_key in papers_by_id.items()))
+        # Ingest never stores one key twice; min() only makes the answer independent of row order.
+        same = [ident for ident, stored_key in papers_by_id.items() if stored_key == key]
+        nearest = min(same) if same else closest(key, ((stored_key, ident) for ident, stored_key in
+                                                        papers_by_id.items()))
         if nearest is not None:
             found[key] = nearest
     return found
+
+
+def _merge_due(conn: Connection) -> bool:
+    recent = int(conn.execute(select(func.count()).select_from(recent_title_pieces)).scalar_one())
+    return recent >= max(MERGE_MIN_ROWS, _newest_id(conn) // 2)
 
 
 def _insert_papers(conn: Connection, rows: list[tuple[str, str, str, str, datetime, int]]) -> dict[str, int]:
@@ -243,39 +282,31 @@ def _insert_papers(conn: Connection, rows: list[tuple[str, str, str, str, dateti
     return {key: int(ident) for ident, key in inserted}
 
 
-def _ids_of_keys(conn: Connection, keys: set[str]) -> dict[str, int]:
-    if conn.dialect.name == "sqlite":  # one statement, the list passed as JSON: no per-parameter cost
-        rows = _driver_rows(conn, "SELECT title_key, id FROM papers WHERE title_key IN "
-                                  "(SELECT value FROM json_each(?))", json.dumps(sorted(keys)))
-        return {key: ident for key, ident in rows}
-    found: dict[str, int] = {}
-    ordered = sorted(keys)
-    for start in range(0, len(ordered), CHUNK):
-        query = select(papers.c.title_key, papers.c.id).where(papers.c.title_key.in_(ordered[start : start + CHUNK]))
-        found.update({key: ident for key, ident in conn.execute(query)})
-    return found
-
-
 def _filed_under(conn: Connection, probes: list[int]) -> list[tuple[int, int, str]]:
-    """(position in `probes`, paper id, stored title key) of every stored paper filed under one of `probes`."""
+    """(position in `probes`, paper id, stored title key) of every stored paper filed under one of `probes`.
+
+    Both tables in one statement: on PostgreSQL every statement sees one snapshot, so a merge committing
+    meanwhile can never hide a row that moved from one table to the other.
+    """
     if not probes:
         return []
     if conn.dialect.name == "sqlite":  # the list as one JSON parameter; json_each numbers its elements
-        return _driver_rows(
-            conn,
-            "SELECT wanted.key, filed.paper_id, papers.title_key FROM json_each(?) AS wanted "
-            "JOIN title_pieces AS filed ON filed.probe = wanted.value JOIN papers ON papers.id = filed.paper_id",
-            json.dumps(probes),
-        )
+        return _driver_rows(conn, " UNION ALL ".join(
+            "SELECT wanted.key, filed.paper_id, papers.title_key FROM json_each(?1) AS wanted "
+            f"JOIN {table.name} AS filed ON filed.probe = wanted.value JOIN papers ON papers.id = filed.paper_id"
+            for table in (title_pieces, recent_title_pieces)
+        ), json.dumps(probes))
     positions: defaultdict[int, list[int]] = defaultdict(list)
     for position, probe in enumerate(probes):
         positions[probe].append(position)
     distinct = list(positions)
     rows: list[tuple[int, int, str]] = []
     for start in range(0, len(distinct), CHUNK):
-        query = (select(title_pieces.c.probe, title_pieces.c.paper_id, papers.c.title_key)
-                 .join(papers, papers.c.id == title_pieces.c.paper_id)
-                 .where(title_pieces.c.probe.in_(distinct[start : start + CHUNK])))
+        chunk = distinct[start : start + CHUNK]
+        filed = union_all(*(select(table.c.probe, table.c.paper_id).where(table.c.probe.in_(chunk))
+                            for table in (title_pieces, recent_title_pieces))).subquery()
+        query = (select(filed.c.probe, filed.c.paper_id, papers.c.title_key)
+                 .join(papers, papers.c.id == filed.c.paper_id))
         rows.extend((position, int(ident), key) for probe, ident, key in conn.execute(query)
                     for position in positions[int(probe)])
     return rows

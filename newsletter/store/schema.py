@@ -74,7 +74,9 @@ papers = Table(
     "papers", metadata,
     Column("id", Integer, primary_key=True),
     Column("title", Text, nullable=False),
-    Column("title_key", Text, nullable=False, unique=True),
+    # Unique by what ingest does (it matches every key first, under the write lock), not by an index: a
+    # unique index on ~60-character text keys cost an ingest ~750 dirty pages. Looked up by title_pieces.
+    Column("title_key", Text, nullable=False),
     Column("abstract", Text, nullable=False),
     Column("links", Text, nullable=False, default="[]"),  # JSON list of [url, kind]
     _utc("first_seen", index=True),
@@ -221,13 +223,24 @@ source_state = Table(
     _utc("next_try_at", nullable=True),
 )
 
-# The typo index of stored title keys (titles.filed_probes), so an ingest looks up only its own page's
-# pieces instead of loading every stored title. Kept in step with `papers` by the transaction that inserts a paper.
+# The index of stored title keys (titles.store_probes: the whole key and its typo pieces), so an ingest
+# looks up only its own page's probes instead of loading every stored title. Kept in step with `papers`
+# by the transaction that inserts a paper.
 title_pieces = Table(
     "title_pieces", metadata,
     Column("probe", BigInteger, primary_key=True),
     Column("paper_id", Integer, primary_key=True),  # papers.id
     sqlite_with_rowid=False,  # the primary key is the table: one B-tree, looked up by probe
+)
+
+# The newest papers' probes, moved into title_pieces in bulk (store/papers.py: merge_recent_pieces).
+# Probes are random numbers: an ingest's thousands of rows would dirty most leaves of the big table, but
+# only the few of this small one; a lookup asks both tables.
+recent_title_pieces = Table(
+    "recent_title_pieces", metadata,
+    Column("probe", BigInteger, primary_key=True),
+    Column("paper_id", Integer, primary_key=True),  # papers.id
+    sqlite_with_rowid=False,
 )
 
 # The one shared send pace of every worker on this database (store/pace.py): the earliest moment, in
@@ -241,8 +254,9 @@ send_pace = Table(
 PACE_ROW = "smtp"
 
 # Parents before children: the order `db copy` fills a new database in.
-TABLES_IN_ORDER = (meta, counters, pages, papers, title_pieces, sightings, digests, digest_papers, deliveries,
-                   messages, subscriber_health, runs, paper_vectors, phrase_vectors, votes, source_state, send_pace)
+TABLES_IN_ORDER = (meta, counters, pages, papers, title_pieces, recent_title_pieces, sightings, digests, digest_papers,
+                   deliveries, messages, subscriber_health, runs, paper_vectors, phrase_vectors, votes, source_state,
+                   send_pace)
 
 
 def to_db(moment: datetime) -> datetime:
@@ -277,7 +291,7 @@ class Database:
         self.engine.dispose()
 
     @contextmanager
-    def write(self, *, lazy_sync: bool = False) -> Iterator[Connection]:
+    def write(self, *, lazy_sync: bool = False, foreign_keys: bool = True) -> Iterator[Connection]:
         """A write transaction holding the write lock from its start; waits up to busy_timeout_ms for
         another writer, then raises StoreBusy.
 
@@ -286,11 +300,15 @@ class Database:
         under WAL, PostgreSQL's synchronous_commit=off: the next synced commit makes it durable too),
         so after a power cut or an OS crash at most that much of such commits can be lost. The
         per-message delivery records use it: an fsync per message cost more than sending the message.
+
+        `foreign_keys=False` is for schema upgrades only: SQLite rebuilds a table by copying it, dropping
+        the old one and renaming the copy, which it allows only with its foreign key checks off.
         """
         lazy = lazy_sync and time.monotonic() - self._synced_at < LAZY_SYNC_SECONDS
         with self.guard(), self.engine.connect() as conn:
             conn.execution_options(newsletter_write=True)
-            with self.backend.sync_lazily(conn) if lazy else nullcontext():
+            with (self.backend.sync_lazily(conn) if lazy else nullcontext(),
+                  nullcontext() if foreign_keys else self.backend.foreign_keys_off(conn)):
                 with conn.begin():
                     self.backend.take_write_lock(conn)
                     yield conn

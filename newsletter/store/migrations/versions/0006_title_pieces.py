@@ -1,7 +1,6 @@
-"""Version 6: the typo index of stored title keys (titles.filed_probes), filled for every stored paper.
+"""Version 6: the typo index of stored title keys (`title_pieces`).
 
-About 2 s per 100,000 papers, once. Refiles from scratch when the table exists (a file whose first
-release created today's tables up front).
+Revision 11 files every stored paper in it (under today's probes), so this one only makes the table.
 """
 
 from __future__ import annotations
@@ -10,13 +9,9 @@ import sqlalchemy as sa
 from alembic import op
 
 from newsletter.store.migrations import has_table
-from newsletter.store.schema import insert_rows, title_pieces
-from newsletter.titles import filed_probes
 
 revision = "0006"
 down_revision = "0005"
-
-BATCH = 10_000
 
 
 def upgrade() -> None:
@@ -27,10 +22,3 @@ def upgrade() -> None:
             sa.Column("paper_id", sa.Integer, primary_key=True),
             sqlite_with_rowid=False,  # the primary key is the table: one B-tree, looked up by probe
         )
-    conn = op.get_bind()
-    conn.execute(sa.delete(title_pieces))
-    stored = conn.execute(sa.text("SELECT title_key, id FROM papers")).all()
-    for start in range(0, len(stored), BATCH):
-        # insert_rows: the driver's executemany on SQLite, several times faster for many small rows
-        insert_rows(conn, title_pieces, [(probe, paper_id) for key, paper_id in stored[start : start + BATCH]
-                                         for probe in filed_probes(key)])
