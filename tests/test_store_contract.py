@@ -41,6 +41,14 @@ def test_a_new_store_is_at_the_current_schema_version(store):
     assert store.papers.count() == 0 and store.papers.newest_batch() == 0
 
 
+def test_papers_asked_for_by_more_ids_than_one_statement_may_carry_are_all_found(store):
+    """SQLite caps a statement at 32,766 parameters and PostgreSQL at 65,535; a run's votes can name more."""
+    store.papers.add_page(page_of(entries(3, seed=4)), at("2026-11-20", 9))
+    ids = [p.id for p in store.papers.get()]
+    asked = list(range(70_000, 0, -1))  # unordered, and mostly ids no paper has
+    assert [p.id for p in store.papers.get(asked + ids)] == sorted(ids)
+
+
 def test_papers_are_stored_once_with_every_sighting_and_time_zones_kept(store):
     first = page_of(entries(5, seed=1), name="a.txt")
     outcome = store.papers.add_page(first, at("2026-11-20", 9))

@@ -144,9 +144,12 @@ class PaperStore:
     def get(self, ids: Iterable[int] | None = None) -> list[Paper]:
         """Stored papers (all, or the given ids) with their sightings, oldest first."""
         query = select(papers).order_by(papers.c.id)
-        if ids is not None:
-            query = query.where(papers.c.id.in_(list(ids)))
-        return self._load(query)
+        if ids is None:
+            return self._load(query)
+        # In chunks: the databases cap the parameters of one statement (SQLite at 32,766), and the
+        # papers a run's votes name grow with the subscribers.
+        wanted = sorted(set(ids))
+        return [paper for chunk in _chunks(wanted, CHUNK) for paper in self._load(query.where(papers.c.id.in_(chunk)))]
 
     def max_id(self) -> int:
         with self._db.read() as conn:
