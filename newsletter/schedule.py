@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 JOBS_TABLE = "apscheduler_jobs"
 DIGEST_JOB = "digest:"
+# The daemon's own jobs, beside the digest jobs: one thread runs them in turn.
+POLL_JOB, RECONCILE_JOB, EMBED_JOB = "poll", "reconcile", "embed-profiles"
+HOUSEKEEPING_JOBS = frozenset({POLL_JOB, RECONCILE_JOB, EMBED_JOB})
 # A digest that starts this long after its slot was held up by downtime, not by a busy queue.
 LATE_AFTER = timedelta(minutes=15)
 # How long to wait for the job in flight after a stop signal before abandoning it: its message
@@ -97,6 +100,20 @@ def run_digest_job(subscriber_id: str) -> None:
         log.warning("digest job for %s fired with no daemon running; skipped", subscriber_id)
         return
     _daemon.digest(subscriber_id)
+
+
+class QuietHousekeepingSkips(logging.Filter):
+    """Drops APScheduler's warning that a job was skipped because its last run is still going, for the
+    daemon's polling and reconciling only: a long ingest or embedding makes that expected, and the next
+    interval runs them. A skipped digest job still warns."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        return not (str(record.msg).startswith('Execution of job "%s" skipped')
+                    and getattr(job, "id", None) in HOUSEKEEPING_JOBS)
+
+
+_SKIPS = QuietHousekeepingSkips()
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +263,7 @@ class Daemon:
         if seen == self._profiles_seen or not active:
             return
         self._profiles_seen = seen
-        self.scheduler.add_job(self.embed_profiles, args=[active], id="embed-profiles", jobstore="housekeeping",
+        self.scheduler.add_job(self.embed_profiles, args=[active], id=EMBED_JOB, jobstore="housekeeping",
                                executor="housekeeping", replace_existing=True)
 
     def embed_profiles(self, active: list[Subscriber]) -> None:
@@ -268,6 +285,7 @@ class Daemon:
         """Start the scheduler paused, with the job store loaded; `resume()` lets jobs fire."""
         global _daemon
         _daemon = self
+        logging.getLogger("apscheduler.scheduler").addFilter(_SKIPS)  # the same filter once, however many daemons
         self.scheduler.start(paused=True)
 
     def start(self) -> None:
@@ -275,9 +293,9 @@ class Daemon:
         self.reconcile()
         reconcile_every = self.settings.schedule.reconcile_seconds
         poll_every = self.settings.pages.poll_seconds
-        self.scheduler.add_job(self.reconcile, IntervalTrigger(seconds=reconcile_every), id="reconcile",
+        self.scheduler.add_job(self.reconcile, IntervalTrigger(seconds=reconcile_every), id=RECONCILE_JOB,
                                jobstore="housekeeping", executor="housekeeping")
-        self.scheduler.add_job(self.poll, IntervalTrigger(seconds=poll_every), id="poll", jobstore="housekeeping",
+        self.scheduler.add_job(self.poll, IntervalTrigger(seconds=poll_every), id=POLL_JOB, jobstore="housekeeping",
                                executor="housekeeping", next_run_time=self.clock())
         self.scheduler.resume()
         log.info("running: %d digest jobs, inbox every %d s, subscribers every %d s",

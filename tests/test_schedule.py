@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import pickle
 import shutil
 import time
@@ -19,13 +20,14 @@ from typing import Any
 
 import pytest
 import yaml
+from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
 
 from helpers import REPO, SAMPLE_PAGES, at
 from newsletter import pipeline
 from newsletter.config import Config, config_from_mapping
 from newsletter.models import Schedule
-from newsletter.schedule import DIGEST_JOB, Daemon, SlotTrigger
+from newsletter.schedule import DIGEST_JOB, POLL_JOB, Daemon, SlotTrigger
 from newsletter.slots import current_slot, next_slot
 from newsletter.store import open_store
 from newsletter.store.schema import phrase_vectors
@@ -154,6 +156,24 @@ def test_the_daemon_embeds_new_and_edited_topics_before_their_digests_are_due(tm
     # Nobody's topics changed since: no second pass over everyone.
     daemon.reconcile()
     assert daemon.scheduler.get_job("embed-profiles", jobstore="housekeeping") is None
+
+
+def test_a_poll_still_running_at_its_next_interval_is_skipped_quietly_and_a_digest_job_is_not(tmp_path, daemons,
+                                                                                                caplog):
+    """An ingest or an embedding can outlast the poll interval: APScheduler then skips the next poll and
+    warns each time, which filled the daemon's log with noise. A skipped digest job still warns."""
+    daemon = open_daemon(project(tmp_path), daemons)
+    daemon.open()
+    for job_id, store in ((POLL_JOB, "housekeeping"), (DIGEST_JOB + "slow", "default")):
+        daemon.scheduler.add_job(time.sleep, IntervalTrigger(seconds=0.2), args=[1.0], id=job_id, jobstore=store,
+                                 executor=store)
+    with caplog.at_level(logging.WARNING, logger="apscheduler.scheduler"):
+        daemon.scheduler.resume()
+        wait_for(lambda: "skipped: maximum number of running instances" in caplog.text)
+        time.sleep(0.6)  # several more intervals of both jobs
+        daemon.scheduler.shutdown(wait=True)
+    skipped = {r.args[0].id for r in caplog.records if "skipped" in r.getMessage()}  # type: ignore[index]
+    assert skipped == {DIGEST_JOB + "slow"}
 
 
 def email_of(path: Path) -> EmailMessage:
