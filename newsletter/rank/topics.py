@@ -10,8 +10,9 @@ Plurals are folded by words.tokenize for every variant alike.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Sequence
-from functools import lru_cache
 
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
@@ -43,10 +44,35 @@ TYPO_MIN_LENGTH = 5
 
 def spellings(phrase: str, vocabulary: Collection[str] = ()) -> tuple[str, ...]:
     """The phrase as typed, then its variants: typos corrected, acronyms expanded, expansions contracted."""
-    return _spellings(phrase, vocabulary if isinstance(vocabulary, frozenset) else frozenset(vocabulary))
+    words = vocabulary if isinstance(vocabulary, frozenset) else frozenset(vocabulary) if vocabulary else _NO_WORDS
+    known = _memo_for(words)
+    found = known.get(phrase)
+    if found is None:
+        found = known[phrase] = _spellings(phrase, words)
+    return found
 
 
-@lru_cache(maxsize=4096)  # every subscriber with a topic asks again in each run; a frozenset hashes once
+# Every subscriber with a topic asks again in each run. The memo is kept per vocabulary *object*
+# (a ranker's, made once per fit): an lru_cache keyed on (phrase, vocabulary) compared each new
+# run's vocabulary with the last run's equal one, element by element (about 0.2 ms a lookup, 4 s of a
+# 1,000-subscriber run).
+_NO_WORDS: frozenset[str] = frozenset()
+_MEMOS: OrderedDict[int, tuple[frozenset[str], dict[str, tuple[str, ...]]]] = OrderedDict()
+_MEMOS_KEPT = 4  # vocabularies: a run's ranker, a background job's, and the ones before
+_MEMOS_LOCK = threading.Lock()
+
+
+def _memo_for(vocabulary: frozenset[str]) -> dict[str, tuple[str, ...]]:
+    with _MEMOS_LOCK:
+        entry = _MEMOS.get(id(vocabulary))
+        if entry is None or entry[0] is not vocabulary:  # an id is reused only once its object is gone
+            entry = _MEMOS[id(vocabulary)] = (vocabulary, {})
+            while len(_MEMOS) > _MEMOS_KEPT:
+                _MEMOS.popitem(last=False)
+        _MEMOS.move_to_end(id(vocabulary))
+        return entry[1]
+
+
 def _spellings(phrase: str, vocabulary: frozenset[str]) -> tuple[str, ...]:
     words = tokenize(phrase)
     if not words:
