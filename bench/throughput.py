@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import random
 import resource
 import smtplib
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -246,6 +248,36 @@ def ranker_factory(ctx: Any, ranker: str) -> Any:
     return partial(fit_ranker, model_id=ranker)
 
 
+class ChildPeak:
+    """The largest VmHWM (peak resident memory of its own image) of this process's producer children,
+    sampled while the pipeline runs: rusage's children figure also counts the parent's memory the child
+    had between fork and exec."""
+
+    def __init__(self) -> None:
+        self.mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> ChildPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            for status in Path("/proc").glob("[0-9]*/status"):
+                try:
+                    fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+                    command = (status.parent / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if int(fields.get("PPid", "0")) == os.getpid() and b"newsletter.producer_process" in command:
+                    self.mb = max(self.mb, int(fields["VmHWM"].split()[0]) / 1024)
+
+
 def run_pipeline(config: Any, seconds: Seconds, ranker: str) -> tuple[int, float]:
     instrument(seconds)
     with pipeline.open_context(config) as ctx:
@@ -329,6 +361,9 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--papers", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--producer", choices=("auto", "thread", "process"), default="auto",
+                        help="where ranking and rendering run: as the product decides (a process of their own from "
+                             "500 digests), or always in a thread / a process (a process's stages are not timed)")
     parser.add_argument("--connections", type=int, default=1,
                         help="the pipeline's smtp.connections (parallel SMTP sessions; raw smtplib always uses one)")
     parser.add_argument("--ranker", default="default",
@@ -341,15 +376,21 @@ def main() -> None:
     rng = random.Random(args.seed)
 
     with tempfile.TemporaryDirectory() as tmp, counting_sink() as (port, count):
+        producer_from = {"auto": {}, "thread": {"producer_process_from": 0}, "process": {"producer_process_from": 1}}
         config = make_project(Path(tmp), port, pages, args.subscribers, args.papers, rng,
                               {"smtp": {"host": HOST, "port": port, "security": "none", "timeout": 30,
-                                        "connections": args.connections}})
+                                        "connections": args.connections},
+                               "delivery": {"method": "smtp"} | producer_from[args.producer]})
+        in_process = args.subscribers >= config.settings.delivery.producer_process_from > 0
         print(f"{args.subscribers} subscribers, {len(config_titles(config))} papers; sink on {HOST}:{port}; "
-              f"the pipeline sends over {args.connections} connection(s)")
+              f"the pipeline sends over {args.connections} connection(s); ranking and rendering in "
+              f"{'a process of their own (their stages are not timed here)' if in_process else 'a thread'}")
 
         seconds: Seconds = defaultdict(float)
-        sent, elapsed = run_pipeline(config, seconds, args.ranker)
+        with ChildPeak() as producer:
+            sent, elapsed = run_pipeline(config, seconds, args.ranker)
         pipeline_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        producer_peak = producer.mb
         received = count()
         messages = stored_messages(config.store_path, sent)
         raw_elapsed = run_raw(port, messages)
@@ -363,6 +404,8 @@ def main() -> None:
     print("stages (s; timed where they run, so overlapping stages can add up to more than the wall time):")
     for stage, spent in seconds.items():
         print(f"  {stage:<22}{spent:8.2f}")
+    if producer_peak:
+        print(f"peak memory of the producer process (VmHWM): {producer_peak:,.0f} MB")
     print(f"peak memory (maxrss): {pipeline_peak:,.0f} MB after the pipeline; "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB after the raw run "
           "(which holds every message in memory)")

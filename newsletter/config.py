@@ -144,6 +144,9 @@ class DeliverySettings(_Strict):
     lease_seconds: float = Field(default=300.0, ge=1, le=86_400)
     # Queued digests a worker claims at a time: small, so a slow batch never holds many for long.
     claim_batch: int = Field(default=20, ge=1, le=1000)
+    # A run with at least this many digests to make ranks and renders them in a process of its own while
+    # this one sends (starting it costs about 2 s); 0 keeps them in a thread.
+    producer_process_from: int = Field(default=500, ge=0)
 
 
 class SmtpSettings(_Strict):

@@ -100,5 +100,10 @@ class ServerUnavailable(DeliveryError):
     """The mail server is down or stalled; the run stops and the next run serves who is left."""
 
 
+class ProducerFailed(NewsletterError):
+    """The process preparing a run's digests stopped before it was done: what it stored is queued, the rest
+    is planned again by the next run."""
+
+
 class BadToken(NewsletterError):
     """A link token was tampered with, truncated, signed with another key or for another purpose."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -76,6 +76,11 @@ class RunContext:
     folders: Folders
     send_policy: SendPolicy = SendPolicy()
     dkim: DkimSigner | None = None  # signs each message as it is queued
+    # A run with at least this many digests to make ranks and renders them in a process of its own,
+    # rebuilt from `config` (producer_process.py); 0, or no config, keeps them in a thread of this one.
+    # Whoever replaces a part the producer uses (ranker, renderer, signer...) sets this to 0.
+    producer_process_from: int = 0
+    config: Config | None = None
 
 
 @contextmanager
@@ -105,6 +110,8 @@ def open_context(config: Config, *, finish_background: bool = False) -> Iterator
                                    claim_batch=settings.delivery.claim_batch),
             dkim=DkimSigner.from_file(settings.dkim.domain, settings.dkim.selector,
                                       config.resolve(settings.dkim.private_key_file)) if settings.dkim else None,
+            producer_process_from=settings.delivery.producer_process_from,
+            config=config,
         )
 
 
@@ -322,12 +329,12 @@ def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bo
                                                                                                     strict=True)]
         return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)))
     if not send:
-        producer = DigestProducer(ctx, due, now, late_after)
-        producer.run()  # in this thread: nothing sends meanwhile
+        planner = DigestProducer(ctx, due, now, late_after)
+        planner.run()  # in this thread: nothing sends meanwhile
         withdraw_unwanted(ctx, now)  # the workers do not read subscriber files; this is where hand edits count
-        results += producer.results
-        results += [SubscriberResult(d.subscriber.id, "queued", len(d.papers), d.candidate_count, message_id)
-                    for message_id, d in producer.queued.items()]
+        results += planner.results
+        results += [SubscriberResult(d.subscriber_id, "queued", d.papers, d.candidates, message_id)
+                    for message_id, d in planner.queued.items()]
         return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)))
     # Only what a stopped worker left in flight: a live worker's sends are its own.
     release_dead_workers(ctx.store, wall_clock())
@@ -335,7 +342,7 @@ def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bo
     withdraw_unwanted(ctx, now)
     # A mailer handed in (tests, tools) is one session: it cannot be shared between parallel senders.
     policy = replace(ctx.send_policy, connections=1) if mailer is not None else ctx.send_policy
-    producer = DigestProducer(ctx, due, now, late_after)
+    producer = make_producer(ctx, due, now, late_after)
     with short_switch_interval():
         producer.start()
         try:
@@ -349,14 +356,13 @@ def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bo
     results = [r for r in results if not (r.outcome == "already done" and r.subscriber_id in resumed)]
     for item in sent:
         this_run = producer.queued.get(item.message_id)  # None for a message an earlier run queued
-        results.append(SubscriberResult(item.subscriber_id, item.outcome,
-                                        len(this_run.papers) if this_run else 0,
-                                        this_run.candidate_count if this_run else 0, item.detail))
+        results.append(SubscriberResult(item.subscriber_id, item.outcome, this_run.papers if this_run else 0,
+                                        this_run.candidates if this_run else 0, item.detail))
     # Stored after sending stopped: they wait, queued, for the next run or a worker (what another
     # worker sent meanwhile is that worker's to report).
     tried = {item.message_id for item in sent}
     left = {r.message_id for r in ctx.store.ledger.waiting(now, only, wall=wall_clock())}
-    results += [SubscriberResult(d.subscriber.id, "not sent", len(d.papers), d.candidate_count,
+    results += [SubscriberResult(d.subscriber_id, "not sent", d.papers, d.candidates,
                                  "stopping; still queued") for message_id, d in producer.queued.items()
                 if message_id not in tried and message_id in left]
     return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)), interrupted)
@@ -364,6 +370,50 @@ def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bo
 
 def _for_slot(digest: Digest, slot: Slot, now: datetime, late_after: timedelta | None) -> Digest:
     return replace(digest, slot=slot.local_date, late=late_after is not None and now - slot.at > late_after)
+
+
+@dataclass(frozen=True, slots=True)
+class Produced:
+    """What a run's report says about a digest it queued."""
+
+    subscriber_id: str
+    papers: int
+    candidates: int
+
+
+class BatchSignal(Protocol):
+    """Told after each stored batch, and once at the end (Arrivals, or the pipe of a producer process)."""
+
+    def stored(self) -> None: ...
+
+    def done(self) -> None: ...
+
+
+class Producer(Protocol):
+    """A DigestProducer in a thread of this process, or in a process of its own (producer_process.py)."""
+
+    results: list[SubscriberResult]
+    queued: dict[str, Produced]
+    arrivals: Arrivals
+
+    def start(self) -> None: ...
+
+    def join(self) -> None: ...
+
+
+def make_producer(ctx: RunContext, due: Sequence[tuple[Subscriber, Slot]], now: datetime,
+                  late_after: timedelta | None) -> Producer:
+    """A producer process for a large run whose context can be rebuilt from its config; else a thread.
+
+    Ranking and rendering a thousand digests take seconds of CPU; in a thread they take turns with the
+    sending on one interpreter, in a process of their own they run beside it. Starting one costs about
+    2 s (imports, the models), which a small run would not win back.
+    """
+    if ctx.config is not None and ctx.producer_process_from and len(due) >= ctx.producer_process_from:
+        from .producer_process import ProducerProcess  # here: only large runs need multiprocessing
+
+        return ProducerProcess(ctx.config, due, now, late_after)
+    return DigestProducer(ctx, due, now, late_after)
 
 
 class DigestProducer:
@@ -378,11 +428,12 @@ class DigestProducer:
     """
 
     def __init__(self, ctx: RunContext, due: Sequence[tuple[Subscriber, Slot]], now: datetime,
-                 late_after: timedelta | None) -> None:
+                 late_after: timedelta | None, arrivals: BatchSignal | None = None) -> None:
         self._ctx, self._due, self._now, self._late_after = ctx, due, now, late_after
         self.results: list[SubscriberResult] = []  # nothing new, already done, errors
-        self.queued: dict[str, Digest] = {}  # by Message-ID
+        self.queued: dict[str, Produced] = {}  # by Message-ID
         self.arrivals = Arrivals(len(due))
+        self._signal: BatchSignal = arrivals or self.arrivals
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
 
@@ -414,12 +465,13 @@ class DigestProducer:
                 batch = [(_for_slot(next(digests), slot, now, self._late_after), slot) for slot in slots]
                 for (digest, _), (result, message_id) in zip(batch, queue_digests(ctx, batch, now), strict=True):
                     if message_id is not None:
-                        self.queued[message_id] = digest
+                        self.queued[message_id] = Produced(digest.subscriber.id, len(digest.papers),
+                                                           digest.candidate_count)
                     if result is not None:
                         self.results.append(result)
-                self.arrivals.stored()
+                self._signal.stored()
         finally:
-            self.arrivals.done()
+            self._signal.done()
 
 
 # While a producer thread prepares digests, the sending thread needs the GIL back quickly each time

@@ -1,0 +1,181 @@
+"""A large run's ranking and rendering in a process of its own, while the run's own process sends.
+
+In a thread, producing digests and sending them take turns on one interpreter: a
+thousand digests cost the sum of both. Here a child process (a fresh interpreter,
+`python -m newsletter.producer_process`: no threads, locks or database connections
+inherited, and unlike multiprocessing's spawn it never re-runs the caller's main
+script) rebuilds the run context from the config, runs the same DigestProducer, and
+says over a pipe after each stored batch; the parent's senders claim from the ledger
+as before. The ledger stays the one record: a child that dies loses at most the batch
+it had not committed, which the next run plans again.
+
+The child never outlives the run: on Linux the kernel kills it when the thread that
+started it ends (PR_SET_PDEATHSIG), and everywhere a watchdog ends it once its parent
+is gone. It ignores SIGINT, so a Ctrl-C reaches the parent alone, which decides.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from .config import Config
+from .errors import ProducerFailed
+from .models import Subscriber
+from .pipeline import DigestProducer, Produced, SubscriberResult, open_context
+from .sending import Arrivals
+from .slots import Slot
+
+WATCHDOG_SECONDS = 1.0  # how often the child checks that its parent is still there
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class ProducerProcess:
+    """DigestProducer's interface (start, join, results, queued, arrivals), run in a child process."""
+
+    def __init__(self, config: Config, due: Sequence[tuple[Subscriber, Slot]], now: datetime,
+                 late_after: timedelta | None) -> None:
+        self.results: list[SubscriberResult] = []
+        self.queued: dict[str, Produced] = {}
+        self.arrivals = Arrivals(len(due))
+        self._failure: BaseException | None = None
+        root = logging.getLogger()
+        self._job = (config, list(due), now, late_after, root.level if root.handlers else None)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._from_child: Connection | None = None
+        self._listener = threading.Thread(target=self._listen, name="producer-listener", daemon=True)
+
+    def start(self) -> None:
+        reports_read, reports_write = os.pipe()
+        job_read, job_write = os.pipe()
+        package_root = str(Path(__file__).resolve().parents[1])  # the child imports this very package
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
+                                                                       os.environ.get("PYTHONPATH")]))}
+        self._from_child = Connection(reports_read)
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(job_read), str(reports_write), str(os.getpid())],
+                pass_fds=(job_read, reports_write), stdin=subprocess.DEVNULL, env=env)
+        except OSError:
+            self._from_child.close()
+            os.close(job_write)
+            raise
+        finally:  # the child's ends: once it exits (or dies), reading ours gives EOF
+            os.close(job_read)
+            os.close(reports_write)
+        with Connection(job_write) as to_child:
+            try:
+                to_child.send(self._job)
+            except OSError:  # it died at once: the listener reads EOF and join() says so
+                pass
+        self._listener.start()
+
+    def join(self) -> None:
+        """Wait for the child to finish; raise what it failed with (or ProducerFailed if it died)."""
+        self._listener.join()
+        if self._process is not None:
+            self._process.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    def _listen(self) -> None:
+        assert self._from_child is not None and self._process is not None
+        try:
+            while True:
+                try:
+                    kind, payload = self._from_child.recv()
+                except (EOFError, OSError):
+                    self._failure = ProducerFailed(
+                        f"the process preparing digests stopped (exit code {self._process.wait()}); what it "
+                        "stored is queued, the rest is planned again by the next run")
+                    return
+                if kind == "stored":
+                    self.arrivals.stored()
+                elif kind == "finished":
+                    self.results, self.queued = payload
+                    return
+                else:  # "failed"
+                    self._failure = payload
+                    return
+        finally:
+            self._from_child.close()
+            self.arrivals.done()
+
+
+class _PipeSignal:
+    """The child's side of Arrivals: each stored batch is one message to the parent."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def stored(self) -> None:
+        self._conn.send(("stored", None))
+
+    def done(self) -> None:
+        pass  # the "finished" or "failed" message that follows says it
+
+
+def _child(job_fd: int, reports_fd: int, parent: int) -> None:
+    """The child process: read the job, rebuild the context, produce, report."""
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with Connection(job_fd) as job:
+        config, due, now, late_after, logging_level = job.recv()
+    with Connection(reports_fd) as conn:
+        _produce(conn, config, due, now, late_after, logging_level)
+
+
+def _produce(conn: Connection, config: Config, due: list[tuple[Subscriber, Slot]], now: datetime,
+             late_after: timedelta | None, logging_level: int | None) -> None:
+    if logging_level is not None:  # the parent logs somewhere (the CLI: stderr); so do we, alike
+        logging.basicConfig(level=logging_level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        with open_context(config) as ctx:
+            producer = DigestProducer(ctx, due, now, late_after, arrivals=_PipeSignal(conn))
+            producer.run()
+        conn.send(("finished", (producer.results, producer.queued)))
+    except BaseException as exc:  # told to the parent, which raises it in the run's thread
+        conn.send(("failed", _sendable(exc)))
+
+
+def _sendable(exc: BaseException) -> BaseException:
+    """The exception itself if it survives pickling, else one that says what it was."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return ProducerFailed(f"preparing digests failed: {type(exc).__name__}: {exc}")
+    return exc
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this process when the parent is gone: the kernel's death signal where there is one, a watchdog
+    everywhere (it also covers a parent that died before the signal was set)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):  # no prctl (another libc): the watchdog is enough
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(WATCHDOG_SECONDS)
+        os._exit(1)  # no cleanup: the parent is gone, and the ledger rolls back an unfinished batch
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+
+
+if __name__ == "__main__":
+    _child(*(int(arg) for arg in sys.argv[1:4]))
