@@ -9,6 +9,7 @@ CSRF token of a preference form is the one that expires (FORM_MAX_AGE).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,6 +17,7 @@ from typing import Any, Literal, cast
 from urllib.parse import quote
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+from itsdangerous import Signer as TokenSigner
 
 from .errors import BadToken
 from .models import PaperVoteLinks, SubscriberLinks, VoteDirection
@@ -30,6 +32,17 @@ def _serializer(secret_key: str, purpose: Purpose) -> URLSafeSerializer:
     # Made once per key and purpose: an email has up to ~40 signed links, and building the
     # serializer for each one was a fifth of the cost of preparing a digest.
     return URLSafeSerializer(secret_key, salt=f"newsletter.{purpose}")
+
+
+# Vote links, about twenty an email, sign "subscriber.paper.direction" with itsdangerous's plain Signer
+# (4 µs each) instead of its JSON serializer (50 µs each: a fifth of making a digest). The salt differs
+# from the serializer's, and links in emails sent before still open (verify_vote reads both).
+_VOTE_TOKEN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\.\d{1,18}\.(?:more|less)\.[A-Za-z0-9_-]+")
+
+
+@lru_cache(maxsize=16)
+def _vote_signer(secret_key: str) -> TokenSigner:
+    return TokenSigner(secret_key, salt="newsletter.vote.v2")
 
 
 def sign(secret_key: str, purpose: Purpose, subscriber_id: str) -> str:
@@ -93,11 +106,17 @@ class Signer:
         return verify(self.secret_key, purpose, token)
 
     def vote_url(self, subscriber_id: str, paper_id: int, direction: VoteDirection) -> str:
-        token = _serializer(self.secret_key, "vote").dumps([subscriber_id, paper_id, direction])
+        token = _vote_signer(self.secret_key).sign(f"{subscriber_id}.{paper_id}.{direction}").decode()
         return f"{self.base_url.rstrip('/')}/vote/{token}"
 
     def verify_vote(self, token: str) -> VoteToken:
-        value = _load(self.secret_key, "vote", token)
+        if _VOTE_TOKEN.fullmatch(token):
+            try:
+                subscriber_id, paper_id, direction = _vote_signer(self.secret_key).unsign(token).decode().split(".")
+            except BadSignature:
+                raise BadToken("the vote link is invalid or was altered") from None
+            return VoteToken(subscriber_id, int(paper_id), cast(VoteDirection, direction))
+        value = _load(self.secret_key, "vote", token)  # a link from an email sent before the plain tokens
         if (not isinstance(value, list) or len(value) != 3 or not isinstance(value[0], str)
                 or not isinstance(value[1], int) or value[2] not in ("more", "less")):
             raise BadToken("the vote link is invalid")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from builders import write_page
+from itsdangerous import URLSafeSerializer
 
 from helpers import at, legacy_store
 from newsletter import pipeline
@@ -52,6 +53,19 @@ def test_each_link_opens_only_for_its_purpose_key_and_subscriber():
     for attempt in attempts:
         with pytest.raises(BadToken):
             attempt()
+
+
+def test_a_vote_link_signs_its_subscriber_paper_and_direction_and_old_emails_links_still_open():
+    more = token_of(SIGNER.vote_url("alice", 7, "more"))
+    assert more.startswith("alice.7.more.")
+    for edited in (more.replace("more", "less", 1), more.replace(".7.", ".8.", 1), "bob" + more[5:]):
+        with pytest.raises(BadToken):
+            SIGNER.verify_vote(edited)  # the same signature over another vote
+    with pytest.raises(BadToken):
+        OTHER_KEY.verify_vote(more)
+    # A link in an email sent before vote links were plain signed strings (itsdangerous's JSON serializer).
+    old = URLSafeSerializer("key-one", salt="newsletter.vote").dumps(["alice", 7, "less"])
+    assert (SIGNER.verify_vote(old).subscriber_id, SIGNER.verify_vote(old).direction) == ("alice", "less")
 
 
 def test_csrf_tokens_belong_to_one_subscriber_and_expire():
