@@ -8,9 +8,8 @@ paper id so a run is reproducible.
 
 from __future__ import annotations
 
-import re
+from collections import defaultdict
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 
@@ -26,30 +25,44 @@ DIVERSITY_POOL = 3  # MMR chooses among this many times max_papers of the best p
 
 
 class Exclusions:
-    """Matches exclude phrases against papers' words; each paper's words are cached by id for the run."""
+    """Matches exclude phrases against papers' words through an index of which papers use each word, built
+    once per paper: a subscriber's excludes then cost a few set operations, not a pass over every paper."""
 
     def __init__(self) -> None:
-        self._words: dict[int, str] = {}
+        self._text: dict[int, str] = {}  # paper id -> " its words ", for phrases of several words
+        self._papers_with: defaultdict[str, set[int]] = defaultdict(set)  # word -> ids of papers using it
 
     def split(self, papers: Sequence[Paper], phrases: Sequence[str]) -> tuple[list[Paper], int]:
         """The papers no phrase matches, in order, and how many were excluded."""
         patterns = phrase_patterns(phrases)
         if not patterns:
             return list(papers), 0
-        found = _any_of(tuple(patterns)).search  # one scan per paper for all the phrases
-        kept = [p for p in papers if found(self._words_of(p)) is None]
+        self._index(papers)
+        out: set[int] = set()
+        for pattern in patterns:
+            out |= self._holding(pattern)
+        kept = [p for p in papers if p.id not in out]
         return kept, len(papers) - len(kept)
 
-    def _words_of(self, paper: Paper) -> str:
-        if paper.id not in self._words:
-            self._words[paper.id] = f" {' '.join(tokenize(paper.title + ' ' + paper.abstract))} "
-        return self._words[paper.id]
+    def _index(self, papers: Sequence[Paper]) -> None:
+        if {paper.id for paper in papers} <= self._text.keys():  # the usual case after the first subscriber
+            return
+        for paper in papers:
+            if paper.id not in self._text:
+                words = tokenize(paper.title + " " + paper.abstract)
+                self._text[paper.id] = f" {' '.join(words)} "
+                for word in set(words):
+                    self._papers_with[word].add(paper.id)
 
-
-@lru_cache(maxsize=1024)
-def _any_of(patterns: tuple[str, ...]) -> re.Pattern[str]:
-    """A regex finding any of the literal `patterns` (" word word ", matched as plain text)."""
-    return re.compile("|".join(map(re.escape, patterns)))
+    def _holding(self, pattern: str) -> set[int]:
+        """Ids of the indexed papers whose words hold `pattern` (" word word ")."""
+        first, *rest = pattern.split()
+        found = self._papers_with.get(first, set())
+        if not rest:
+            return found
+        # Papers using every word of the phrase, then those where the words stand together.
+        using_all = found.intersection(*(self._papers_with.get(word, set()) for word in rest))
+        return {paper_id for paper_id in using_all if pattern in self._text[paper_id]}
 
 
 def phrase_patterns(phrases: Sequence[str]) -> list[str]:

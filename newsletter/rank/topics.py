@@ -60,9 +60,14 @@ _NO_WORDS: frozenset[str] = frozenset()
 _MEMOS: OrderedDict[int, tuple[frozenset[str], dict[str, tuple[str, ...]]]] = OrderedDict()
 _MEMOS_KEPT = 4  # vocabularies: a run's ranker, a background job's, and the ones before
 _MEMOS_LOCK = threading.Lock()
+_last: tuple[frozenset[str], dict[str, tuple[str, ...]]] = (_NO_WORDS, {})  # the vocabulary asked for last
 
 
 def _memo_for(vocabulary: frozenset[str]) -> dict[str, tuple[str, ...]]:
+    global _last
+    last = _last  # one read: another thread may replace it meanwhile
+    if last[0] is vocabulary:  # nearly every call of a run: no lock, no reordering
+        return last[1]
     with _MEMOS_LOCK:
         entry = _MEMOS.get(id(vocabulary))
         if entry is None or entry[0] is not vocabulary:  # an id is reused only once its object is gone
@@ -70,6 +75,7 @@ def _memo_for(vocabulary: frozenset[str]) -> dict[str, tuple[str, ...]]:
             while len(_MEMOS) > _MEMOS_KEPT:
                 _MEMOS.popitem(last=False)
         _MEMOS.move_to_end(id(vocabulary))
+        _last = entry
         return entry[1]
 
 
