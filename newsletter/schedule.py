@@ -183,15 +183,15 @@ class Daemon:
         mine = self._schedules.get(subscriber_id)
         if mine is None:  # not known from a reconcile yet: on their own, as a hand-run digest would be
             return [subscriber_id]
+        ledger = self.ctx.store.ledger
+        if ledger.slot_taken(subscriber_id, current_slot(mine, now).local_date):
+            # The usual case for all but the first job at a slot: one query, not one over everyone sharing it.
+            return [subscriber_id] if ledger.waiting(now, [subscriber_id], wall=utc_now()) else []
         slots = {schedule: current_slot(schedule, now) for schedule in set(self._schedules.values())}
         sharing = {sid: slots[schedule] for sid, schedule in self._schedules.items()
                    if slots[schedule].at == slots[mine].at}
-        ledger = self.ctx.store.ledger
         taken = ledger.taken_slots([(sid, slot.local_date) for sid, slot in sharing.items()])
-        due = {sid for sid, slot in sharing.items() if (sid, slot.local_date) not in taken}
-        if subscriber_id not in due and not ledger.waiting(now, [subscriber_id], wall=utc_now()):
-            return []
-        return sorted(due | {subscriber_id})
+        return sorted({sid for sid, slot in sharing.items() if (sid, slot.local_date) not in taken} | {subscriber_id})
 
     def retry_due(self) -> None:
         if not self.send:
