@@ -27,8 +27,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import lru_cache
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Update, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ..errors import StoreError
@@ -574,16 +575,25 @@ def _start_if_plain(conn: Connection, delivery_id: int, worker: str | None, now:
     """`-> sending` in one statement for the case of nearly every message: sendable, held by `worker` (when
     given) and its subscriber not bounced. The new attempt number; None when any of that does not hold (and
     nothing was written), for the caller to find out which."""
+    row = conn.execute(_start_statement(held=worker is not None),
+                       {"delivery_id": delivery_id, "worker": worker, "at": to_db(now)}).first()
+    return None if row is None else int(row[0])
+
+
+@lru_cache(maxsize=2)
+def _start_statement(*, held: bool) -> Update:
+    """_start_if_plain's statement, built once (it runs for every message sent) with its values bound later."""
     bounced = (select(subscriber_health.c.subscriber_id)
                .join(digests, digests.c.subscriber_id == subscriber_health.c.subscriber_id)
                .where(digests.c.id == deliveries.c.digest_id, subscriber_health.c.bounced_at.is_not(None)))
-    condition = and_(deliveries.c.id == delivery_id, deliveries.c.status.in_(_SENDABLE), ~bounced.exists())
-    if worker is not None:
-        condition = and_(condition, deliveries.c.claimed_by == worker)
-    row = conn.execute(update(deliveries).where(condition)
-                       .values(status=S.SENDING.value, attempts=deliveries.c.attempts + 1, updated_at=to_db(now))
-                       .returning(deliveries.c.attempts)).first()
-    return None if row is None else int(row[0])
+    condition = and_(deliveries.c.id == bindparam("delivery_id"), deliveries.c.status.in_(_SENDABLE),
+                     ~bounced.exists())
+    if held:
+        condition = and_(condition, deliveries.c.claimed_by == bindparam("worker"))
+    return (update(deliveries).where(condition)
+            .values(status=S.SENDING.value, attempts=deliveries.c.attempts + 1,
+                    updated_at=bindparam("at", type_=deliveries.c.updated_at.type))
+            .returning(deliveries.c.attempts))
 
 
 def _current_for_sending(conn: Connection, delivery_id: int) -> tuple[DeliveryStatus, int, bool]:
