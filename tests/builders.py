@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -110,3 +110,20 @@ def readers_project(folder: Path, count: int, *, topic_pool: int, seed: int, pag
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+class MailerWrapper:
+    """A real mailer, handed everything unchanged: tests subclass it and override `send` to watch or interfere."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __enter__(self) -> Self:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.__exit__(*exc)
+
+    def send(self, message: Any) -> Any:
+        return self.inner.send(message)

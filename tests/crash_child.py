@@ -18,6 +18,8 @@ from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
+from builders import MailerWrapper
+
 from newsletter import pipeline
 from newsletter.config import load_config
 from newsletter.deliver import DeliveryResult, Mailer, mailer_from_config
@@ -33,20 +35,13 @@ def limit(name: str) -> int | None:
     return int(value) if value else None
 
 
-class KillingMailer:
+class KillingMailer(MailerWrapper):
     """The configured mailer, with the process dying at the send the environment names."""
 
     def __init__(self, inner: Mailer) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.sends = 0
         self.before, self.after = limit("KILL_BEFORE_SEND"), limit("KILL_AFTER_SEND")
-
-    def __enter__(self) -> KillingMailer:
-        self.inner.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.inner.__exit__(*exc)
 
     def send(self, message: EmailMessage) -> DeliveryResult:
         self.sends += 1

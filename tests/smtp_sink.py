@@ -13,6 +13,7 @@ import email.policy
 import socket
 import ssl
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -142,6 +143,16 @@ class SmtpSink:
     def connections(self) -> int:
         """How many client connections greeted the server (the controller's own probe is not counted)."""
         return len(self.peers)
+
+    def mailbox(self) -> tuple[dict[str, set[str]], Counter[str]]:
+        """(each recipient's distinct Message-IDs, how many times each Message-ID arrived)."""
+        by_recipient: dict[str, set[str]] = {}
+        copies: Counter[str] = Counter()
+        for received in self.messages:
+            (rcpt,) = received.rcpt_tos
+            by_recipient.setdefault(rcpt, set()).add(str(received.message["Message-ID"]))
+            copies[str(received.message["Message-ID"])] += 1
+        return by_recipient, copies
 
     def settings(self, **overrides: Any) -> SmtpSettings:
         """SmtpSettings that reach this sink; any field can be overridden (e.g. retries=0).

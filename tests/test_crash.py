@@ -118,12 +118,7 @@ def test_sigkill_anywhere_then_run_again_delivers_each_digest_once_by_message_id
     assert final.returncode == 0, err
     assert statuses(config) == {"sent": SUBSCRIBERS}
 
-    by_reader: dict[str, set[str]] = {}
-    copies: Counter[str] = Counter()
-    for received in sink.messages:
-        (rcpt,) = received.rcpt_tos
-        by_reader.setdefault(rcpt, set()).add(str(received.message["Message-ID"]))
-        copies[str(received.message["Message-ID"])] += 1
+    by_reader, copies = sink.mailbox()
     assert len(by_reader) == SUBSCRIBERS, "nobody is skipped"
     assert all(len(ids) == 1 for ids in by_reader.values()), "one Message-ID per subscriber"
     repeated = {mid for mid, n in copies.items() if n > 1}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import MailerWrapper
 
 from helpers import REPO, SAMPLE_PAGES, at
 from newsletter import links, pipeline
@@ -228,18 +229,12 @@ def test_a_rejected_recipient_is_recorded_and_retried_next_slot(tmp_path, smtp_s
     assert outcomes["bob"].papers == retry.results[1].papers
 
 
-class CrashAfterSend:
+class CrashAfterSend(MailerWrapper):
     """A real SMTP mailer whose process 'dies' right after the server accepted the Nth message."""
 
     def __init__(self, inner: SmtpMailer, crash_after: int) -> None:
-        self.inner, self.left = inner, crash_after
-
-    def __enter__(self) -> CrashAfterSend:
-        self.inner.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.inner.__exit__(*exc)
+        super().__init__(inner)
+        self.left = crash_after
 
     def send(self, message: EmailMessage) -> DeliveryResult:
         result = self.inner.send(message)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import MailerWrapper
 
 from helpers import REPO, SAMPLE_PAGES, at
 from newsletter import pipeline
@@ -233,19 +234,13 @@ def test_a_bounce_withdraws_the_rest_of_the_subscribers_batch_and_the_run_goes_o
         assert {r.status for r in store.ledger.deliveries_for("bob")} <= {DeliveryStatus.FAILED}
 
 
-class LedgerWatchingMailer:
+class LedgerWatchingMailer(MailerWrapper):
     """A real SMTP mailer that, as each message is handed over, notes what the ledger says of every delivery."""
 
     def __init__(self, inner: Any, config: Config) -> None:
-        self.inner, self.config = inner, config
+        super().__init__(inner)
+        self.config = config
         self.seen: list[dict[str, DeliveryStatus]] = []
-
-    def __enter__(self) -> LedgerWatchingMailer:
-        self.inner.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.inner.__exit__(*exc)
 
     def send(self, message: Any) -> Any:
         with open_store(self.config.store_path) as store:  # a second connection, as another process would see it
@@ -284,18 +279,12 @@ class GatedRenderer(Renderer):
         return super().render(digest, links)
 
 
-class SignallingMailer:
+class SignallingMailer(MailerWrapper):
     """A real SMTP mailer that sets an event once the server accepted a message."""
 
     def __init__(self, inner: Any, sent: threading.Event) -> None:
-        self.inner, self.sent = inner, sent
-
-    def __enter__(self) -> SignallingMailer:
-        self.inner.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.inner.__exit__(*exc)
+        super().__init__(inner)
+        self.sent = sent
 
     def send(self, message: Any) -> Any:
         result = self.inner.send(message)

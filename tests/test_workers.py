@@ -95,12 +95,7 @@ def test_two_planners_and_three_workers_one_killed_deliver_each_digest_once(tmp_
     # One more worker: nothing may be left for it, and it must not wait for anyone.
     assert finished(newsletter(config, "worker", "--once")).strip() == "nothing to send"
 
-    by_reader: dict[str, set[str]] = {}
-    copies: Counter[str] = Counter()
-    for received in sink.messages:
-        (rcpt,) = received.rcpt_tos
-        by_reader.setdefault(rcpt, set()).add(str(received.message["Message-ID"]))
-        copies[str(received.message["Message-ID"])] += 1
+    by_reader, copies = sink.mailbox()
     assert len(by_reader) == SUBSCRIBERS, "nobody is skipped"
     assert all(len(ids) == 1 for ids in by_reader.values()), "one Message-ID per subscriber"
     repeated = {mid for mid, n in copies.items() if n > 1}
