@@ -72,16 +72,20 @@ def outbox(project: Path, who: str) -> list[Path]:
     return sorted((project / "var" / "outbox").glob(f"*{who}@example.org*.eml"))
 
 
-def test_the_daemon_sends_at_the_slot_stops_on_sigterm_refuses_a_twin_and_restarts_without_doubling(tmp_path):
-    slot = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
-    project = make_project(tmp_path, slot)
+def running_that_refuses_a_twin(project: Path) -> Running:
+    """`newsletter run` started and ready; a second one on the same store was refused in one line."""
     first = Running(project, "first")
     first.wait_for("running: 3 digest jobs")
-
     twin = Running(project, "twin")
     assert twin.proc.wait(timeout=WAIT) == 1
     assert "error: another newsletter daemon is running" in twin.text()
+    return first
 
+
+def test_the_daemon_sends_at_the_slot_stops_on_sigterm_refuses_a_twin_and_restarts_without_doubling(tmp_path):
+    slot = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
+    project = make_project(tmp_path, slot)
+    first = running_that_refuses_a_twin(project)
     first.wait_for("ingested 3 pages, 21 new papers")
     first.wait_for("delivered")
     assert len(outbox(project, "alice")) == 1
@@ -154,11 +158,7 @@ def test_the_daemon_on_postgresql_keeps_its_jobs_there_refuses_a_twin_and_sends_
     url = postgres.new_database(template=postgres.template)
     slot = (datetime.now(UTC) + timedelta(seconds=10)).replace(microsecond=0)
     project = make_project(tmp_path, slot, store=url)
-    first = Running(project, "first")
-    first.wait_for("running: 3 digest jobs")
-    twin = Running(project, "twin")
-    assert twin.proc.wait(timeout=WAIT) == 1
-    assert "error: another newsletter daemon is running" in twin.text()
+    first = running_that_refuses_a_twin(project)
     first.wait_for("ingested 3 pages, 21 new papers")
     first.wait_for("delivered")
     assert first.stop() == 0
