@@ -76,10 +76,9 @@ class RunContext:
     folders: Folders
     send_policy: SendPolicy = SendPolicy()
     dkim: DkimSigner | None = None  # signs each message as it is queued
-    # A run with at least this many digests to make ranks and renders them in a process of its own,
-    # rebuilt from `config` (producer_process.py); 0, or no config, keeps them in a thread of this one.
-    # Whoever replaces a part the producer uses (ranker, renderer, signer...) sets this to 0.
-    producer_process_from: int = 0
+    # What a producer process rebuilds this context from, for a run with at least
+    # `delivery.producer_process_from` digests (producer_process.py); None keeps producing in a thread.
+    # Whoever replaces a part the producer uses (ranker, renderer, signer...) sets this to None.
     config: Config | None = None
 
 
@@ -110,7 +109,6 @@ def open_context(config: Config, *, finish_background: bool = False) -> Iterator
                                    claim_batch=settings.delivery.claim_batch),
             dkim=DkimSigner.from_file(settings.dkim.domain, settings.dkim.selector,
                                       config.resolve(settings.dkim.private_key_file)) if settings.dkim else None,
-            producer_process_from=settings.delivery.producer_process_from,
             config=config,
         )
 
@@ -409,10 +407,11 @@ def make_producer(ctx: RunContext, due: Sequence[tuple[Subscriber, Slot]], now: 
     sending on one interpreter, in a process of their own they run beside it. Starting one costs about
     2 s (imports, the models), which a small run would not win back.
     """
-    if ctx.config is not None and ctx.producer_process_from and len(due) >= ctx.producer_process_from:
-        from .producer_process import ProducerProcess  # here: only large runs need multiprocessing
+    config = ctx.config
+    if config is not None and 0 < config.settings.delivery.producer_process_from <= len(due):
+        from .producer_process import ProducerProcess  # here: only large runs start a process
 
-        return ProducerProcess(ctx.config, due, now, late_after)
+        return ProducerProcess(config, due, now, late_after)
     return DigestProducer(ctx, due, now, late_after)
 
 
