@@ -171,6 +171,7 @@ def test_less_like_this_is_confirmed_in_the_browser_and_pushes_neighbours_down(l
     with open_store(live.config.store_url) as store:
         assert store.votes.for_subscriber("bob") == []  # opening the link (as a scanner would) changed nothing
     page.get_by_role("button", name="Yes, fewer like this").click()
+    page.get_by_role("heading", name="Thank you").wait_for()  # the POST's answer, however slow the machine
     assert page.get_by_role("heading", name="Thank you").is_visible()
     page.close()
     with open_store(live.config.store_url) as store:
@@ -281,8 +282,10 @@ def test_a_vote_link_inside_the_next_digest_frame_opens_in_the_whole_window(live
     frame = page.frame_locator('iframe[title="Your next digest"]')
     frame.get_by_role("link", name="More like this").first.click()
     page.wait_for_url(re.compile(r".*/vote/.*"))
+    page.get_by_role("heading", name="More papers like this?").wait_for()
     assert page.get_by_role("heading", name="More papers like this?").is_visible()
     page.get_by_role("button", name="Yes, more like this").click()
+    page.get_by_role("heading", name="Thank you").wait_for()  # the POST's answer, however slow the machine
     assert page.get_by_role("heading", name="Thank you").is_visible()
     with open_store(live.config.store_url) as store:
         (vote,) = store.votes.for_subscriber("bob")
