@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -47,6 +47,9 @@ from .sources import Folders, IngestReport, PageReport, ingest
 from .sources.http import FetchPolicy, new_client
 from .store import DeliveryRecord, Enqueue, Store, open_store
 from .subscribers import FileSubscribers, SubscriberRepository
+
+if TYPE_CHECKING:  # imported where used: only large runs start a producer process
+    from .producer_process import ProducerChild
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +322,17 @@ RUN_OUTCOMES: tuple[Outcome, ...] = ("sent", "queued", "would send", "nothing ne
 
 def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bool, mailer: Mailer | None,
                 late_after: timedelta | None, should_stop: Callable[[], bool], send: bool = True) -> RunReport:
+    spare = early_producer(ctx, len(only) or ctx.subscribers.count()) if send and not dry_run else None
+    try:
+        return _run_digests(ctx, now, only, dry_run, mailer, late_after, should_stop, send, spare)
+    finally:
+        if spare is not None:
+            spare.cancel()  # nothing happens if the run handed it its job
+
+
+def _run_digests(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bool, mailer: Mailer | None,
+                 late_after: timedelta | None, should_stop: Callable[[], bool], send: bool,
+                 spare: ProducerChild | None) -> RunReport:
     subscribers, errors = select_subscribers(ctx, only)
     results, due = sort_out(ctx, subscribers, now)
     if dry_run:
@@ -340,7 +354,7 @@ def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bo
     withdraw_unwanted(ctx, now)
     # A mailer handed in (tests, tools) is one session: it cannot be shared between parallel senders.
     policy = replace(ctx.send_policy, connections=1) if mailer is not None else ctx.send_policy
-    producer = make_producer(ctx, due, now, late_after)
+    producer = make_producer(ctx, due, now, late_after, spare)
     with short_switch_interval():
         producer.start()
         try:
@@ -400,19 +414,37 @@ class Producer(Protocol):
 
 
 def make_producer(ctx: RunContext, due: Sequence[tuple[Subscriber, Slot]], now: datetime,
-                  late_after: timedelta | None) -> Producer:
+                  late_after: timedelta | None, spare: ProducerChild | None = None) -> Producer:
     """A producer process for a large run whose context can be rebuilt from its config; else a thread.
 
     Ranking and rendering a thousand digests take seconds of CPU; in a thread they take turns with the
     sending on one interpreter, in a process of their own they run beside it. Starting one costs about
-    2 s (imports, the models), which a small run would not win back.
+    2 s (imports, the models), which a small run would not win back. `spare`, a process started ahead
+    (early_producer), is used when there is one.
     """
-    config = ctx.config
-    if config is not None and 0 < config.settings.delivery.producer_process_from <= len(due):
+    if _wants_process(ctx, len(due)):
         from .producer_process import ProducerProcess  # here: only large runs start a process
 
-        return ProducerProcess(config, due, now, late_after)
+        assert ctx.config is not None
+        return ProducerProcess(ctx.config, due, now, late_after, spare)
     return DigestProducer(ctx, due, now, late_after)
+
+
+def early_producer(ctx: RunContext, expected: int) -> ProducerChild | None:
+    """A producer process started before the run knows who is due, when `expected` subscribers (those
+    named, or the files there are) would be enough for one: its start-up then overlaps reading their files.
+    The run cancels it if fewer turn out due."""
+    if not _wants_process(ctx, expected):
+        return None
+    from .producer_process import ProducerChild
+
+    assert ctx.config is not None
+    return ProducerChild(ctx.config)
+
+
+def _wants_process(ctx: RunContext, digests: int) -> bool:
+    config = ctx.config
+    return config is not None and 0 < config.settings.delivery.producer_process_from <= digests
 
 
 class DigestProducer:

@@ -16,6 +16,7 @@ is gone. It ignores SIGINT, so a Ctrl-C reaches the parent alone, which decides.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -41,63 +42,96 @@ WATCHDOG_SECONDS = 1.0  # how often the child checks that its parent is still th
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-class ProducerProcess:
-    """DigestProducer's interface (start, join, results, queued, arrivals), run in a child process."""
+class ProducerChild:
+    """The child process, started before its job: it imports and opens the run's context while the parent
+    still reads the subscriber files and sorts out who is due (about 1.5 s each for 10,000 subscribers).
 
-    def __init__(self, config: Config, due: Sequence[tuple[Subscriber, Slot]], now: datetime,
-                 late_after: timedelta | None) -> None:
-        self.results: list[SubscriberResult] = []
-        self.queued: dict[str, Produced] = {}
-        self.arrivals = Arrivals(len(due))
-        self._failure: BaseException | None = None
-        root = logging.getLogger()
-        self._job = (config, list(due), now, late_after, root.level if root.handlers else None)
-        self._process: subprocess.Popen[bytes] | None = None
-        self._from_child: Connection | None = None
-        self._listener = threading.Thread(target=self._listen, name="producer-listener", daemon=True)
+    `hand` gives it the digests to make; `cancel` ends it when the run needs no process after all.
+    """
 
-    def start(self) -> None:
+    def __init__(self, config: Config) -> None:
         reports_read, reports_write = os.pipe()
         job_read, job_write = os.pipe()
         package_root = str(Path(__file__).resolve().parents[1])  # the child imports this very package
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
                                                                        os.environ.get("PYTHONPATH")]))}
-        self._from_child = Connection(reports_read)
+        self.reports = Connection(reports_read)
+        self._job = Connection(job_write)
         try:
-            self._process = subprocess.Popen(
+            self.process = subprocess.Popen(
                 [sys.executable, "-m", __name__, str(job_read), str(reports_write), str(os.getpid())],
                 pass_fds=(job_read, reports_write), stdin=subprocess.DEVNULL, env=env)
         except OSError:
-            self._from_child.close()
-            os.close(job_write)
+            self.reports.close()
+            self._job.close()
             raise
         finally:  # the child's ends: once it exits (or dies), reading ours gives EOF
             os.close(job_read)
             os.close(reports_write)
-        with Connection(job_write) as to_child:
-            try:
-                to_child.send(self._job)
-            except OSError:  # it died at once: the listener reads EOF and join() says so
-                pass
+        root = logging.getLogger()
+        self._send((config, root.level if root.handlers else None))
+
+    def hand(self, due: list[tuple[Subscriber, Slot]], now: datetime, late_after: timedelta | None) -> None:
+        """The job: from here on the child's reports say how it goes (a child that died says EOF)."""
+        self._send((due, now, late_after))
+        self._job.close()
+
+    def cancel(self) -> None:
+        """End a child that was never handed a job; it has written nothing (it only opened the store)."""
+        if self._job.closed:
+            return
+        self._job.close()
+        self.reports.close()
+        self.process.kill()
+        self.process.wait()
+
+    def _send(self, item: object) -> None:
+        try:
+            self._job.send(item)
+        except OSError:  # it died at once: reading its reports gives EOF, and join() says so
+            pass
+
+
+class ProducerProcess:
+    """DigestProducer's interface (start, join, results, queued, arrivals), run in a child process."""
+
+    def __init__(self, config: Config, due: Sequence[tuple[Subscriber, Slot]], now: datetime,
+                 late_after: timedelta | None, child: ProducerChild | None = None) -> None:
+        """`child`: one started ahead (see ProducerChild); else `start` starts it."""
+        self.results: list[SubscriberResult] = []
+        self.queued: dict[str, Produced] = {}
+        self.arrivals = Arrivals(len(due))
+        self._failure: BaseException | None = None
+        self._config, self._due, self._now, self._late_after = config, list(due), now, late_after
+        self._child = child
+        self._listener = threading.Thread(target=self._listen, name="producer-listener", daemon=True)
+
+    def start(self) -> None:
+        if self._child is None:
+            self._child = ProducerChild(self._config)
+        self._child.hand(self._due, self._now, self._late_after)
         self._listener.start()
 
     def join(self) -> None:
         """Wait for the child to finish; raise what it failed with (or ProducerFailed if it died)."""
-        self._listener.join()
-        if self._process is not None:
-            self._process.wait()
+        if self._child is None:
+            return
+        if self._listener.ident is not None:  # started
+            self._listener.join()
+        self._child.process.wait()
         if self._failure is not None:
             raise self._failure
 
     def _listen(self) -> None:
-        assert self._from_child is not None and self._process is not None
+        assert self._child is not None
+        reports, process = self._child.reports, self._child.process
         try:
             while True:
                 try:
-                    kind, payload = self._from_child.recv()
+                    kind, payload = reports.recv()
                 except (EOFError, OSError):
                     self._failure = ProducerFailed(
-                        f"the process preparing digests stopped (exit code {self._process.wait()}); what it "
+                        f"the process preparing digests stopped (exit code {process.wait()}); what it "
                         "stored is queued, the rest is planned again by the next run")
                     return
                 if kind == "stored":
@@ -109,7 +143,7 @@ class ProducerProcess:
                     self._failure = payload
                     return
         finally:
-            self._from_child.close()
+            reports.close()
             self.arrivals.done()
 
 
@@ -127,26 +161,48 @@ class _PipeSignal:
 
 
 def _child(job_fd: int, reports_fd: int, parent: int) -> None:
-    """The child process: read the job, rebuild the context, produce, report."""
+    """The child process: read the config, open the context, read the job, produce, report.
+
+    The job comes second so the context opens while the parent still works out who is due;
+    a parent that needs no process after all closes the pipe (or kills us) instead.
+    """
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    with Connection(job_fd) as job:
-        config, due, now, late_after, logging_level = job.recv()
-    with Connection(reports_fd) as conn:
-        _produce(conn, config, due, now, late_after, logging_level)
+    with Connection(job_fd) as job, Connection(reports_fd) as conn:
+        try:
+            config, logging_level = job.recv()
+        except EOFError:
+            return
+        if logging_level is not None:  # the parent logs somewhere (the CLI: stderr); so do we, alike
+            logging.basicConfig(level=logging_level, format="%(asctime)s %(levelname)s %(message)s",
+                                stream=sys.stderr)
+        try:
+            _produce(job, conn, config)
+        except BaseException as exc:  # told to the parent, which raises it in the run's thread
+            with contextlib.suppress(OSError):  # a parent that cancelled us no longer listens
+                conn.send(("failed", _sendable(exc)))
 
 
-def _produce(conn: Connection, config: Config, due: list[tuple[Subscriber, Slot]], now: datetime,
-             late_after: timedelta | None, logging_level: int | None) -> None:
-    if logging_level is not None:  # the parent logs somewhere (the CLI: stderr); so do we, alike
-        logging.basicConfig(level=logging_level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    try:
-        with open_context(config) as ctx:
-            producer = DigestProducer(ctx, due, now, late_after, arrivals=_PipeSignal(conn))
-            producer.run()
-        conn.send(("finished", (producer.results, producer.queued)))
-    except BaseException as exc:  # told to the parent, which raises it in the run's thread
-        conn.send(("failed", _sendable(exc)))
+def _produce(job: Connection, conn: Connection, config: Config) -> None:
+    with open_context(config) as ctx:
+        _warm_up()
+        try:
+            due, now, late_after = job.recv()
+        except EOFError:
+            return  # the run needed no process after all
+        producer = DigestProducer(ctx, due, now, late_after, arrivals=_PipeSignal(conn))
+        producer.run()
+    conn.send(("finished", (producer.results, producer.queued)))
+
+
+def _warm_up() -> None:
+    """Load what the run's first ranker loads anyway (scikit-learn, the embedding model: about 2 s)
+    while the parent is still reading subscriber files."""
+    import sklearn.feature_extraction.text  # noqa: F401 (the TF-IDF half of every ranker)
+
+    from .rank import load_embedder
+
+    load_embedder()
 
 
 def _sendable(exc: BaseException) -> BaseException:

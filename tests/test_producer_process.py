@@ -159,3 +159,27 @@ def test_only_a_run_with_enough_digests_starts_a_producer_process(tmp_path, thre
     makers = {message_id.split(".")[1] for records in ledger_by_subscriber(path).values()
               for _, message_id in records}
     assert (makers == {str(os.getpid())}) == (expected == "thread")
+
+
+def test_a_producer_started_ahead_is_cancelled_when_too_few_turn_out_due(tmp_path):
+    path = project(tmp_path / "p", 40, producer_process_from=30)
+    first = pipeline.run_digests(load_config(path), T_DIGEST)
+    assert first.count("sent") == 40
+    # 40 files are enough to start a process ahead of reading them; nobody is due now, so it is let go.
+    again = pipeline.run_digests(load_config(path), T_DIGEST)
+    assert again.count("already done") == 40 and again.count("sent") == 0
+    assert children_of(os.getpid()) == []
+    final = ledger_by_subscriber(path)
+    assert all(len(records) == 1 for records in final.values())
+
+
+def test_a_cancelled_producer_child_ends_without_touching_the_ledger(tmp_path):
+    from newsletter.producer_process import ProducerChild
+
+    path = project(tmp_path / "p", 5, producer_process_from=1)
+    child = ProducerChild(load_config(path))
+    assert child.process.poll() is None
+    child.cancel()
+    assert child.process.poll() is not None and children_of(os.getpid()) == []
+    child.cancel()  # twice is harmless
+    assert ledger_by_subscriber(path) == {}

@@ -71,6 +71,10 @@ class SubscriberRepository(Protocol):
 
     def load_all(self) -> LoadedSubscribers: ...
 
+    def count(self) -> int:
+        """How many subscribers there are, good or bad, without reading them: cheap, for sizing a run."""
+        ...
+
     def get(self, subscriber_id: str) -> Subscriber: ...
 
     def read(self, subscriber_id: str) -> Versioned:

@@ -164,6 +164,9 @@ class FileSubscribers:
                 errors.append(exc)
         return LoadedSubscribers(tuple(subscribers), tuple(errors))
 
+    def count(self) -> int:
+        return len(self._files_by_id())
+
     def get(self, subscriber_id: str) -> Subscriber:
         """The subscriber `subscriber_id`; UnknownSubscriber if there is none, ProfileError if its file is bad."""
         check_subscriber_id(subscriber_id)
