@@ -502,3 +502,28 @@ def test_an_address_header_reads_back_as_the_name_and_address_written(name: str)
     [recipient] = got["To"].addresses
     assert (recipient.display_name, recipient.addr_spec) == (name, "alice@example.org")
     assert_wire_format(serialise(message_for(subscriber(name=name))))
+
+
+def _subjects(count: int) -> Iterator[str]:
+    """Subjects of every shape the quick folder meets: short, just over a line, long, with a word too long for a
+    line, with punctuation that means something in structured headers."""
+    import random
+    import string
+
+    rng = random.Random(7)
+    letters = string.ascii_letters + string.digits + ".,:;()<>@!?'\"-/_&%#*+[]{}|~^`$\\"
+    for _ in range(count):
+        words = ["".join(rng.choice(letters) for _ in range(rng.choice([1, 2, 3, 5, 8, 12, 20, 40, 90])))
+                 for _ in range(rng.randint(1, 40))]
+        yield " ".join(words)
+
+
+def test_subjects_are_folded_exactly_as_the_email_package_folds_them() -> None:
+    from newsletter.deliver.message import WIRE_POLICY, _fold, _fold_plain
+
+    quick = 0
+    for subject in _subjects(3000):
+        theirs = WIRE_POLICY.header_factory("Subject", subject).fold(policy=WIRE_POLICY).encode("ascii")
+        assert _fold("Subject", subject) == theirs, subject
+        quick += _fold_plain("Subject", subject) is not None
+    assert quick > 300  # the quick way was taken, not only the email package's
