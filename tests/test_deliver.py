@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import html
 import os
 import re
 import stat
@@ -488,7 +489,11 @@ def test_built_bytes_decode_to_what_the_stdlib_would_have_sent(text: str) -> Non
     stdlib.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     stdlib.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
     theirs = parse(stdlib.as_bytes())
-    assert [p.get_content() for p in ours.iter_parts()] == [p.get_content() for p in theirs.iter_parts()]
+    (our_text, our_html), (their_text, their_html) = ours.iter_parts(), theirs.iter_parts()
+    assert our_text.get_content() == their_text.get_content()
+    # The HTML goes as 7bit, other characters as references: what an HTML reader sees is the same.
+    assert our_html["Content-Transfer-Encoding"] == "7bit"
+    assert html.unescape(our_html.get_content()) == html.unescape(their_html.get_content())
     assert [p.get_content_type() for p in ours.iter_parts()] == ["text/plain", "text/html"]
     assert ours["Subject"] == rendered.subject.strip() and ours["MIME-Version"] == "1.0"
     assert_wire_format(serialise(build_message(rendered, subscriber(), sender_name=SENDER_NAME, sender_address=SENDER,
@@ -527,3 +532,43 @@ def test_subjects_are_folded_exactly_as_the_email_package_folds_them() -> None:
         assert _fold("Subject", subject) == theirs, subject
         quick += _fold_plain("Subject", subject) is not None
     assert quick > 300  # the quick way was taken, not only the email package's
+
+
+def _html_of(html_text: str) -> EmailMessage:
+    rendered = RenderedEmail(subject="s", preheader="p", html=html_text, text="t")
+    message = parse(serialise(build_message(rendered, subscriber(), sender_name=SENDER_NAME, sender_address=SENDER,
+                                            list_id=LIST_ID, links=LINKS, now=NOW, message_id="<id@example.org>")))
+    assert_wire_format(serialise(message))
+    part = message.get_body(("html",))
+    assert isinstance(part, EmailMessage)
+    return part
+
+
+@pytest.mark.parametrize("html_text, why", [
+    ("<style>p::before { content: '→' }</style><p>Zoë</p>", "a reference in <style> would be shown as it is"),
+    ("<script>let s = 'é'</script><p>x</p>", "nor in <script>"),
+    ("<p>" + "x" * 999 + "</p>", "a line over SMTP's 998 characters"),
+    ("<p>a\0b</p>", "NUL is not allowed in 7bit text"),
+])
+def test_html_that_cannot_go_as_7bit_goes_quoted_printable_unchanged(html_text: str, why: str) -> None:
+    part = _html_of(html_text)
+    assert part["Content-Transfer-Encoding"] == "quoted-printable", why
+    assert part.get_content().replace("\r\n", "\n") == html_text + "\n"
+
+
+def test_html_goes_as_7bit_with_other_characters_as_references() -> None:
+    part = _html_of("<title>Zoë’s digest</title><style>p { color: red }</style><p title=\"café\">naïve &amp; 🎉</p>")
+    assert part["Content-Transfer-Encoding"] == "7bit"
+    text = part.get_content()
+    assert text.isascii() and "&#235;" in text and "&#127881;" in text
+    assert html.unescape(text) == html.unescape("<title>Zoë’s digest</title><style>p { color: red }</style>"
+                                                "<p title=\"café\">naïve &amp; 🎉</p>\r\n")
+
+
+def test_a_7bit_html_line_that_looks_like_the_boundary_sends_the_part_quoted_printable(monkeypatch) -> None:
+    from newsletter.deliver import message as wire
+
+    monkeypatch.setattr(wire, "_boundary", lambda: b"===============1234==")
+    part = _html_of("<p>\n--===============1234==\n</p>")
+    assert part["Content-Transfer-Encoding"] == "quoted-printable"
+    assert "--===============1234==" in part.get_content()

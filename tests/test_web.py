@@ -274,7 +274,7 @@ def test_the_next_digest_frame_and_the_view_in_browser_link(site):
     view = re.search(r'href="(http://127\.0\.0\.1:\d+/view/[^"]+)"', html_part).group(1)  # type: ignore[union-attr]
     shown = httpx.get(view)
     assert shown.status_code == 200
-    titles = re.findall(r'class="digest-title"[^>]*><a [^>]*>([^<]+)</a>', html_part)
+    titles = re.findall(r'class="digest-title"[^>]*><a\s[^>]*>([^<]+)</a>', html_part)
     assert titles and all(t in shown.text for t in titles)
 
 

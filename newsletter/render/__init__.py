@@ -31,6 +31,7 @@ SUBJECT_LIMIT = 150
 # mrml writes the hidden preheader div white-on-white, which spam filters score as
 # hidden text (SpamAssassin HTML_FONT_LOW_CONTRAST); it stays hidden in a neutral grey.
 _PREVIEW_DIV = re.compile(r'(<div style="display:none;[^"]*?color:)#ffffff')
+_TAG_WITH_ATTRIBUTES = re.compile(r"<([A-Za-z][A-Za-z0-9]*) ")
 
 
 def shipped_templates() -> Path:
@@ -67,7 +68,11 @@ def compile_mjml(source: str) -> str:
     # fonts={} stops mrml adding its default Google Fonts <link>: emails load nothing remote.
     options = mrml.RenderOptions(disable_comments=True, fonts={})
     html = mrml.to_html(source, render_options=options).content
-    return _PREVIEW_DIV.sub(rf"\g<1>{PREVIEW_COLOUR}", html, count=1)
+    html = _PREVIEW_DIV.sub(rf"\g<1>{PREVIEW_COLOUR}", html, count=1)
+    # mrml writes a whole section on one line (2,000+ characters); SMTP allows 998. A tag's attributes
+    # may be set off by any whitespace, so each starts on a new line: an email's lines stay short and
+    # its HTML goes as plain 7bit text rather than quoted-printable (deliver/message.py: _html_part).
+    return _TAG_WITH_ATTRIBUTES.sub("<\\1\n", html)
 
 
 class Renderer:
