@@ -140,10 +140,12 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
     `policy.connections` senders each open their own mailer (one SMTP session each) and
     claim `policy.claim_batch` messages at a time, as separate workers would. A DeliveryError
     that stops a batch stops every sender after its current message; what nobody sent is
-    released, queued, for the next run. Messages another live worker holds are left to it;
-    with `wait_for_others`, this waits for those to be sent or for their leases to run out
-    (their worker died) and sends what they left. `now` decides what is due; `wall`, the
-    real time, times the leases.
+    released, queued, for the next run. The senders after the first start once a message went
+    through, and one whose session the server will not have (many allow only so many at once)
+    leaves its message to the others and stops, without stopping them. Messages another live
+    worker holds are left to it; with `wait_for_others`, this waits for those to be sent or for
+    their leases to run out (their worker died) and sends what they left. `now` decides what is
+    due; `wall`, the real time, times the leases.
 
     With `arrivals`, a producer is still storing batches: a sender whose claim comes back
     empty waits for the next batch and claims again, until the producer is done and nothing
@@ -157,6 +159,10 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
     crashed: list[BaseException] = []
     lock = threading.Lock()
     name = worker_name()
+    # Set once any sender's message was accepted, or the first sender ended: the others wait for it,
+    # so a session refused then is the server's limit on sessions, not the server being down.
+    under_way = threading.Event()
+    delivered = threading.Event()  # a message went through in this run
 
     def halted() -> bool:
         return bool(stopped or crashed) or should_stop()
@@ -179,10 +185,13 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
             release_dead_workers(store, wall())
         return []
 
-    def work(worker: str) -> None:
+    def work(worker: str, extra: bool = False) -> None:
         # A message the server accepted is recorded `sent` together with marking the next one
         # `sending` (one commit, not two), or on the way out: never after anything else was sent.
         accepted: list[tuple[int, str]] = []
+        delivered_here = False
+        if extra and not _wait_for(under_way, halted):
+            return
         try:
             with make_mailer() as mailer:
                 while batch := claim(worker):
@@ -193,10 +202,16 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
                         pacer.wait()
                         # Renewing rewrites every row the worker holds: only once a good part of the lease is gone.
                         renew = wall() - leased_at >= policy.lease * RENEW_AFTER
+                        # An extra session that never got a message through, while others do, gives up alone.
+                        spare = extra and not delivered_here and delivered.is_set()
                         try:
                             sent = _send_one(store, mailer, policy, now, item, accepted,
-                                             (worker, wall() + policy.lease), renew)
+                                             (worker, wall() + policy.lease), renew, defer_on_error=not spare)
                         except DeliveryError as exc:
+                            if spare:
+                                log.warning("one fewer SMTP session: %s; the other session(s) send its messages",
+                                            exc)
+                                return  # its message stays `sending`, released below: another sender sends it
                             with lock:
                                 first = not stopped
                                 stopped.append(exc)
@@ -206,16 +221,22 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
                                                                     item.record.message_id, str(exc))
                             return
                         results[item.record.delivery_id] = sent
+                        if sent.outcome == "sent":
+                            delivered_here = True
+                            delivered.set()
+                            under_way.set()
                         if renew:
                             leased_at = wall()
                     _record_accepted(store, accepted, now())  # before waiting for the next claim
         finally:
+            if not extra:
+                under_way.set()  # the first sender is done: nobody need wait for it any longer
             _record_accepted(store, accepted, now())
             store.ledger.release(worker)
 
-    def guarded(worker: str) -> None:
+    def guarded(worker: str, extra: bool) -> None:
         try:
-            work(worker)
+            work(worker, extra)
         except BaseException as exc:  # re-raised in the caller's thread below
             with lock:
                 crashed.append(exc)
@@ -227,7 +248,8 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
     if senders == 1:
         work(f"{name}-0")  # in this thread: a crash propagates as it is
     else:
-        threads = [threading.Thread(target=guarded, args=(f"{name}-{n}",), name=f"send-{n}") for n in range(senders)]
+        threads = [threading.Thread(target=guarded, args=(f"{name}-{n}", n > 0), name=f"send-{n}")
+                   for n in range(senders)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -238,6 +260,14 @@ def send_queued(store: Store, make_mailer: Callable[[], Mailer], policy: SendPol
     left = {r.delivery_id for r in store.ledger.waiting(now(), only, wall=wall())}
     return _in_order(waiting, results, left, "not attempted: delivery stopped; still queued" if stopped
                      else "stopping; still queued")
+
+
+def _wait_for(event: threading.Event, halted: Callable[[], bool]) -> bool:
+    """Wait until `event` is set (True) or the run stops (False)."""
+    while not event.wait(STOP_POLL_SECONDS):
+        if halted():
+            return False
+    return not halted()
 
 
 def _in_order(waiting: Sequence[DeliveryRecord], results: dict[int, Sent], left: set[int], why: str) -> list[Sent]:
@@ -290,10 +320,11 @@ def _process_alive(pid: int) -> bool:
 
 def _send_one(store: Store, mailer: Mailer, policy: SendPolicy, now: Callable[[], datetime],
               item: QueuedMessage, accepted: list[tuple[int, str]], lease: tuple[str, datetime],
-              renew: bool = True) -> Sent:
+              renew: bool = True, *, defer_on_error: bool = True) -> Sent:
     """Send one message. `accepted` holds the previous message if the server took it and it is not yet
     recorded: it is recorded `sent` first, in this message's start; this one takes its place when accepted.
-    `lease` (worker, until) renews the worker's claims when `renew`; a message it no longer holds is left alone."""
+    `lease` (worker, until) renews the worker's claims when `renew`; a message it no longer holds is left alone.
+    A DeliveryError defers the message (unless not `defer_on_error`: the caller leaves it to another sender)."""
     ledger, record = store.ledger, item.record
     resent = record.status is DeliveryStatus.SENDING
     attempt = ledger.start_sending(record.delivery_id, now(), settle_sent=accepted.pop() if accepted else None,
@@ -307,8 +338,8 @@ def _send_one(store: Store, mailer: Mailer, policy: SendPolicy, now: Callable[[]
     try:
         result = mailer.send(stored_message(item.message))
     except DeliveryError as exc:
-        # Not this message's fault: it waits like a 4xx would, and the batch stops.
-        _defer(store, policy, item, attempt, str(exc), now())
+        if defer_on_error:  # not this message's fault: it waits like a 4xx would, and the batch stops
+            _defer(store, policy, item, attempt, str(exc), now())
         raise
     if result.status == "sent":
         accepted.append((record.delivery_id, result.reply))

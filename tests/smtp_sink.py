@@ -43,6 +43,7 @@ class Received:
     tls: bool  # whether the message travelled over TLS (STARTTLS or implicit)
 
 
+TOO_MANY_SESSIONS = "421 4.7.0 Too many connections from your host, try again later"
 STALL_SECONDS = 60.0  # longer than any client timeout in the tests; a stopped server cancels the wait
 
 
@@ -100,13 +101,16 @@ class SmtpSink:
         stall_data: tuple[int, ...] = (),
         hold_data: tuple[int, ...] = (),
         hold_rcpt: tuple[int, ...] = (),
+        max_sessions: int = 0,
     ) -> None:
         """`reject`: recipients answered 550; `defer_data`: the first N DATA commands are answered 451.
         DATA commands are numbered from 1 over all sessions: `drop_data` closes the connection on those
         numbers (an int N means 1..N); `stall_data` never answers those, as a stalled server would.
         `hold_data`: those DATA commands are recorded in `messages` but their 250 never comes, so a
         client killed meanwhile cannot know the message arrived; `hold_rcpt`: those RCPT commands
-        (numbered from 1 over all sessions) are never answered. `data_commands` and
+        (numbered from 1 over all sessions) are never answered. `max_sessions`: a session that says EHLO or
+        HELO while that many others are open (not yet QUIT) is refused with 421, as servers that limit
+        connections per client do (0: no limit; `refused_sessions` counts them). `data_commands` and
         `rcpt_commands` count what arrived, so a test can act at the moment a command is in flight.
         TLS needs `ca` (and `ca_file` for clients)."""
         if security != "none" and ca is None:
@@ -128,6 +132,9 @@ class SmtpSink:
         self.hold_rcpt = set(hold_rcpt)
         self._data_commands = 0
         self._rcpt_commands = 0
+        self._max_sessions = max_sessions
+        self._open_sessions: set[Any] = set()
+        self.refused_sessions = 0
         self._lock = threading.Lock()
         self._controller: Controller | None = None
 
@@ -219,14 +226,34 @@ class SmtpSink:
     async def handle_EHLO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
     ) -> list[str]:
+        if self._too_many(session.peer):
+            return [TOO_MANY_SESSIONS]
         session.host_name = hostname
         self._greeted(session.peer)
         return responses
 
     async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str) -> str:
+        if self._too_many(session.peer):
+            return TOO_MANY_SESSIONS
         session.host_name = hostname
         self._greeted(session.peer)
         return f"250 {server.hostname}"
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self._lock:
+            self._open_sessions.discard(session.peer)
+        return "221 Bye"
+
+    def _too_many(self, peer: Any) -> bool:
+        with self._lock:
+            if peer in self._open_sessions or not self._max_sessions:
+                self._open_sessions.add(peer)
+                return False
+            if len(self._open_sessions) >= self._max_sessions:
+                self.refused_sessions += 1
+                return True
+            self._open_sessions.add(peer)
+            return False
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]

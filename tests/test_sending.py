@@ -203,6 +203,19 @@ def test_parallel_connections_share_the_queue_and_deliver_each_message_once(tmp_
     assert sorted(r for m in sink.messages for r in m.rcpt_tos) == sorted(f"reader{n}@example.org" for n in range(9))
 
 
+def test_a_server_that_takes_one_session_at_a_time_gets_everything_over_it(tmp_path, smtp_sink):
+    many_readers(tmp_path, 9)
+    sink = smtp_sink(max_sessions=1)
+    config = project(tmp_path, smtp_of(sink, connections=3))
+    pipeline.ingest_pages(config, T_INGEST)
+    report = pipeline.run_digests(config, T)
+    # The extra sessions were refused; nothing waits for a retry and nothing stopped the first session.
+    assert report.count("sent") == 9 and sink.refused_sessions >= 1 and sink.connections == 1
+    assert sorted(r for m in sink.messages for r in m.rcpt_tos) == sorted(f"reader{n}@example.org" for n in range(9))
+    with open_store(config.store_path) as store:
+        assert {r.status for r in store.ledger.deliveries_in(list(DeliveryStatus))} == {DeliveryStatus.SENT}
+
+
 def test_parallel_connections_all_stop_on_a_dead_server_and_lose_nothing(tmp_path, refused_port):
     many_readers(tmp_path, 9)
     config = project(tmp_path, {"host": "127.0.0.1", "port": refused_port, "security": "none", "timeout": 2,
