@@ -11,7 +11,8 @@ run (after each ingest; when the daemon finds subscriber files). Then, in one ru
   to an aiosmtpd sink that only counts (in its own process, so it does not share our GIL);
 - raw smtplib sends the same stored messages (same count, same bytes) over one reused
   connection to the same sink: the ceiling.
-Prints both rates, their ratio, the time of each stage and the peak memory (maxrss).
+Prints both rates, their ratio, the time of each stage, the CPU per message of each process (producer,
+this one, the sink; smtplib and the sink for raw) and the peak memory (maxrss).
 Numbers only; nothing is asserted.
 """
 
@@ -77,14 +78,19 @@ def _serve_sink(conn: Connection) -> None:
     controller = Controller(Counter(), hostname=HOST, port=port)
     controller.start()
     conn.send(port)
-    while conn.recv() != "stop":
-        conn.send(Counter.count)
+    while (asked := conn.recv()) != "stop":
+        conn.send(Counter.count if asked == "count" else time.process_time())  # "cpu": the sink's CPU so far
     controller.stop()
 
 
+def sink_cpu(count: Callable[..., Any]) -> float:
+    """The sink's CPU seconds so far (ask through the count function's pipe)."""
+    return float(count("cpu"))
+
+
 @contextmanager
-def counting_sink() -> Iterator[tuple[int, Callable[[], int]]]:
-    """(port, count()) of a sink in a child process, stopped on exit."""
+def counting_sink() -> Iterator[tuple[int, Callable[..., Any]]]:
+    """(port, count()) of a sink in a child process, stopped on exit; count("cpu") is its CPU seconds so far."""
     ours, theirs = multiprocessing.Pipe()
     child = multiprocessing.Process(target=_serve_sink, args=(theirs,), daemon=True)
     child.start()
@@ -92,9 +98,9 @@ def counting_sink() -> Iterator[tuple[int, Callable[[], int]]]:
         sys.exit("the SMTP sink did not start")
     port = int(ours.recv())
 
-    def count() -> int:
-        ours.send("count")
-        return int(ours.recv())
+    def count(what: str = "count") -> Any:
+        ours.send(what)
+        return ours.recv()
 
     try:
         yield port, count
@@ -263,6 +269,7 @@ class ChildPeak:
 
     def __init__(self) -> None:
         self.mb = 0.0
+        self.cpu: dict[int, float] = {}  # CPU seconds of each producer child, last seen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -284,6 +291,14 @@ class ChildPeak:
                     continue
                 if int(fields.get("PPid", "0")) == os.getpid() and b"newsletter.producer_process" in command:
                     self.mb = max(self.mb, int(fields["VmHWM"].split()[0]) / 1024)
+                    self._note_cpu(status.parent)
+
+    def _note_cpu(self, proc: Path) -> None:
+        try:
+            times = (proc / "stat").read_text().rsplit(")", 1)[1].split()[11:13]  # utime, stime
+        except OSError:
+            return
+        self.cpu[int(proc.name)] = sum(int(t) for t in times) / os.sysconf("SC_CLK_TCK")
 
 
 def run_pipeline(config: Any, seconds: Seconds, ranker: str) -> tuple[int, float]:
@@ -396,13 +411,17 @@ def main() -> None:
 
         seconds: Seconds = defaultdict(float)
         before = resident_mb()  # the setup (embedding papers and topics) already loaded the model here
+        sink_before = sink_cpu(count)
         with ChildPeak() as producer:
             sent, elapsed = run_pipeline(config, seconds, args.ranker)
+        pipeline_sink = sink_cpu(count) - sink_before
         pipeline_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         producer_peak = producer.mb
         received = count()
         messages = stored_messages(config.store_path, sent)
+        sink_before, client_before = sink_cpu(count), time.process_time()
         raw_elapsed = run_raw(port, messages)
+        raw_sink, raw_client = sink_cpu(count) - sink_before, time.process_time() - client_before
         size = sum(len(m) for _, m in messages) / max(len(messages), 1) / 1024
 
     rate, raw_rate = sent / elapsed, len(messages) / raw_elapsed
@@ -413,6 +432,13 @@ def main() -> None:
     print("stages (s; timed where they run, so overlapping stages can add up to more than the wall time):")
     for stage, spent in seconds.items():
         print(f"  {stage:<22}{spent:8.2f}")
+    per = 1000 / max(sent, 1)
+    cpu = {"producer process": sum(producer.cpu.values()), "this process": seconds["(CPU of this process)"],
+           "sink": pipeline_sink}
+    print("CPU per digest (ms): " + ", ".join(f"{name} {spent * per:.2f}" for name, spent in cpu.items() if spent)
+          + f"; {sum(cpu.values()) * per:.2f} in all (the producer's is sampled every 0.2 s)")
+    per_raw = 1000 / max(len(messages), 1)
+    print(f"CPU per raw message (ms): smtplib {raw_client * per_raw:.2f}, sink {raw_sink * per_raw:.2f}")
     if producer_peak:
         print(f"peak memory of the producer process (VmHWM): {producer_peak:,.0f} MB")
     print(f"this process held {before:,.0f} MB after the setup, before the pipeline")
