@@ -84,7 +84,7 @@ class HybridRanker:
 
     def __init__(self, reference: Sequence[Paper], vectors: PaperVectors) -> None:
         self.vectors = vectors
-        self._exclusions = Exclusions()
+        self.exclusions = Exclusions()  # rank_many (rank/batch.py) shares it: each paper's words are read once
         self.fit(reference)
 
     def fit(self, reference: Sequence[Paper]) -> None:
@@ -114,7 +114,7 @@ class HybridRanker:
     def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float,
              diversity: float = 0.0) -> Ranking:
         """Top `max_papers` candidates scoring at least `min_score`, best first, ties by paper id."""
-        return rank_with(self, self._exclusions, profile, candidates, max_papers=max_papers, min_score=min_score,
+        return rank_with(self, self.exclusions, profile, candidates, max_papers=max_papers, min_score=min_score,
                          diversity=diversity)
 
     def score(self, profile: Profile, papers: Sequence[Paper]) -> HybridScores:

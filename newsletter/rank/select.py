@@ -37,14 +37,15 @@ class Exclusions:
         patterns = phrase_patterns(phrases)
         if not patterns:
             return list(papers), 0
-        self._index(papers)
+        self.index(papers)
         out: set[int] = set()
         for pattern in patterns:
-            out |= self._holding(pattern)
+            out |= self.holding(pattern)
         kept = [p for p in papers if p.id not in out]
         return kept, len(papers) - len(kept)
 
-    def _index(self, papers: Sequence[Paper]) -> None:
+    def index(self, papers: Sequence[Paper]) -> None:
+        """Learn the words of any of `papers` not indexed yet (a paper's words are read once per Exclusions)."""
         if {paper.id for paper in papers} <= self._text.keys():  # the usual case after the first subscriber
             return
         for paper in papers:
@@ -54,7 +55,7 @@ class Exclusions:
                 for word in set(words):
                     self._papers_with[word].add(paper.id)
 
-    def _holding(self, pattern: str) -> set[int]:
+    def holding(self, pattern: str) -> set[int]:
         """Ids of the indexed papers whose words hold `pattern` (" word word ")."""
         first, *rest = pattern.split()
         found = self._papers_with.get(first, set())

@@ -84,7 +84,7 @@ class TfidfRanker:
     model_id = MODEL_ID
 
     def __init__(self, reference: Sequence[Paper] = ()) -> None:
-        self._exclusions = Exclusions()  # words, not vectors: survives a refit
+        self.exclusions = Exclusions()  # words, not vectors: survives a refit
         self.fit(reference)
 
     def fit(self, reference: Sequence[Paper]) -> None:
@@ -118,7 +118,7 @@ class TfidfRanker:
     def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float,
              diversity: float = 0.0) -> Ranking:
         """Top `max_papers` candidates scoring at least `min_score`, best first, ties by paper id."""
-        return rank_with(self, self._exclusions, profile, candidates, max_papers=max_papers, min_score=min_score,
+        return rank_with(self, self.exclusions, profile, candidates, max_papers=max_papers, min_score=min_score,
                          diversity=diversity)
 
     def score(self, profile: Profile, papers: Sequence[Paper]) -> TfidfScores:
