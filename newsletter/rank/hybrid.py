@@ -212,11 +212,12 @@ class HybridRanker:
 
     def explain(self, profile: Profile, scores: HybridScores, row: int) -> Reason:
         """The topics and liked papers the paper is close to, and the terms that carried its score."""
-        similarities = scores.per_entry[row].copy()
+        # Plain floats from the start: numpy calls on a handful of values cost more than the comparisons.
+        entries: list[float] = scores.per_entry[row].tolist()
         topic_count = len(profile.topics)
         # A liked paper is named only when the paper reads as similar to it, not merely less unrelated.
-        similarities[topic_count:] = np.where(similarities[topic_count:] >= LIKED_SIMILAR, 1.0, 0.0)
-        return reason_for(profile, similarities, scores.lexical.coverage[row],
+        similarities = entries[:topic_count] + [1.0 if s >= LIKED_SIMILAR else 0.0 for s in entries[topic_count:]]
+        return reason_for(profile, similarities, scores.lexical.coverage[row].tolist(),
                           self.lexical.carrying_terms(scores.lexical, row))
 
     def _vectors(self, papers: Sequence[Paper]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
