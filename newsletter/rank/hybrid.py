@@ -275,13 +275,13 @@ class HybridBatch:
 
     def take(self, profile: int, rows: Sequence[int]) -> HybridScores:
         """The profile's HybridScores for the papers at `rows`, as `score` would give them."""
-        rows = list(rows)
-        liked_cosine = self.liked_cosine[np.ix_(rows, self.liked.columns[profile])]
-        lexical = self.lexical.take(profile, rows)
+        at = np.asarray(rows, dtype=np.int64)  # an array, not a list: fancy indexing converts a list each time
+        liked_cosine = self.liked_cosine[at][:, self.liked.columns[profile]]
+        lexical = self.lexical.take(profile, at)
         per_entry = np.hstack([lexical.per_entry[:, : self.topics[profile]], liked_cosine])
-        return HybridScores(total=self.total[rows, profile], per_entry=per_entry,
-                            eligible=self.eligible[rows, profile], lexical=lexical, liked_cosine=liked_cosine,
-                            vectors=self.vectors[rows])
+        return HybridScores(total=self.total[at, profile], per_entry=per_entry,
+                            eligible=self.eligible[at, profile], lexical=lexical, liked_cosine=liked_cosine,
+                            vectors=self.vectors[at])
 
 
 class _Rows:

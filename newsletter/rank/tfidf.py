@@ -244,14 +244,14 @@ class TfidfBatch:
         """papers x the profile's entries (Profile.entries order)."""
         return self.per_entry[:, profile, : len(self.slots.columns[profile])]
 
-    def take(self, profile: int, rows: Sequence[int]) -> TfidfScores:
+    def take(self, profile: int, rows: Sequence[int] | np.ndarray) -> TfidfScores:
         """The profile's TfidfScores for the papers at `rows`, as `score` would give them."""
         at = np.asarray(rows, dtype=np.int64)
         centroid = np.zeros(self.centroids.shape[1])
         start, end = self.centroids.indptr[profile], self.centroids.indptr[profile + 1]
         centroid[self.centroids.indices[start:end]] = self.centroids.data[start:end]
         return TfidfScores(total=self.total[at, profile], per_entry=self.entry_scores(profile)[at],
-                           coverage=self.coverage[np.ix_(at, np.asarray(self.topic_columns[profile], np.int64))],
+                           coverage=self.coverage[at][:, self.topic_columns[profile]],
                            docs=self.docs, centroid=centroid, doc_rows=at)
 
 
