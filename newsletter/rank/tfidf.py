@@ -218,7 +218,7 @@ class TfidfRanker:
         # Words a reader recognises only: the centroid is 0 at the others (a two-word term is often debris,
         # "graph neural", "code llm"; a number or a two-letter stub says nothing: see _readable).
         contribution = docs.data[start:end] * scores.centroid[indices]
-        carrying = np.flatnonzero(contribution)
+        carrying = contribution.nonzero()[0]
         contribution, indices = contribution[carrying], indices[carrying]
         # Largest first, ties by term. Readable terms are single distinct words, so none holds another:
         # the first REASON_TERMS are the reason's.
