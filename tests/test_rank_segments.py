@@ -43,3 +43,13 @@ def test_no_profiles_and_profiles_without_columns() -> None:
     assert not empty.best_two_mean(gathered).any() and not empty.max(gathered).any()
     one = Segments([[1], []])
     assert one.best_two_mean(one.gather(np.array([[5.0, 7.0]]))).tolist() == [[7.0, 0.0]]
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_gather_is_fancy_indexing_in_values_and_memory_layout(order: str) -> None:
+    # The reductions after it (standardising over rows) round by memory order: the layout must not move either.
+    matrix = np.asarray(np.random.default_rng(1).random((7, 5)), order=order)
+    segments = Segments([[4, 0, 0], [], [2]])
+    expected = matrix[:, segments._index]
+    gathered = segments.gather(matrix)
+    assert np.array_equal(gathered, expected) and gathered.strides == expected.strides

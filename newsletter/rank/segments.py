@@ -39,7 +39,9 @@ class Segments:
         """rows x profiles x entries; padding positions hold arbitrary values (the reductions mask them)."""
         if matrix.shape[1] == 0:
             return np.zeros((matrix.shape[0], *self._index.shape), dtype=matrix.dtype)
-        return matrix[:, self._index]
+        # matrix[:, index], values and memory layout (entries x profiles x rows in memory: the later reductions'
+        # rounding follows the layout), made by np.take on the transpose: numpy's fancy indexing is 4-7x slower.
+        return np.take(matrix.T, self._index, axis=0).transpose(2, 0, 1)
 
     def mean(self, gathered: np.ndarray) -> np.ndarray:
         """rows x profiles: the mean over each profile's columns (0 for a profile without any)."""
