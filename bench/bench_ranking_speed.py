@@ -19,7 +19,10 @@ machine is shared. Ranking runs with one BLAS thread, as planning.iter_digests d
 CiteULike papers with their abstracts (ranked on title and abstract; their vectors stay
 the titles', so nothing new is embedded) and every subscriber has one or two exclude
 words, as bench/throughput.py's subscribers do. The last line is a fingerprint of every
-pick, score and reason: a change meant to be faster only must leave it as it was.
+pick, score and reason: a change meant to be faster only must leave it as it was. Compare
+runs with the same PYTHONHASHSEED (e.g. 0): a typed word at the same edit distance from two
+vocabulary words is corrected to whichever a set yields first (rank/topics.py: correct), and
+set order follows the hash seed.
 """
 
 from __future__ import annotations
