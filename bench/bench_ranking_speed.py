@@ -13,12 +13,22 @@ Embedding is timed apart: a store embeds each paper once, at ingest. Phrases
 (topics) are embedded once per process; NEWSLETTER_BENCH_PHRASES (default
 bench/.speed-vectors.npz, not committed) keeps every text's vector between runs,
 so only the first run pays for them. Each line ends with the load average: the
-machine is shared.
+machine is shared. Ranking runs with one BLAS thread, as planning.iter_digests does.
+
+--digest-like makes the day closer to what a digest run ranks: the 500 new papers are
+CiteULike papers with their abstracts (ranked on title and abstract; their vectors stay
+the titles', so nothing new is embedded) and every subscriber has one or two exclude
+words, as bench/throughput.py's subscribers do. The last line is a fingerprint of every
+pick, score and reason: a change meant to be faster only must leave it as it was. Compare
+runs with the same PYTHONHASHSEED (e.g. 0): a typed word at the same edit distance from two
+vocabulary words is corrected to whichever a set yields first (rank/topics.py: correct), and
+set order follows the hash seed.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import os
 import sys
@@ -28,10 +38,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from newsletter.models import Paper, Subscriber
-from newsletter.rank import Profile, build_profile, fit_ranker, paper_vectors
-from newsletter.rank.batch import RankRequest, rank_many
+from newsletter.rank import Profile, Ranking, build_profile, fit_ranker, paper_vectors
+from newsletter.rank.batch import BLOCK, RankRequest, rank_many
 from newsletter.rank.vectors import PaperVectors
 
 SHARED = Path(os.environ.get("NEWSLETTER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -65,16 +76,42 @@ class Timer:
         return f"{self.wall:.1f} s ({self.cpu:.1f} s CPU)  [{load()}]"
 
 
-def profiles_for(count: int, tags: Sequence[str], reference: Sequence[Paper]) -> list[Profile]:
+def profiles_for(count: int, tags: Sequence[str], reference: Sequence[Paper], *,
+                 exclude_words: Sequence[str] = ()) -> list[Profile]:
     rng = np.random.default_rng(0)
     out = []
     for k in range(count):
         liked = [reference[j] for j in rng.choice(len(reference), 3, replace=False)]
         topics = tuple(tags[j] for j in rng.choice(len(tags), 3, replace=False))
+        exclude = (tuple(exclude_words[j] for j in rng.choice(len(exclude_words), 1 + k % 2, replace=False))
+                   if exclude_words else ())
         subscriber = Subscriber(id=str(k), email="s@example.org", name="s", topics=topics,
-                                liked=tuple(p.title for p in liked))
+                                liked=tuple(p.title for p in liked), exclude=exclude)
         out.append(build_profile(subscriber, liked))
     return out
+
+
+def day_papers(dataset, digest_like: bool) -> tuple[list[Paper], list[Paper]]:  # noqa: ANN001 - the bench's Dataset
+    """2,000 reference papers and 500 new ones; with `digest_like`, the new ones carry their abstracts."""
+    epoch = datetime(2026, 1, 1, tzinfo=UTC)
+    if not digest_like:
+        papers = [Paper(id=i, title=t, abstract="", first_seen=epoch) for i, t in enumerate(dataset.titles[:2500])]
+        return papers[:2000], papers[2000:]
+    with_abstract = sorted(dataset.abstracts)[:500]
+    taken = set(with_abstract)
+    reference = [Paper(id=i, title=dataset.titles[i], abstract="", first_seen=epoch)
+                 for i in range(len(dataset.titles)) if i not in taken][:2000]
+    new = [Paper(id=i, title=dataset.titles[i], abstract=dataset.abstracts[i], first_seen=epoch) for i in with_abstract]
+    return reference, new
+
+
+def fingerprint(rankings: Sequence[Ranking]) -> str:
+    """A hash of every subscriber's picks in order, with their scores and reasons, and the counts."""
+    digest = hashlib.sha256()
+    for ranking in rankings:
+        digest.update(repr((ranking.candidate_count, ranking.excluded,
+                            [(s.paper.id, s.score, s.reason) for s in ranking.chosen])).encode())
+    return digest.hexdigest()[:16]
 
 
 def remember(vectors: PaperVectors) -> None:
@@ -95,33 +132,43 @@ def main() -> None:
     parser.add_argument("--skip-alone", action="store_true", help="time only the batch (rank_many)")
     parser.add_argument("--alone-sample", type=int, default=0,
                         help="time one at a time on this many subscribers only and scale up (0: all of them)")
+    parser.add_argument("--digest-like", action="store_true",
+                        help="new papers with abstracts, subscribers with exclude words (see above)")
     args = parser.parse_args()
     bench = load_bench()
     dataset = bench.load_dataset(SHARED / "datasets" / "citeulike-a")
-    epoch = datetime(2026, 1, 1, tzinfo=UTC)
-    papers = [Paper(id=i, title=t, abstract="", first_seen=epoch) for i, t in enumerate(dataset.titles[:2500])]
-    reference, new = papers[:2000], papers[2000:]
+    reference, new = day_papers(dataset, args.digest_like)
+    papers = reference + new
     tags = [dataset.tag_names[j].replace("_", " ") for j in np.argsort(-dataset.tag_df, kind="stable")[:1000]]
     vectors = paper_vectors(None)
     assert vectors is not None, "the embedding model is not installed"
     remember(vectors)
     cached = CACHE.exists()
-    with Timer() as took:
-        vectors.of(papers)
+    with Timer() as took:  # titles only: a digest-like day's abstracts are read by TF-IDF, not embedded
+        vectors.of([Paper(id=p.id, title=p.title, abstract="", first_seen=p.first_seen) for p in papers])
     print(f"embedding {len(papers)} titles (cached: {cached}): {took}", flush=True)
+    with threadpool_limits(limits=1, user_api="blas"):  # as planning.iter_digests ranks
+        rank_all(args, reference, new, tags, vectors)
+
+
+def rank_all(args: argparse.Namespace, reference: Sequence[Paper], new: Sequence[Paper], tags: Sequence[str],
+             vectors: PaperVectors) -> None:
     with Timer() as took:
         ranker = fit_ranker(reference, vectors=vectors)
     print(f"fit on {len(reference)} reference papers: {took}", flush=True)
     for count in args.subscribers:
-        profiles = profiles_for(count, tags, reference)
+        words = sorted({w for t in tags for w in t.split() if len(w) > 3}) if args.digest_like else []
+        profiles = profiles_for(count, tags, reference, exclude_words=words)
         with Timer() as took:
             ranker.prepare(profiles, new)
         print(f"{count:,} subscribers: prepare (phrases embedded once per process) {took}", flush=True)
         keep(vectors)
         requests = [RankRequest(p, new, 10) for p in profiles]
-        with Timer() as took:
-            together = rank_many(ranker, new, requests, min_score=0.05, diversity=0.2)
+        with Timer() as took:  # a block of subscribers at a time, as planning._ranked_digests asks
+            together = [r for start in range(0, count, BLOCK)
+                        for r in rank_many(ranker, new, requests[start:start + BLOCK], min_score=0.05, diversity=0.2)]
         print(f"{count:,} subscribers x {len(new)} papers: all at once (rank_many) {took}", flush=True)
+        print(f"{count:,} subscribers: results fingerprint {fingerprint(together)}", flush=True)
         if args.skip_alone:
             continue
         sample = profiles[: args.alone_sample or count]

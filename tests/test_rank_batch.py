@@ -102,3 +102,21 @@ def test_a_profile_without_entries_or_candidates_gets_an_empty_ranking(day) -> N
                                           RankRequest(topic, papers, 10)], min_score=0.05)
     assert [len(r.chosen) for r in rankings[:2]] == [0, 0] and rankings[0].candidate_count == len(papers)
     assert rankings[2].chosen and rankings[2] == ranker.rank(topic, papers, max_papers=10, min_score=0.05)
+
+
+def test_shared_candidate_lists_blocks_over_other_papers_and_outsiders_change_nothing(day) -> None:
+    papers, ranker = day
+    # Planning hands subscribers of one window the same list object; rank_many works out its rows once.
+    shared = [p for p in papers if p.id % 5]
+    requests = [RankRequest(r.profile, shared, r.max_papers) for r in requests_for(papers)]
+    assert_same(ranker, papers, requests, min_score=0.05, diversity=0.2)
+    # The ranker's exclude index outlives a call: a later call over other papers must still match their words.
+    first, second = papers[: len(papers) // 2], papers[len(papers) // 2:]
+    language = [r for r in requests_for(papers) if r.profile.exclude]
+    for part in (first, second):
+        part_requests = [RankRequest(r.profile, part, r.max_papers) for r in language]
+        assert_same(ranker, part, part_requests, min_score=0.05, diversity=0.2)
+        assert all(r.excluded > 0 for r in rank_many(ranker, part, part_requests, min_score=0.05))
+    # A candidate outside the batch's papers (papers[0]): that subscriber is ranked alone, the other together.
+    mixed = [RankRequest(language[0].profile, papers, 10), RankRequest(language[1].profile, papers[1:], 10)]
+    assert_same(ranker, papers[1:], mixed, min_score=0.05, diversity=0.2)

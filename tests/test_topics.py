@@ -9,7 +9,7 @@ import pytest
 from newsletter.models import Paper, Subscriber
 from newsletter.rank import build_profile, fit_ranker
 from newsletter.rank.select import Exclusions
-from newsletter.rank.topics import correct, spellings
+from newsletter.rank.topics import correct, query_text, spellings
 
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -96,3 +96,12 @@ def test_each_run_s_vocabulary_is_looked_up_by_identity_not_compared_with_the_la
     for vocabulary in (yesterday, today, yesterday, today):
         assert spellings("reinforcment learning", vocabulary)[1] == "reinforcement learning"
         assert spellings("GNN", vocabulary) == ("GNN", "graph neural network")
+
+
+def test_query_texts_are_remembered_per_vocabulary_not_across_vocabularies() -> None:
+    typo = "reinforcment learning"
+    spelt, bare = frozenset(["reinforcement", "learning"]), frozenset(["learning"])
+    corrected = "reinforcment learning; reinforcement learning; rl"
+    for vocabulary, expected in ((spelt, corrected), (bare, typo), (spelt, corrected), ((), typo), (bare, typo)):
+        assert query_text(typo, vocabulary) == expected
+        assert query_text(typo, vocabulary) == "; ".join(spellings(typo, vocabulary))

@@ -84,7 +84,7 @@ class HybridRanker:
 
     def __init__(self, reference: Sequence[Paper], vectors: PaperVectors) -> None:
         self.vectors = vectors
-        self._exclusions = Exclusions()
+        self.exclusions = Exclusions()  # rank_many (rank/batch.py) shares it: each paper's words are read once
         self.fit(reference)
 
     def fit(self, reference: Sequence[Paper]) -> None:
@@ -114,7 +114,7 @@ class HybridRanker:
     def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float,
              diversity: float = 0.0) -> Ranking:
         """Top `max_papers` candidates scoring at least `min_score`, best first, ties by paper id."""
-        return rank_with(self, self._exclusions, profile, candidates, max_papers=max_papers, min_score=min_score,
+        return rank_with(self, self.exclusions, profile, candidates, max_papers=max_papers, min_score=min_score,
                          diversity=diversity)
 
     def score(self, profile: Profile, papers: Sequence[Paper]) -> HybridScores:
@@ -212,11 +212,12 @@ class HybridRanker:
 
     def explain(self, profile: Profile, scores: HybridScores, row: int) -> Reason:
         """The topics and liked papers the paper is close to, and the terms that carried its score."""
-        similarities = scores.per_entry[row].copy()
+        # Plain floats from the start: numpy calls on a handful of values cost more than the comparisons.
+        entries: list[float] = scores.per_entry[row].tolist()
         topic_count = len(profile.topics)
         # A liked paper is named only when the paper reads as similar to it, not merely less unrelated.
-        similarities[topic_count:] = np.where(similarities[topic_count:] >= LIKED_SIMILAR, 1.0, 0.0)
-        return reason_for(profile, similarities, scores.lexical.coverage[row],
+        similarities = entries[:topic_count] + [1.0 if s >= LIKED_SIMILAR else 0.0 for s in entries[topic_count:]]
+        return reason_for(profile, similarities, scores.lexical.coverage[row].tolist(),
                           self.lexical.carrying_terms(scores.lexical, row))
 
     def _vectors(self, papers: Sequence[Paper]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -274,13 +275,13 @@ class HybridBatch:
 
     def take(self, profile: int, rows: Sequence[int]) -> HybridScores:
         """The profile's HybridScores for the papers at `rows`, as `score` would give them."""
-        rows = list(rows)
-        liked_cosine = self.liked_cosine[np.ix_(rows, self.liked.columns[profile])]
-        lexical = self.lexical.take(profile, rows)
+        at = np.asarray(rows, dtype=np.int64)  # an array, not a list: fancy indexing converts a list each time
+        liked_cosine = self.liked_cosine[at][:, self.liked.columns[profile]]
+        lexical = self.lexical.take(profile, at)
         per_entry = np.hstack([lexical.per_entry[:, : self.topics[profile]], liked_cosine])
-        return HybridScores(total=self.total[rows, profile], per_entry=per_entry,
-                            eligible=self.eligible[rows, profile], lexical=lexical, liked_cosine=liked_cosine,
-                            vectors=self.vectors[rows])
+        return HybridScores(total=self.total[at, profile], per_entry=per_entry,
+                            eligible=self.eligible[at, profile], lexical=lexical, liked_cosine=liked_cosine,
+                            vectors=self.vectors[at])
 
 
 class _Rows:

@@ -37,14 +37,15 @@ class Exclusions:
         patterns = phrase_patterns(phrases)
         if not patterns:
             return list(papers), 0
-        self._index(papers)
+        self.index(papers)
         out: set[int] = set()
         for pattern in patterns:
-            out |= self._holding(pattern)
+            out |= self.holding(pattern)
         kept = [p for p in papers if p.id not in out]
         return kept, len(papers) - len(kept)
 
-    def _index(self, papers: Sequence[Paper]) -> None:
+    def index(self, papers: Sequence[Paper]) -> None:
+        """Learn the words of any of `papers` not indexed yet (a paper's words are read once per Exclusions)."""
         if {paper.id for paper in papers} <= self._text.keys():  # the usual case after the first subscriber
             return
         for paper in papers:
@@ -54,7 +55,7 @@ class Exclusions:
                 for word in set(words):
                     self._papers_with[word].add(paper.id)
 
-    def _holding(self, pattern: str) -> set[int]:
+    def holding(self, pattern: str) -> set[int]:
         """Ids of the indexed papers whose words hold `pattern` (" word word ")."""
         first, *rest = pattern.split()
         found = self._papers_with.get(first, set())
@@ -90,18 +91,21 @@ def diversify(order: Sequence[int], totals: Sequence[float] | np.ndarray, simila
     picked), ties to the better-ranked paper; a paper at NEAR_DUPLICATE or closer to a picked one is
     never picked, at any strength.
     """
-    scores = np.array([float(totals[i]) for i in order], dtype=np.float64)
-    similarity = np.asarray(similarity, dtype=np.float64)
+    kept_share = (1 - strength) * np.asarray(totals, dtype=np.float64)[np.asarray(order, dtype=np.int64)]
+    # Row j of `columns` is column j of `similarity`: the cosines to a new pick are read as one contiguous row.
+    columns = np.ascontiguousarray(np.asarray(similarity, dtype=np.float64).T)
     closest = np.zeros(len(order))  # each row's cosine to the closest pick so far
     open_ = np.ones(len(order), dtype=bool)
     picked: list[int] = []  # positions in `order`
-    while open_.any() and len(picked) < max_papers:
-        gains = np.where(open_, (1 - strength) * scores - strength * closest, -np.inf)
-        best = int(np.argmax(gains))  # the first of equal gains: the better-ranked paper
+    left = len(order)
+    while left and len(picked) < max_papers:
+        gains = np.where(open_, kept_share - strength * closest, -np.inf)
+        best = int(gains.argmax())  # the first of equal gains: the better-ranked paper
         picked.append(best)
         open_[best] = False
-        open_ &= similarity[:, best] < NEAR_DUPLICATE
-        closest = np.maximum(closest, similarity[:, best])
+        open_ &= columns[best] < NEAR_DUPLICATE
+        np.maximum(closest, columns[best], out=closest)
+        left = int(np.count_nonzero(open_))
     return [order[j] for j in picked]
 
 

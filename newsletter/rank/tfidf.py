@@ -53,7 +53,9 @@ class TfidfScores(Scores):
 
     coverage: np.ndarray  # papers x topics: share of each topic's words in the paper
     docs: sparse.csr_matrix  # TF-IDF rows; score row i is docs row doc_rows[i] (row i without doc_rows)
-    centroid: np.ndarray  # the profile's unit centroid, dense (one lookup per term of a paper explained)
+    # The profile's unit centroid, dense (one lookup per term of a paper explained), at the terms a reason may
+    # show only (0 elsewhere, see TfidfRanker._readable): the filter is paid once per profile, not per paper.
+    centroid: np.ndarray
     doc_rows: np.ndarray | None = None
 
     def doc_row(self, row: int) -> int:
@@ -84,7 +86,7 @@ class TfidfRanker:
     model_id = MODEL_ID
 
     def __init__(self, reference: Sequence[Paper] = ()) -> None:
-        self._exclusions = Exclusions()  # words, not vectors: survives a refit
+        self.exclusions = Exclusions()  # words, not vectors: survives a refit
         self.fit(reference)
 
     def fit(self, reference: Sequence[Paper]) -> None:
@@ -100,6 +102,7 @@ class TfidfRanker:
         # Terms a reason may show: single words of three letters or more with a letter in them.
         self._readable = np.array([" " not in t and len(t) >= 3 and any(c.isalpha() for c in t) for t in self.terms],
                                   dtype=bool)
+        self._term_names = [str(t) for t in self.terms]  # plain strings: a reason names a few per chosen paper
         self._papers = _RowCache(self.vectorizer, len(self.terms))
         self._entries = _RowCache(self.vectorizer, len(self.terms))  # topic phrases and liked texts
 
@@ -118,7 +121,7 @@ class TfidfRanker:
     def rank(self, profile: Profile, candidates: Sequence[Paper], *, max_papers: int, min_score: float,
              diversity: float = 0.0) -> Ranking:
         """Top `max_papers` candidates scoring at least `min_score`, best first, ties by paper id."""
-        return rank_with(self, self._exclusions, profile, candidates, max_papers=max_papers, min_score=min_score,
+        return rank_with(self, self.exclusions, profile, candidates, max_papers=max_papers, min_score=min_score,
                          diversity=diversity)
 
     def score(self, profile: Profile, papers: Sequence[Paper]) -> TfidfScores:
@@ -139,7 +142,7 @@ class TfidfRanker:
         norm = float(np.sqrt(mean.multiply(mean).sum())) or 1.0
         total = per_entry.mean(axis=1) / norm
         return TfidfScores(total=total, per_entry=per_entry, coverage=coverage, docs=docs,
-                           centroid=normalize(mean).toarray().ravel())
+                           centroid=np.where(self._readable, normalize(mean).toarray().ravel(), 0.0))
 
     def explain(self, profile: Profile, scores: TfidfScores, row: int) -> Reason:
         """The topics and liked papers the paper is close to, and the terms that carried its score."""
@@ -161,7 +164,7 @@ class TfidfRanker:
         scale_slots = Segments([[1 + topic_column[t] for t in p.topics] + [0] * len(p.liked_texts) for p in profiles])
         per_entry = slots.gather((docs @ entries.T).toarray()) * scale_slots.gather(scale)
         # Each profile's centroid, unit length, all in one product: explaining a paper then needs no scipy call.
-        centroids = normalize(_averaging(slots, entries.shape[0]) @ entries)
+        centroids = _only_columns(normalize(_averaging(slots, entries.shape[0]) @ entries), self._readable)
         gram = (entries @ entries.T).toarray()
         norms = np.array([np.sqrt(max(float(gram[np.ix_(cols, cols)].sum()), 0.0)) / len(cols) if cols else 0.0
                           for cols in slots.columns])
@@ -210,22 +213,17 @@ class TfidfRanker:
         """The words that carried the paper's score: its largest TF-IDF products with the profile centroid."""
         # Read the row's slice of the CSR arrays directly: slicing a row out of scipy costs more than all of this.
         docs, at = scores.docs, scores.doc_row(row)
-        indices = docs.indices[docs.indptr[at]:docs.indptr[at + 1]]
-        contribution = docs.data[docs.indptr[at]:docs.indptr[at + 1]] * scores.centroid[indices]
-        # Words a reader recognises: a two-word term is often debris ("graph neural", "code llm"),
-        # and a number or a two-letter stub says nothing (see _readable).
-        keep = (contribution != 0) & self._readable[indices]
-        contribution, indices = contribution[keep], indices[keep]
-        picked: list[str] = []
-        for index in indices[np.lexsort((indices, -contribution))]:  # largest first, ties by term
-            term = str(self.terms[index])
-            # "neural network" already says "network"; skip a word inside a chosen phrase.
-            if any(term in chosen.split() or chosen in term.split() for chosen in picked):
-                continue
-            picked.append(term)
-            if len(picked) == REASON_TERMS:
-                break
-        return tuple(picked)
+        start, end = docs.indptr[at], docs.indptr[at + 1]
+        indices = docs.indices[start:end]
+        # Words a reader recognises only: the centroid is 0 at the others (a two-word term is often debris,
+        # "graph neural", "code llm"; a number or a two-letter stub says nothing: see _readable).
+        contribution = docs.data[start:end] * scores.centroid[indices]
+        carrying = contribution.nonzero()[0]
+        contribution, indices = contribution[carrying], indices[carrying]
+        # Largest first, ties by term. Readable terms are single distinct words, so none holds another:
+        # the first REASON_TERMS are the reason's.
+        best = indices[np.lexsort((indices, -contribution))[:REASON_TERMS]]
+        return tuple(self._term_names[index] for index in best)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,14 +244,14 @@ class TfidfBatch:
         """papers x the profile's entries (Profile.entries order)."""
         return self.per_entry[:, profile, : len(self.slots.columns[profile])]
 
-    def take(self, profile: int, rows: Sequence[int]) -> TfidfScores:
+    def take(self, profile: int, rows: Sequence[int] | np.ndarray) -> TfidfScores:
         """The profile's TfidfScores for the papers at `rows`, as `score` would give them."""
         at = np.asarray(rows, dtype=np.int64)
         centroid = np.zeros(self.centroids.shape[1])
         start, end = self.centroids.indptr[profile], self.centroids.indptr[profile + 1]
         centroid[self.centroids.indices[start:end]] = self.centroids.data[start:end]
         return TfidfScores(total=self.total[at, profile], per_entry=self.entry_scores(profile)[at],
-                           coverage=self.coverage[np.ix_(at, np.asarray(self.topic_columns[profile], np.int64))],
+                           coverage=self.coverage[at][:, self.topic_columns[profile]],
                            docs=self.docs, centroid=centroid, doc_rows=at)
 
 
@@ -263,6 +261,14 @@ def _averaging(slots: Segments, width: int) -> sparse.csr_matrix:
     columns = [k for cols in slots.columns for k in cols]
     starts = np.concatenate([[0], np.cumsum(slots.counts)])
     return sparse.csr_matrix((weights, columns, starts), shape=(len(slots.columns), width))
+
+
+def _only_columns(matrix: sparse.csr_matrix, keep: np.ndarray) -> sparse.csr_matrix:
+    """`matrix` with the entries outside the `keep` columns dropped (the others as they were)."""
+    out = matrix.tocsr(copy=True)
+    out.data[~keep[out.indices]] = 0.0
+    out.eliminate_zeros()
+    return out
 
 
 def _conforms(ranker: TfidfRanker) -> Ranker[TfidfScores]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
@@ -44,12 +45,24 @@ TYPO_MIN_LENGTH = 5
 
 def spellings(phrase: str, vocabulary: Collection[str] = ()) -> tuple[str, ...]:
     """The phrase as typed, then its variants: typos corrected, acronyms expanded, expansions contracted."""
-    words = vocabulary if isinstance(vocabulary, frozenset) else frozenset(vocabulary) if vocabulary else _NO_WORDS
-    known = _memo_for(words)
+    words = _words(vocabulary)
+    known = _memo_for(words).spellings
     found = known.get(phrase)
     if found is None:
         found = known[phrase] = _spellings(phrase, words)
     return found
+
+
+def _words(vocabulary: Collection[str]) -> frozenset[str]:
+    return vocabulary if isinstance(vocabulary, frozenset) else frozenset(vocabulary) if vocabulary else _NO_WORDS
+
+
+@dataclass(slots=True)
+class _Memo:
+    """What one vocabulary has been asked: each phrase's spellings, and them joined as one query text."""
+
+    spellings: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
 
 
 # Every subscriber with a topic asks again in each run. The memo is kept per vocabulary *object*
@@ -57,13 +70,13 @@ def spellings(phrase: str, vocabulary: Collection[str] = ()) -> tuple[str, ...]:
 # run's vocabulary with the last run's equal one, element by element (about 0.2 ms a lookup, 4 s of a
 # 1,000-subscriber run).
 _NO_WORDS: frozenset[str] = frozenset()
-_MEMOS: OrderedDict[int, tuple[frozenset[str], dict[str, tuple[str, ...]]]] = OrderedDict()
+_MEMOS: OrderedDict[int, tuple[frozenset[str], _Memo]] = OrderedDict()
 _MEMOS_KEPT = 4  # vocabularies: a run's ranker, a background job's, and the ones before
 _MEMOS_LOCK = threading.Lock()
-_last: tuple[frozenset[str], dict[str, tuple[str, ...]]] = (_NO_WORDS, {})  # the vocabulary asked for last
+_last: tuple[frozenset[str], _Memo] = (_NO_WORDS, _Memo())  # the vocabulary asked for last
 
 
-def _memo_for(vocabulary: frozenset[str]) -> dict[str, tuple[str, ...]]:
+def _memo_for(vocabulary: frozenset[str]) -> _Memo:
     global _last
     last = _last  # one read: another thread may replace it meanwhile
     if last[0] is vocabulary:  # nearly every call of a run: no lock, no reordering
@@ -71,7 +84,7 @@ def _memo_for(vocabulary: frozenset[str]) -> dict[str, tuple[str, ...]]:
     with _MEMOS_LOCK:
         entry = _MEMOS.get(id(vocabulary))
         if entry is None or entry[0] is not vocabulary:  # an id is reused only once its object is gone
-            entry = _MEMOS[id(vocabulary)] = (vocabulary, {})
+            entry = _MEMOS[id(vocabulary)] = (vocabulary, _Memo())
             while len(_MEMOS) > _MEMOS_KEPT:
                 _MEMOS.popitem(last=False)
         _MEMOS.move_to_end(id(vocabulary))
@@ -101,7 +114,12 @@ def correct(word: str, vocabulary: Collection[str]) -> str:
 
 def query_text(phrase: str, vocabulary: Collection[str] = ()) -> str:
     """One text holding every spelling ("RAG; retrieval-augmented generation"), for embedding or TF-IDF."""
-    return "; ".join(spellings(phrase, vocabulary))
+    # Asked for each topic of each subscriber in every block of a run: joined once per phrase and vocabulary.
+    texts = _memo_for(_words(vocabulary)).texts
+    found = texts.get(phrase)
+    if found is None:
+        found = texts[phrase] = "; ".join(spellings(phrase, vocabulary))
+    return found
 
 
 def _expanded(words: Sequence[str]) -> list[str]:

@@ -110,6 +110,7 @@ class PaperVectors:
 
 
 def _stack(rows: list[np.ndarray]) -> np.ndarray:
-    return np.vstack(rows).astype(np.float32) if rows else np.zeros((0, DIMENSION), dtype=np.float32)
+    # np.array copies the rows in one C loop; vstack made each a 2-D view first (a block's 1,500 phrases: ms each).
+    return np.array(rows, dtype=np.float32) if rows else np.zeros((0, DIMENSION), dtype=np.float32)
 
 
