@@ -105,3 +105,10 @@ def test_query_texts_are_remembered_per_vocabulary_not_across_vocabularies() -> 
     for vocabulary, expected in ((spelt, corrected), (bare, typo), (spelt, corrected), ((), typo), (bare, typo)):
         assert query_text(typo, vocabulary) == expected
         assert query_text(typo, vocabulary) == "; ".join(spellings(typo, vocabulary))
+
+
+def test_a_typo_equally_close_to_two_words_is_corrected_the_same_in_every_process():
+    # "modelx" is one edit from "models" and from "modely": the choice must not follow a set's hash order,
+    # which differs between interpreters (a producer process would otherwise rank unlike the run's own).
+    words = ["models", "modely", "graphs"]
+    assert correct("modelx", words) == correct("modelx", list(reversed(words))) == "models"

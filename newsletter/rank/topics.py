@@ -108,8 +108,10 @@ def correct(word: str, vocabulary: Collection[str]) -> str:
     if len(word) < TYPO_MIN_LENGTH or not vocabulary or word in vocabulary or word in ACRONYMS:
         return word
     limit = 2 if len(word) >= 9 else 1
-    found = process.extractOne(word, vocabulary, scorer=OSA.distance, score_cutoff=limit)
-    return str(found[0]) if found is not None else word
+    found = process.extract(word, vocabulary, scorer=OSA.distance, score_cutoff=limit, limit=None)
+    # The closest; between equally close words the first in order, not whichever a set yields first: a set's
+    # order changes with each interpreter's hash seed, and a producer process must rank as the run's own would.
+    return str(min(found, key=lambda match: (match[1], match[0]))[0]) if found else word
 
 
 def query_text(phrase: str, vocabulary: Collection[str] = ()) -> str:
