@@ -29,12 +29,23 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
 
-from sqlalchemy import ColumnElement, Update, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection
 
 from ..errors import StoreError
 from ..models import DeliveryStatus, Digest, Reason, ScoredPaper
-from .schema import Database, deliveries, digest_papers, digests, from_db, messages, papers, subscriber_health, to_db
+from .schema import (
+    Database,
+    Prebuilt,
+    deliveries,
+    digest_papers,
+    digests,
+    from_db,
+    messages,
+    papers,
+    subscriber_health,
+    to_db,
+)
 
 S = DeliveryStatus
 # The only moves a delivery can make.
@@ -522,16 +533,17 @@ def _settle_sent(conn: Connection, delivery_id: int, reply: str, now: datetime) 
     False (nothing written) when the delivery is not `sending`; the caller then says why not."""
     mark_sent, reset_failures = _sent_statements()
     at = to_db(now)
-    if conn.execute(mark_sent, {"delivery_id": delivery_id, "reply": reply, "at": at}).rowcount != 1:
+    changed, _ = mark_sent.run(conn, {"delivery_id": delivery_id, "reply": reply, "at": at})
+    if changed != 1:
         return False
     # A sent message starts the hard-failure count again; no row means no failures, so
     # the common case (nothing to reset) writes nothing.
-    conn.execute(reset_failures, {"delivery_id": delivery_id, "at": at})
+    reset_failures.run(conn, {"delivery_id": delivery_id, "at": at})
     return True
 
 
 @lru_cache(maxsize=1)
-def _sent_statements() -> tuple[Update, Update]:
+def _sent_statements() -> tuple[Prebuilt, Prebuilt]:
     """_settle_sent's two statements, built once with their values bound later: building them on every
     call cost more CPU than the rest of a message's bookkeeping."""
     at = bindparam("at", type_=deliveries.c.updated_at.type)
@@ -544,7 +556,7 @@ def _sent_statements() -> tuple[Update, Update]:
     reset_failures = (update(subscriber_health).where(subscriber_health.c.subscriber_id == subscriber,
                                                       subscriber_health.c.hard_failures != 0)
                       .values(hard_failures=0, updated_at=at))
-    return mark_sent, reset_failures
+    return Prebuilt(mark_sent), Prebuilt(reset_failures)
 
 
 def _ready(now: datetime, subscriber_ids: Sequence[str]) -> ColumnElement[bool]:
@@ -586,25 +598,26 @@ def _start_if_plain(conn: Connection, delivery_id: int, worker: str | None, now:
     """`-> sending` in one statement for the case of nearly every message: sendable, held by `worker` (when
     given) and its subscriber not bounced. The new attempt number; None when any of that does not hold (and
     nothing was written), for the caller to find out which."""
-    row = conn.execute(_start_statement(held=worker is not None),
-                       {"delivery_id": delivery_id, "worker": worker, "at": to_db(now)}).first()
-    return None if row is None else int(row[0])
+    params = {"delivery_id": delivery_id, "at": to_db(now)} | ({"worker": worker} if worker is not None else {})
+    _, rows = _start_statement(held=worker is not None).run(conn, params)
+    return int(rows[0][0]) if rows else None
 
 
 @lru_cache(maxsize=2)
-def _start_statement(*, held: bool) -> Update:
+def _start_statement(*, held: bool) -> Prebuilt:
     """_start_if_plain's statement, built once (it runs for every message sent) with its values bound later."""
     bounced = (select(subscriber_health.c.subscriber_id)
                .join(digests, digests.c.subscriber_id == subscriber_health.c.subscriber_id)
                .where(digests.c.id == deliveries.c.digest_id, subscriber_health.c.bounced_at.is_not(None)))
-    condition = and_(deliveries.c.id == bindparam("delivery_id"), deliveries.c.status.in_(_SENDABLE),
-                     ~bounced.exists())
+    # literal() values, not a bound list: a list is rendered anew on every execute.
+    condition = and_(deliveries.c.id == bindparam("delivery_id"),
+                     deliveries.c.status.in_([literal(status) for status in _SENDABLE]), ~bounced.exists())
     if held:
         condition = and_(condition, deliveries.c.claimed_by == bindparam("worker"))
-    return (update(deliveries).where(condition)
-            .values(status=S.SENDING.value, attempts=deliveries.c.attempts + 1,
-                    updated_at=bindparam("at", type_=deliveries.c.updated_at.type))
-            .returning(deliveries.c.attempts))
+    return Prebuilt(update(deliveries).where(condition)
+                    .values(status=S.SENDING.value, attempts=deliveries.c.attempts + 1,
+                            updated_at=bindparam("at", type_=deliveries.c.updated_at.type))
+                    .returning(deliveries.c.attempts))
 
 
 def _current_for_sending(conn: Connection, delivery_id: int) -> tuple[DeliveryStatus, int, bool]:
