@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -359,3 +359,19 @@ def test_a_prebuilt_statement_refuses_a_list_parameter_it_would_have_to_render_p
     prebuilt = Prebuilt(update(deliveries).where(deliveries.c.status.in_(["queued", "sending"])).values(reply="x"))
     with store.db.write() as conn, pytest.raises(TypeError, match="cannot take the list parameter"):
         prebuilt.run(conn, {})
+
+
+def test_a_claim_for_some_subscribers_takes_only_theirs_and_a_deferred_one_only_once_due(store):
+    alice, _, _ = three_queued(store)
+    nine = at("2026-11-23", 9)
+
+    def claim_for(worker: str, now: datetime, *who: str) -> list[str]:
+        taken = store.ledger.claim(worker, now, wall=nine, lease_until=nine + timedelta(minutes=5), limit=10,
+                                   subscriber_ids=who)
+        return [q.record.message_id for q in taken]
+
+    store.ledger.start_sending(alice, nine)
+    store.ledger.settle(alice, S.DEFERRED, reply="451 later", now=nine, retry_at=at("2026-11-23", 10))
+    assert claim_for("w1", nine, "alice", "carol") == ["<carol@x>"]  # alice's retry is not due yet; bob not asked
+    assert claim_for("w2", at("2026-11-23", 10), "alice") == ["<alice@x>"]
+    assert claim_for("w3", at("2026-11-23", 10)) == ["<bob@x>"]  # no filter: whatever nobody holds

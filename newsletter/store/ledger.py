@@ -24,13 +24,27 @@ on SQLite the write transaction holds the whole database, which does the same jo
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, insert, literal, or_, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Select,
+    Update,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Row
 
 from ..errors import StoreError
 from ..models import DeliveryStatus, Digest, Reason, ScoredPaper
@@ -248,17 +262,15 @@ class Ledger:
         decides whose lease has run out. Both are the same outside tests.
         """
         # Lazily synced, like start_sending: a claim lost to a power cut only leaves its messages unclaimed.
+        free, take, read = _claim_statements(filtered=bool(subscriber_ids))
         with self._db.write(lazy_sync=True) as conn:
-            free = (select(deliveries.c.id).join(digests, digests.c.id == deliveries.c.digest_id)
-                    .where(_ready(now, subscriber_ids), _unclaimed(wall))
-                    .order_by(deliveries.c.id).limit(limit)
-                    .with_for_update(of=deliveries, skip_locked=True))
-            ids = list(conn.execute(free).scalars())
+            found = {"now": to_db(now), "wall": to_db(wall), "limit": limit} | (
+                {"subscriber_ids": list(subscriber_ids)} if subscriber_ids else {})
+            ids = list(conn.execute(free, found).scalars())
             if not ids:
                 return []
-            conn.execute(update(deliveries).where(deliveries.c.id.in_(ids))
-                         .values(claimed_by=worker, lease_until=to_db(lease_until)))
-            records = _records(conn, deliveries.c.id.in_(ids), with_message=True)
+            conn.execute(take, {"ids": ids, "worker": worker, "until": to_db(lease_until)})
+            records = _as_records(conn.execute(read, {"ids": ids}), with_message=True)
         return [QueuedMessage(record, message) for record, message in records]
 
     def release(self, worker: str) -> int:
@@ -559,19 +571,44 @@ def _sent_statements() -> tuple[Prebuilt, Prebuilt]:
     return Prebuilt(mark_sent), Prebuilt(reset_failures)
 
 
-def _ready(now: datetime, subscriber_ids: Sequence[str]) -> ColumnElement[bool]:
-    """Due to be sent (needs `digests` joined): queued, left `sending`, or deferred and due."""
+def _ready(now: datetime | BindParameter[datetime],
+           subscriber_ids: Sequence[str] | BindParameter[list[str]]) -> ColumnElement[bool]:
+    """Due to be sent (needs `digests` joined): queued, left `sending`, or deferred and due.
+    `now` and the subscriber ids may be parameters bound later (see _claim_statements)."""
+    moment = now if isinstance(now, BindParameter) else to_db(now)
     ready = or_(deliveries.c.status.in_((S.QUEUED.value, S.SENDING.value)),
-                and_(deliveries.c.status == S.DEFERRED.value, deliveries.c.next_attempt_at <= to_db(now)))
+                and_(deliveries.c.status == S.DEFERRED.value, deliveries.c.next_attempt_at <= moment))
     condition: ColumnElement[bool] = ready
-    if subscriber_ids:
+    if isinstance(subscriber_ids, BindParameter):
+        condition = and_(condition, digests.c.subscriber_id.in_(subscriber_ids))
+    elif subscriber_ids:
         condition = and_(condition, digests.c.subscriber_id.in_(list(subscriber_ids)))
     return condition
 
 
-def _unclaimed(wall: datetime) -> ColumnElement[bool]:
+def _unclaimed(wall: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
     """No live worker holds it: never claimed, released, or its lease ran out (its worker is gone)."""
-    return or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until <= to_db(wall))
+    moment = wall if isinstance(wall, BindParameter) else to_db(wall)
+    return or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until <= moment)
+
+
+@lru_cache(maxsize=2)
+def _claim_statements(*, filtered: bool) -> tuple[Select[tuple[int]], Update, Select[Any]]:
+    """claim's three statements (find free ids, take them, read them with their bytes), built once with
+    their values bound per claim: building them cost about 1 ms per claim, 50 µs per message sent."""
+    now = bindparam("now", type_=deliveries.c.next_attempt_at.type)
+    wall = bindparam("wall", type_=deliveries.c.lease_until.type)
+    subscriber_ids: BindParameter[list[str]] | tuple[str, ...] = (
+        bindparam("subscriber_ids", expanding=True) if filtered else ())
+    claimed = deliveries.c.id.in_(bindparam("ids", expanding=True))
+    free = (select(deliveries.c.id).join(digests, digests.c.id == deliveries.c.digest_id)
+            .where(_ready(now, subscriber_ids), _unclaimed(wall))
+            .order_by(deliveries.c.id).limit(bindparam("limit"))
+            .with_for_update(of=deliveries, skip_locked=True))
+    take = (update(deliveries).where(claimed)
+            .values(claimed_by=bindparam("worker"),
+                    lease_until=bindparam("until", type_=deliveries.c.lease_until.type)))
+    return free, take, _records_select(claimed, with_message=True)
 
 
 def _holder(conn: Connection, delivery_id: int) -> str | None:
@@ -676,6 +713,10 @@ def _set_health(conn: Connection, subscriber_id: str, now: datetime, **values: o
 
 def _records(conn: Connection, condition: ColumnElement[bool], *,
              with_message: bool = False) -> list[tuple[DeliveryRecord, bytes]]:
+    return _as_records(conn.execute(_records_select(condition, with_message=with_message)), with_message=with_message)
+
+
+def _records_select(condition: ColumnElement[bool], *, with_message: bool) -> Select[Any]:
     columns = [deliveries.c.digest_id, digests.c.subscriber_id, deliveries.c.recipient, deliveries.c.message_id,
                deliveries.c.status, deliveries.c.attempts, deliveries.c.reply, deliveries.c.id, digests.c.slot_date,
                deliveries.c.next_attempt_at, deliveries.c.updated_at]
@@ -683,7 +724,11 @@ def _records(conn: Connection, condition: ColumnElement[bool], *,
     if with_message:  # deliveries without stored bytes (made before the queue existed) are left out
         columns.append(messages.c.message)
         joined = joined.join(messages, messages.c.delivery_id == deliveries.c.id)
-    rows = conn.execute(select(*columns).select_from(joined).where(condition).order_by(deliveries.c.id))
+    return select(*columns).select_from(joined).where(condition).order_by(deliveries.c.id)
+
+
+def _as_records(rows: Iterable[Row[Any]] | Iterable[tuple[Any, ...]], *,
+                with_message: bool) -> list[tuple[DeliveryRecord, bytes]]:
     return [(DeliveryRecord(row[0], row[1], row[2], row[3], S(row[4]), row[5], row[6], row[7], row[8],
                             from_db(row[9]) if row[9] is not None else None,
                             from_db(row[10]) if row[10] is not None else None),
