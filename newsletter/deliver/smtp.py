@@ -265,10 +265,27 @@ def _transaction(smtp: smtplib.SMTP, sender: str, recipients: list[str], raw: by
                 if code not in (250, 251):
                     break
             else:
-                code, text = smtp.data(raw)
+                code, text = _data(smtp, raw)
     except smtplib.SMTPResponseException as exc:  # DATA refused before the content was sent
         code, text = exc.smtp_code, exc.smtp_error
     return code, _reply(code, text)
+
+
+def _data(smtp: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
+    """DATA as smtplib's `data` sends it, the same bytes on the wire, with the dot-stuffing done by
+    split and join: smtplib's multi-line regex took about 0.2 ms of CPU per 60 KB digest, more than
+    the rest of the SMTP exchange. Like smtplib's, it leaves a bytes message's line ends as they are."""
+    code, reply = smtp.docmd("data")
+    if code != 354:
+        raise smtplib.SMTPDataError(code, reply)
+    # A line that starts with "." gets a second one (RFC 5321 4.5.2), as smtplib does after every LF.
+    stuffed = b"\n..".join(raw.split(b"\n."))
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    smtp.send(stuffed + b".\r\n")
+    return smtp.getreply()
 
 
 def _backoff(deferrals: int) -> float:
