@@ -44,3 +44,17 @@ def test_the_wire_bytes_are_smtplib_s_even_for_a_bare_line_feed(smtp_sink: Calla
         plain.sendmail("digest@example.org", ["alice@example.org"], raw)
     ours, smtplibs = sink.messages
     assert ours.raw == smtplibs.raw and b"\n..two" in ours.raw
+
+
+def test_each_message_s_envelope_sender_is_its_own_sender_or_from(smtp_sink: Callable[..., SmtpSink]) -> None:
+    # The mailer parses the sender once while the headers stay the same: a change must still be seen.
+    sink = smtp_sink()
+    heads = [b"From: Digest <digest@example.org>\r\n", b"From: Digest <digest@example.org>\r\n",
+             b"From: Other <other@example.org>\r\n",
+             b"Sender: <bulk@example.org>\r\nFrom: Digest <digest@example.org>\r\n",
+             b"From: <bulk@example.org>\r\nSender: Digest <digest@example.org>\r\n"]  # the same values, swapped
+    with SmtpMailer(sink.settings(), password=None) as mailer:
+        for head in heads:
+            assert mailer.send(stored_message(head + b"To: <alice@example.org>\r\n\r\nx\r\n")).status == "sent"
+    assert [m.mail_from for m in sink.messages] == ["digest@example.org", "digest@example.org", "other@example.org",
+                                                    "bulk@example.org", "digest@example.org"]
