@@ -264,9 +264,9 @@ class Ledger:
         # Lazily synced, like start_sending: a claim lost to a power cut only leaves its messages unclaimed.
         free, take, read = _claim_statements(filtered=bool(subscriber_ids))
         with self._db.write(lazy_sync=True) as conn:
-            found = {"now": to_db(now), "wall": to_db(wall), "limit": limit} | (
+            wanted = {"now": to_db(now), "wall": to_db(wall), "limit": limit} | (
                 {"subscriber_ids": list(subscriber_ids)} if subscriber_ids else {})
-            ids = list(conn.execute(free, found).scalars())
+            ids = list(conn.execute(free, wanted).scalars())
             if not ids:
                 return []
             conn.execute(take, {"ids": ids, "worker": worker, "until": to_db(lease_until)})
