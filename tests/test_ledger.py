@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -329,3 +329,49 @@ def test_a_send_renews_the_lease_of_everything_the_worker_still_holds_unless_tol
     assert claim(store, "w2", 7) == ["<bob@x>", "<carol@x>"]
     assert store.ledger.claimants(at("2026-11-23", 9)) == {"w2"}
 
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_the_per_message_steps_store_times_and_nulls_exactly_as_every_other_write_does(store):
+    # On SQLite they skip SQLAlchemy (schema.Prebuilt); times are compared as text there, so a whole-second
+    # time written by the driver's own conversion (no ".000000") would sort before the same time written elsewhere.
+    claim_all = three_queued(store)
+    alice, bob, carol = claim_all
+    claim(store, "w1", 0)
+    lease = ("w1", at("2026-11-23", 9) + timedelta(minutes=5))
+    store.ledger.start_sending(alice, at("2026-11-23"), lease=lease, renew_claims=False)
+    store.ledger.start_sending(bob, at("2026-11-23"), settle_sent=(alice, "250 OK"), lease=lease, renew_claims=False)
+    with sqlite3.connect(str(store.db.path)) as conn:
+        rows = {mid: rest for mid, *rest in conn.execute(
+            "SELECT message_id, updated_at, status, claimed_by, lease_until FROM deliveries")}
+    # carol's row is as enqueue wrote it (through SQLAlchemy) at the same moment.
+    assert rows["<alice@x>"][0] == rows["<bob@x>"][0] == rows["<carol@x>"][0] == "2026-11-23 08:00:00.000000"
+    assert rows["<alice@x>"][1:] == ["sent", None, None]  # a sent message lets go of its claim
+    assert rows["<bob@x>"][1:3] == ["sending", "w1"]
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_prebuilt_statement_refuses_a_list_parameter_it_would_have_to_render_per_call(store):
+    from sqlalchemy import update
+
+    from newsletter.store.schema import Prebuilt, deliveries
+
+    prebuilt = Prebuilt(update(deliveries).where(deliveries.c.status.in_(["queued", "sending"])).values(reply="x"))
+    with store.db.write() as conn, pytest.raises(TypeError, match="cannot take the list parameter"):
+        prebuilt.run(conn, {})
+
+
+def test_a_claim_for_some_subscribers_takes_only_theirs_and_a_deferred_one_only_once_due(store):
+    alice, _, _ = three_queued(store)
+    nine = at("2026-11-23", 9)
+
+    def claim_for(worker: str, now: datetime, *who: str) -> list[str]:
+        taken = store.ledger.claim(worker, now, wall=nine, lease_until=nine + timedelta(minutes=5), limit=10,
+                                   subscriber_ids=who)
+        return [q.record.message_id for q in taken]
+
+    store.ledger.start_sending(alice, nine)
+    store.ledger.settle(alice, S.DEFERRED, reply="451 later", now=nine, retry_at=at("2026-11-23", 10))
+    assert claim_for("w1", nine, "alice", "carol") == ["<carol@x>"]  # alice's retry is not due yet; bob not asked
+    assert claim_for("w2", at("2026-11-23", 10), "alice") == ["<alice@x>"]
+    assert claim_for("w3", at("2026-11-23", 10)) == ["<bob@x>"]  # no filter: whatever nobody holds

@@ -64,6 +64,8 @@ class SmtpMailer:
         self._password = password
         self._sleep = sleep
         self._smtp: smtplib.SMTP | None = None
+        self._sender_key: tuple[tuple[str, str], ...] | None = None  # the headers _sender was read from
+        self._sender = ""
         self._start_batch()
 
     @property
@@ -92,7 +94,7 @@ class SmtpMailer:
         if self._unavailable is not None:
             raise ServerUnavailable(self._unavailable)
         raw = serialise(message)
-        sender = (addresses(message, "Sender", "From") or [""])[0]
+        sender = self._envelope_sender(message)
         recipients = addresses(message, "To", "Cc")  # no Bcc: serialise() would leak the header
         attempt = deferrals = 0
         while True:
@@ -119,6 +121,14 @@ class SmtpMailer:
             deferrals += 1
             self._drop()  # 4xx: try again later on a fresh session
             self._sleep(_backoff(deferrals))
+
+    def _envelope_sender(self, message: EmailMessage) -> str:
+        # A run's messages all come from the same address: parse it when the headers change, not per
+        # message (the stdlib's strict address parsing reads each header twice, ~20 µs a message).
+        key = tuple((name.lower(), value) for name, value in message.raw_items() if name.lower() in ("sender", "from"))
+        if key != self._sender_key:
+            self._sender_key, self._sender = key, (addresses(message, "Sender", "From") or [""])[0]
+        return self._sender
 
     def _start_batch(self) -> None:
         # Each batch judges the server afresh: the next run may find it back up.
@@ -265,10 +275,27 @@ def _transaction(smtp: smtplib.SMTP, sender: str, recipients: list[str], raw: by
                 if code not in (250, 251):
                     break
             else:
-                code, text = smtp.data(raw)
+                code, text = _data(smtp, raw)
     except smtplib.SMTPResponseException as exc:  # DATA refused before the content was sent
         code, text = exc.smtp_code, exc.smtp_error
     return code, _reply(code, text)
+
+
+def _data(smtp: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
+    """DATA as smtplib's `data` sends it, the same bytes on the wire, with the dot-stuffing done by
+    split and join: smtplib's multi-line regex took about 0.2 ms of CPU per 60 KB digest, more than
+    the rest of the SMTP exchange. Like smtplib's, it leaves a bytes message's line ends as they are."""
+    code, reply = smtp.docmd("data")
+    if code != 354:
+        raise smtplib.SMTPDataError(code, reply)
+    # A line that starts with "." gets a second one (RFC 5321 4.5.2), as smtplib does after every LF.
+    stuffed = b"\n..".join(raw.split(b"\n."))
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    smtp.send(stuffed + b".\r\n")
+    return smtp.getreply()
 
 
 def _backoff(deferrals: int) -> float:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -32,6 +34,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    Update,
     insert,
     select,
     update,
@@ -380,6 +383,72 @@ def insert_rows(conn: Connection, table: Table, rows: list[tuple[object, ...]]) 
             for row in values:
                 del row[key.name]
     conn.execute(insert(table), values)
+
+
+class Prebuilt:
+    """A statement built once and run for every message sent (the ledger's hot path).
+
+    On SQLite its SQL is compiled once and run straight on the driver's cursor, as insert_rows
+    does: for these one-row statements SQLAlchemy's per-execute work (parameters, events, result
+    objects) cost several times what SQLite itself does. Elsewhere it runs through SQLAlchemy,
+    where a round trip to the server dwarfs that work anyway. Constants and bound values pass
+    through the column types' own conversions, so SQLite stores what SQLAlchemy would have.
+    """
+
+    def __init__(self, statement: Update) -> None:
+        self.statement = statement
+        self._sqlite: _DriverSql | None = None
+
+    def run(self, conn: Connection, params: Mapping[str, object]) -> tuple[int, list[tuple[Any, ...]]]:
+        """Execute with `params` inside the caller's transaction: (rows changed, rows returned)."""
+        if conn.dialect.name != "sqlite":
+            result = conn.execute(self.statement, dict(params))
+            rows = [tuple(row) for row in result] if result.returns_rows else []
+            return int(result.rowcount or 0), rows
+        driver_sql = self._sqlite or self._compile_for_sqlite(conn)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(driver_sql.sql, driver_sql.values(params))
+            rows = cursor.fetchall()  # before rowcount: SQLite counts RETURNING rows as they are read
+            return cursor.rowcount, rows
+        finally:
+            cursor.close()
+
+    def _compile_for_sqlite(self, conn: Connection) -> _DriverSql:
+        compiled = self.statement.compile(dialect=conn.dialect)
+        slots = []
+        for name in compiled.positiontup or ():
+            bind = compiled.binds[name]
+            if bind.expanding:  # an IN list rendered per execute: write it as a list of literal() values
+                raise TypeError(f"a prebuilt statement cannot take the list parameter {name!r}")
+            # The dialect's own type (SQLite's DATETIME writes text), not the generic one, which converts nothing.
+            convert = bind.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+            if bind.required:
+                slots.append(_Slot(bind.key, None, convert))
+            else:
+                slots.append(_Slot(None, convert(bind.value) if convert else bind.value, None))
+        self._sqlite = _DriverSql(compiled.string, tuple(slots))
+        return self._sqlite
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """One `?` of a compiled statement: a caller's parameter (by name, with its type's conversion) or a constant."""
+
+    name: str | None
+    constant: object
+    convert: Callable[[Any], Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _DriverSql:
+    sql: str
+    slots: tuple[_Slot, ...]
+
+    def values(self, params: Mapping[str, object]) -> tuple[object, ...]:
+        return tuple(slot.constant if slot.name is None
+                     else slot.convert(params[slot.name]) if slot.convert else params[slot.name]
+                     for slot in self.slots)
 
 
 def _first_line(error: BaseException | None) -> str:
