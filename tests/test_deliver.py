@@ -572,3 +572,20 @@ def test_a_7bit_html_line_that_looks_like_the_boundary_sends_the_part_quoted_pri
     part = _html_of("<p>\n--===============1234==\n</p>")
     assert part["Content-Transfer-Encoding"] == "quoted-printable"
     assert "--===============1234==" in part.get_content()
+
+
+@pytest.mark.parametrize("raw", [
+    serialise(message_for(subscriber(name="Zoë O'Brien-Smith, PhD " + "x" * 60),
+                          subject="Über " + "a long subject that folds " * 8)),
+    serialise(message_for(subject="Hello" + EVIL)),
+    b"DKIM-Signature: v=1; a=rsa-sha256; d=example.org;\r\n\tb=abc\r\n\tdef\r\nX-Empty:\r\nFrom: a@example.org\r\n"
+    b"To: b@example.org\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n\r\nbody\r\n",
+])
+def test_a_stored_message_has_the_headers_the_parser_reads_from_its_bytes(raw: bytes) -> None:
+    from newsletter.deliver.message import _parsed_head, stored_message
+
+    ours, theirs = stored_message(raw), _parsed_head(raw)
+    assert list(ours.raw_items()) == list(theirs.raw_items()) and len(list(ours.raw_items())) >= 4
+    for name in ("From", "To", "Subject", "Date", "Message-ID", "DKIM-Signature"):
+        assert str(ours[name]) == str(theirs[name])
+    assert serialise(ours) == raw
