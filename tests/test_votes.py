@@ -161,3 +161,13 @@ def test_less_like_this_pushes_its_near_neighbour_down_and_more_like_this_says_w
     assert reasons[NEIGHBOURS[1][0]].startswith(f"Because you liked “{NEIGHBOURS[0][0]}”")
     assert not any(r.startswith("Because you liked") for t, r in reasons.items() if t != NEIGHBOURS[1][0])
     assert FileSubscribers(tmp_path / "subscribers").get("ann").liked == ()  # votes live in the database
+
+
+def test_vote_tokens_are_the_ones_itsdangerous_signs_and_verifies():
+    from itsdangerous import Signer as ItsSigner
+
+    reference = ItsSigner("key-one", salt="newsletter.vote.v2")
+    for subscriber_id, paper_id, direction in [("alice", 7, "more"), ("b-o_b", 123456789012, "less"), ("x", 0, "more")]:
+        token = token_of(SIGNER.vote_url(subscriber_id, paper_id, direction))
+        assert token == reference.sign(f"{subscriber_id}.{paper_id}.{direction}").decode()
+        assert SIGNER.verify_vote(token).paper_id == paper_id

@@ -213,11 +213,10 @@ def _html_part(html: str, boundary: bytes) -> bytes:
     if not html.isascii() and any(not match.group(2).isascii() for match in _RAW_TEXT.finditer(html)):
         return _text_part("text/html", html)
     data = _canonical_lines(html.encode("ascii", "xmlcharrefreplace"))
-    lines = data.split(b"\n")
-    if max(map(len, lines)) > MAX_LINE or b"\0" in data or b"--" + boundary in data:
+    if max(map(len, data.split(b"\n"))) > MAX_LINE or b"\0" in data or b"--" + boundary in data:
         return _text_part("text/html", html)
     return (b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: 7bit\r\n\r\n'
-            + b"\r\n".join(lines))
+            + data.replace(b"\n", b"\r\n"))
 
 
 def _canonical_lines(data: bytes) -> bytes:
