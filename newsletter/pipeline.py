@@ -322,7 +322,7 @@ RUN_OUTCOMES: tuple[Outcome, ...] = ("sent", "queued", "would send", "nothing ne
 
 def _digest_run(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: bool, mailer: Mailer | None,
                 late_after: timedelta | None, should_stop: Callable[[], bool], send: bool = True) -> RunReport:
-    spare = early_producer(ctx, len(only) or ctx.subscribers.count()) if send and not dry_run else None
+    spare = early_producer(ctx, len(only) or ctx.subscribers.count(), now) if send and not dry_run else None
     try:
         return _run_digests(ctx, now, only, dry_run, mailer, late_after, should_stop, send, spare)
     finally:
@@ -430,16 +430,16 @@ def make_producer(ctx: RunContext, due: Sequence[tuple[Subscriber, Slot]], now: 
     return DigestProducer(ctx, due, now, late_after)
 
 
-def early_producer(ctx: RunContext, expected: int) -> ProducerChild | None:
+def early_producer(ctx: RunContext, expected: int, now: datetime) -> ProducerChild | None:
     """A producer process started before the run knows who is due, when `expected` subscribers (those
-    named, or the files there are) would be enough for one: its start-up then overlaps reading their files.
-    The run cancels it if fewer turn out due."""
+    named, or the files there are) would be enough for one: its start-up (and fitting the ranker for `now`)
+    then overlaps reading their files. The run cancels it if fewer turn out due."""
     if not _wants_process(ctx, expected):
         return None
     from .producer_process import ProducerChild
 
     assert ctx.config is not None
-    return ProducerChild(ctx.config)
+    return ProducerChild(ctx.config, now)
 
 
 def _wants_process(ctx: RunContext, digests: int) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from threadpoolctl import threadpool_limits
 
@@ -78,7 +79,7 @@ def _ranked_digests(store: Store, make_ranker: RankerFactory, policy: DigestPoli
     # What each subscriber already has among this run's papers: one query for the run, not one each.
     sent = store.ledger.delivered_paper_ids_among([s.id for s in subscribers],
                                                   min((p.id for p in corpus), default=0)) if corpus else {}
-    ranker = make_ranker(store.papers.recent(until=now, limit=REFERENCE_PAPERS))
+    ranker = make_ranker(reference_papers(store, now))
     profiles = profiles_of(store, subscribers)
     # Everyone at once, a block at a time: each block's papers are scored for all its subscribers as matrix
     # products (rank/batch.py), and its digests go on their way before the next block is ranked. Each
@@ -113,8 +114,24 @@ def prepare_ranking(store: Store, make_ranker: RankerFactory, subscribers: Seque
                     now: datetime) -> None:
     """Do ahead what a run's ranking does first for these subscribers: embed (and store) their topic phrases
     and liked papers, so the run that sends their digests reads the vectors instead of making them."""
-    ranker = make_ranker(store.papers.recent(until=now, limit=REFERENCE_PAPERS))
+    ranker = make_ranker(reference_papers(store, now))
     ranker.prepare(list(profiles_of(store, subscribers).values()), [])
+
+
+def reference_papers(store: Store, now: datetime) -> list[Paper]:
+    """What a run's ranker is fitted on: the recent papers, whoever is in the run."""
+    return store.papers.recent(until=now, limit=REFERENCE_PAPERS)
+
+
+def reusing(make_ranker: RankerFactory, ranker: Ranker[Any], reference: Sequence[Paper]) -> RankerFactory:
+    """`make_ranker`, except that for these very reference papers it hands back `ranker`, fitted already
+    (a producer process fits it while it waits for its job); other papers get a ranker of their own."""
+    fitted_on = [p.id for p in reference]
+
+    def make(papers: Sequence[Paper]) -> Ranker[Any]:
+        return ranker if [p.id for p in papers] == fitted_on else make_ranker(papers)
+
+    return make
 
 
 def windows_for(store: Store, policy: DigestPolicy, subscribers: Sequence[Subscriber],

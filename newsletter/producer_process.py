@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -34,7 +35,8 @@ from pathlib import Path
 from .config import Config
 from .errors import ProducerFailed
 from .models import Subscriber
-from .pipeline import DigestProducer, Produced, SubscriberResult, open_context
+from .pipeline import DigestProducer, Produced, RunContext, SubscriberResult, open_context
+from .planning import reference_papers, reusing
 from .sending import Arrivals
 from .slots import Slot
 
@@ -49,7 +51,7 @@ class ProducerChild:
     `hand` gives it the digests to make; `cancel` ends it when the run needs no process after all.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, now: datetime) -> None:
         reports_read, reports_write = os.pipe()
         job_read, job_write = os.pipe()
         package_root = str(Path(__file__).resolve().parents[1])  # the child imports this very package
@@ -69,7 +71,7 @@ class ProducerChild:
             os.close(job_read)
             os.close(reports_write)
         root = logging.getLogger()
-        self._send((config, root.level if root.handlers else None))
+        self._send((config, now, root.level if root.handlers else None))
 
     def hand(self, due: list[tuple[Subscriber, Slot]], now: datetime, late_after: timedelta | None) -> None:
         """The job: from here on the child's reports say how it goes (a child that died says EOF)."""
@@ -108,7 +110,7 @@ class ProducerProcess:
 
     def start(self) -> None:
         if self._child is None:
-            self._child = ProducerChild(self._config)
+            self._child = ProducerChild(self._config, self._now)
         self._child.hand(self._due, self._now, self._late_after)
         self._listener.start()
 
@@ -170,39 +172,37 @@ def _child(job_fd: int, reports_fd: int, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with Connection(job_fd) as job, Connection(reports_fd) as conn:
         try:
-            config, logging_level = job.recv()
+            config, now, logging_level = job.recv()
         except EOFError:
             return
         if logging_level is not None:  # the parent logs somewhere (the CLI: stderr); so do we, alike
             logging.basicConfig(level=logging_level, format="%(asctime)s %(levelname)s %(message)s",
                                 stream=sys.stderr)
         try:
-            _produce(job, conn, config)
+            _produce(job, conn, config, now)
         except BaseException as exc:  # told to the parent, which raises it in the run's thread
             with contextlib.suppress(OSError):  # a parent that cancelled us no longer listens
                 conn.send(("failed", _sendable(exc)))
 
 
-def _produce(job: Connection, conn: Connection, config: Config) -> None:
+def _produce(job: Connection, conn: Connection, config: Config, now: datetime) -> None:
     with open_context(config) as ctx:
-        _warm_up()
+        ctx = _with_fitted_ranker(ctx, now)
         try:
-            due, now, late_after = job.recv()
+            due, job_now, late_after = job.recv()
         except EOFError:
             return  # the run needed no process after all
-        producer = DigestProducer(ctx, due, now, late_after, arrivals=_PipeSignal(conn))
+        producer = DigestProducer(ctx, due, job_now, late_after, arrivals=_PipeSignal(conn))
         producer.run()
     conn.send(("finished", (producer.results, producer.queued)))
 
 
-def _warm_up() -> None:
-    """Load what the run's first ranker loads anyway (scikit-learn, the embedding model: about 2 s)
-    while the parent is still reading subscriber files."""
-    import sklearn.feature_extraction.text  # noqa: F401 (the TF-IDF half of every ranker)
-
-    from .rank import load_embedder
-
-    load_embedder()
+def _with_fitted_ranker(ctx: RunContext, now: datetime) -> RunContext:
+    """The context, its ranker fitted on the run's reference papers already (loading scikit-learn and the
+    model on the way: about 2 s) while the parent still reads the subscriber files. Papers ingested
+    meanwhile change the reference, and the run then fits a ranker of its own."""
+    reference = reference_papers(ctx.store, now)
+    return replace(ctx, make_ranker=reusing(ctx.make_ranker, ctx.make_ranker(reference), reference))
 
 
 def _sendable(exc: BaseException) -> BaseException:

@@ -415,3 +415,16 @@ def test_a_run_ranked_in_blocks_picks_for_each_subscriber_what_planning_them_alo
     # Scores agree to float rounding: the matrix products of a block of one sum in another order.
     assert all(s.score == pytest.approx(t.score, abs=1e-5)
                for d, e in zip(seam, alone, strict=True) for s, t in zip(d.papers, e.papers, strict=True))
+
+
+def test_a_ranker_fitted_ahead_is_used_only_for_the_papers_it_was_fitted_on(tmp_path):
+    from newsletter.planning import reference_papers, reusing
+
+    config = make_project(tmp_path)
+    pipeline.ingest_pages(config, T_INGEST)
+    with pipeline.open_context(config) as ctx:
+        reference = reference_papers(ctx.store, T_DIGEST)
+        fitted = ctx.make_ranker(reference)
+        make = reusing(ctx.make_ranker, fitted, reference)
+        assert make(reference_papers(ctx.store, T_DIGEST)) is fitted  # the same papers, read again
+        assert len(reference) > 1 and make(reference[1:]) is not fitted  # a paper more or less: a new fit

@@ -177,7 +177,7 @@ def test_a_cancelled_producer_child_ends_without_touching_the_ledger(tmp_path):
     from newsletter.producer_process import ProducerChild
 
     path = project(tmp_path / "p", 5, producer_process_from=1)
-    child = ProducerChild(load_config(path))
+    child = ProducerChild(load_config(path), T_DIGEST)
     assert child.process.poll() is None
     child.cancel()
     assert child.process.poll() is not None and children_of(os.getpid()) == []
