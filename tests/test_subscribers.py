@@ -260,3 +260,17 @@ def test_a_saved_file_is_what_a_person_would_write(tmp_path):
     assert text.splitlines()[:4] == ["email: ann@example.org", 'name: "Ann O\'Neil: \\"#1\\""', "topics:",
                                      "- graph neural networks"]
     assert "max_papers" not in text
+
+
+def test_a_subscriber_survives_pickling_with_every_field():
+    # A producer process is handed the run's subscribers pickled (Subscriber.__reduce__ lists the fields).
+    import pickle
+    from datetime import time
+    from pathlib import Path
+
+    from newsletter.models import Schedule, Subscriber
+
+    ada = Subscriber(id="ada", email="ada@example.org", name="Ada", topics=("graphs",), exclude=("survey",),
+                     liked=("A paper",), max_papers=7, status="paused", source=Path("/s/ada.yaml"),
+                     schedule=Schedule(frequency="weekly", time=time(6, 30), timezone="Europe/Berlin", day=2))
+    assert pickle.loads(pickle.dumps(ada)) == ada
