@@ -589,3 +589,25 @@ def test_a_stored_message_has_the_headers_the_parser_reads_from_its_bytes(raw: b
     for name in ("From", "To", "Subject", "Date", "Message-ID", "DKIM-Signature"):
         assert str(ours[name]) == str(theirs[name])
     assert serialise(ours) == raw
+
+
+def test_addresses_read_the_same_as_the_email_package_reads_them() -> None:
+    import random
+    import string
+    from email.utils import getaddresses
+
+    from newsletter.deliver.message import _PLAIN_ADDRESS, addresses, stored_message
+
+    rng = random.Random(3)
+    name_chars = string.ascii_letters + string.digits + " !#$%&'*+/^_`{|}~-.,;:\"()<>@=?[]\\"
+    local_chars = string.ascii_letters + string.digits + ".!#$%&'*+/=?^_`{|}~-\""
+    quick = 0
+    for _ in range(20000):
+        name = "".join(rng.choice(name_chars) for _ in range(rng.randint(0, 12)))
+        addr = ("".join(rng.choice(local_chars) for _ in range(rng.randint(1, 10))) + "@"
+                + "".join(rng.choice(string.ascii_lowercase + ".-") for _ in range(rng.randint(1, 10))))
+        value = rng.choice([f"{name} <{addr}>", addr, f"<{addr}>", f"{name}<{addr}>", f"{name} <{addr}>, {addr}"])
+        raw = f"To: {value}\r\n\r\n".encode()
+        assert addresses(stored_message(raw), "To") == [a for _, a in getaddresses([value]) if a], value
+        quick += _PLAIN_ADDRESS.fullmatch(value) is not None
+    assert quick > 5000  # the quick way was taken, not only the email package's

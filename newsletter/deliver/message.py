@@ -298,7 +298,16 @@ def addresses(message: EmailMessage, *names: str) -> list[str]:
     # addresses back out of them cost more per message than the rest of a send.
     items = [(key.lower(), value) for key, value in message.raw_items()]
     values = [str(value) for name in names for key, value in items if key == name.lower()]
+    plain = [_PLAIN_ADDRESS.fullmatch(value) for value in values]
+    if all(plain):  # what build_wire writes: `Name <a@b>` or `a@b`, nothing for the parser to resolve
+        return [match.group(1) or match.group(2) for match in plain if match is not None]
     return [address for _, address in getaddresses(values) if address]
+
+
+# One address, bare or after a display name of plain words: no quotes, comments, groups, lists or encoded
+# words (anything else goes to getaddresses, which gives the same address for these; a test compares).
+_ADDR_SPEC = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+"
+_PLAIN_ADDRESS = re.compile(rf"[A-Za-z0-9!#$%&'*+/^_`{{|}}~ -]*<({_ADDR_SPEC})>|({_ADDR_SPEC})")
 
 
 def _address(display_name: str, addr_spec: str, who: str) -> Address:
