@@ -85,9 +85,10 @@ def _ranked_digests(store: Store, make_ranker: RankerFactory, policy: DigestPoli
     # block's profiles are read (votes, liked papers) and prepared (vectorised, their phrase vectors read)
     # with it, not all before the first: for 10,000 subscribers that took 1.6 s before anything could be sent.
     in_window = _papers_by_window(corpus)
+    ranker.prepare([], corpus)  # the papers once; each block's profiles below
     for block in _blocks(subscribers):
         profiles = profiles_of(store, block)
-        ranker.prepare(list(profiles.values()), corpus)
+        ranker.prepare(list(profiles.values()), [])
         requests = [RankRequest(profiles[s.id], candidates_for(in_window(windows[s.id]), sent.get(s.id)),
                                 s.max_papers or policy.max_papers) for s in block]
         rankings = rank_many(ranker, corpus, requests, min_score=policy.min_score, diversity=policy.diversity)
