@@ -45,8 +45,9 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class ProducerChild:
-    """The child process, started before its job: it imports and opens the run's context while the parent
-    still reads the subscriber files and sorts out who is due (about 1.5 s each for 10,000 subscribers).
+    """The child process, started before its job: it imports, opens the run's context and fits the ranker for
+    the run's moment while the parent still reads the subscriber files and sorts out who is due (about 1.5 s
+    each for 10,000 subscribers).
 
     `hand` gives it the digests to make; `cancel` ends it when the run needs no process after all.
     """
@@ -73,9 +74,10 @@ class ProducerChild:
         root = logging.getLogger()
         self._send((config, now, root.level if root.handlers else None))
 
-    def hand(self, due: list[tuple[Subscriber, Slot]], now: datetime, late_after: timedelta | None) -> None:
-        """The job: from here on the child's reports say how it goes (a child that died says EOF)."""
-        self._send((due, now, late_after))
+    def hand(self, due: list[tuple[Subscriber, Slot]], late_after: timedelta | None) -> None:
+        """The job, for the moment the child was started with: from here on the child's reports say how it
+        goes (a child that died says EOF)."""
+        self._send((due, late_after))
         self._job.close()
 
     def cancel(self) -> None:
@@ -99,7 +101,7 @@ class ProducerProcess:
 
     def __init__(self, config: Config, due: Sequence[tuple[Subscriber, Slot]], now: datetime,
                  late_after: timedelta | None, child: ProducerChild | None = None) -> None:
-        """`child`: one started ahead (see ProducerChild); else `start` starts it."""
+        """`child`: one started ahead for the same `now` (see ProducerChild); else `start` starts it."""
         self.results: list[SubscriberResult] = []
         self.queued: dict[str, Produced] = {}
         self.arrivals = Arrivals(len(due))
@@ -111,7 +113,7 @@ class ProducerProcess:
     def start(self) -> None:
         if self._child is None:
             self._child = ProducerChild(self._config, self._now)
-        self._child.hand(self._due, self._now, self._late_after)
+        self._child.hand(self._due, self._late_after)
         self._listener.start()
 
     def join(self) -> None:
@@ -189,10 +191,10 @@ def _produce(job: Connection, conn: Connection, config: Config, now: datetime) -
     with open_context(config) as ctx:
         ctx = _with_fitted_ranker(ctx, now)
         try:
-            due, job_now, late_after = job.recv()
+            due, late_after = job.recv()
         except EOFError:
             return  # the run needed no process after all
-        producer = DigestProducer(ctx, due, job_now, late_after, arrivals=_PipeSignal(conn))
+        producer = DigestProducer(ctx, due, now, late_after, arrivals=_PipeSignal(conn))
         producer.run()
     conn.send(("finished", (producer.results, producer.queued)))
 
