@@ -9,7 +9,6 @@ from datetime import datetime
 from email import policy as email_policy
 from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
-from email.parser import BytesParser
 from email.policy import EmailPolicy, Policy
 from email.utils import format_datetime, getaddresses, make_msgid
 from functools import lru_cache
@@ -286,12 +285,6 @@ def _header_lines(head: str) -> list[list[str]]:
     return fields
 
 
-def _parsed_head(raw: bytes) -> EmailMessage:
-    """The header block as the stdlib's parser reads it (what stored_message must agree with; tests use it)."""
-    head, _, _ = raw.partition(b"\r\n\r\n")
-    return BytesParser(EmailMessage, policy=WIRE_POLICY).parsebytes(head + b"\r\n\r\n", headersonly=True)
-
-
 def addresses(message: EmailMessage, *names: str) -> list[str]:
     """The bare addresses in the named headers, in order (display names dropped)."""
     # The raw header text, as a mail server reads it: building header objects only to take the
@@ -307,7 +300,7 @@ def addresses(message: EmailMessage, *names: str) -> list[str]:
 # One address, bare or after a display name of plain words: no quotes, comments, groups, lists or encoded
 # words (anything else goes to getaddresses, which gives the same address for these; a test compares).
 _ADDR_SPEC = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+"
-_PLAIN_ADDRESS = re.compile(rf"[A-Za-z0-9!#$%&'*+/^_`{{|}}~ -]*<({_ADDR_SPEC})>|({_ADDR_SPEC})")
+_PLAIN_ADDRESS = re.compile(rf"{_PLAIN_NAME.pattern}<({_ADDR_SPEC})>|({_ADDR_SPEC})")
 
 
 def _address(display_name: str, addr_spec: str, who: str) -> Address:
