@@ -166,6 +166,10 @@ def test_a_producer_started_ahead_is_cancelled_when_too_few_turn_out_due(tmp_pat
     first = pipeline.run_digests(load_config(path), T_DIGEST)
     assert first.count("sent") == 40
     # 40 files are enough to start a process ahead of reading them; nobody is due now, so it is let go.
+    with pipeline.open_context(load_config(path)) as ctx:
+        spare = pipeline.early_producer(ctx, ctx.subscribers.count(), T_DIGEST)
+        assert spare is not None and pipeline.early_producer(ctx, 29, T_DIGEST) is None
+        spare.cancel()
     again = pipeline.run_digests(load_config(path), T_DIGEST)
     assert again.count("already done") == 40 and again.count("sent") == 0
     assert children_of(os.getpid()) == []
