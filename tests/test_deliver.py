@@ -547,6 +547,8 @@ def _html_of(html_text: str) -> EmailMessage:
 @pytest.mark.parametrize("html_text, why", [
     ("<style>p::before { content: '→' }</style><p>Zoë</p>", "a reference in <style> would be shown as it is"),
     ("<script>let s = 'é'</script><p>x</p>", "nor in <script>"),
+    ("<p>é</p><STYLE media=x>p::after { content: '…' }</STYLE><p>x</p>", "any case, after other elements"),
+    ("<style>p { color: red }</style><p>é</p><script>let s = 'é'", "an element left open runs to the end"),
     ("<p>" + "x" * 999 + "</p>", "a line over SMTP's 998 characters"),
     ("<p>a\0b</p>", "NUL is not allowed in 7bit text"),
 ])

@@ -197,8 +197,9 @@ def _boundary() -> bytes:
     return b"===============%019d==" % secrets.randbelow(10**19)
 
 
-# Raw-text elements: character references in them are not decoded, so their text must stay as it is.
-_RAW_TEXT = re.compile(r"<(style|script)\b[^>]*>(.*?)</\1", re.IGNORECASE | re.DOTALL)
+# Raw-text elements: character references in them are not decoded, so their text must stay as it is
+# (to its end tag, or to the end of the document for one left open, as a browser reads it).
+_RAW_TEXT = re.compile(r"<(style|script)\b[^>]*>(.*?)(?:</\1|\Z)", re.IGNORECASE | re.DOTALL)
 
 
 def _html_part(html: str, boundary: bytes) -> bytes:
