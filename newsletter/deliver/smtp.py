@@ -268,10 +268,10 @@ def _transaction(smtp: smtplib.SMTP, sender: str, recipients: list[str], raw: by
         return 554, "554 the message has no recipient (To or Cc)"
     text: bytes | str
     try:
-        code, text = smtp.mail(sender)
+        code, text = _command(smtp, "mail", f"FROM:<{sender}>")
         if code == 250:
             for recipient in recipients:
-                code, text = smtp.rcpt(recipient)
+                code, text = _command(smtp, "rcpt", f"TO:<{recipient}>")
                 if code not in (250, 251):
                     break
             else:
@@ -279,6 +279,14 @@ def _transaction(smtp: smtplib.SMTP, sender: str, recipients: list[str], raw: by
     except smtplib.SMTPResponseException as exc:  # DATA refused before the content was sent
         code, text = exc.smtp_code, exc.smtp_error
     return code, _reply(code, text)
+
+
+def _command(smtp: smtplib.SMTP, name: str, argument: str) -> tuple[int, bytes]:
+    """MAIL or RCPT as smtplib's `mail` and `rcpt` send them for a bare address (always ours: checked,
+    plain ASCII, read from headers we wrote), without their re-parsing of it through email.utils
+    (about 60 us a message, a tenth of the sender's work)."""
+    smtp.putcmd(name, argument)
+    return smtp.getreply()
 
 
 def _data(smtp: smtplib.SMTP, raw: bytes) -> tuple[int, bytes]:
