@@ -238,4 +238,9 @@ def _sqlite_begin(conn: Connection) -> None:
     # IMMEDIATE takes the write lock at once (waiting busy_timeout for it); a deferred
     # transaction that later writes can fail at once with "database is locked".
     immediate = conn.get_execution_options().get("newsletter_write", False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    # Straight on the driver's connection: through exec_driver_sql, SQLAlchemy's statement machinery
+    # made BEGIN cost more than the rest of a one-row transaction (the sender runs one per message).
+    # Its errors (a busy database) reach Database.guard bare, as those of the ledger's driver cursors do.
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    driver.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
