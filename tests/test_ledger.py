@@ -225,6 +225,23 @@ def test_starting_the_next_send_records_the_previous_one_sent_in_the_same_step(s
     assert statuses == {"<1@x>": (S.SENT, "250 OK"), "<2@x>": (S.SENDING, "")}
 
 
+def test_the_previous_send_is_recorded_when_the_next_message_turns_out_to_be_withdrawn(store):
+    # On SQLite the usual case runs in one quick transaction; this one (the next subscriber bounced after
+    # their digest was queued) is rolled back there and done again in full: the earlier send must stay recorded.
+    ids = [p.id for p in store.papers.get()]
+    bob = replace(ALICE, id="bob", email="bob@example.org")
+    refused = queue(store, digest_of(store, ids[:1], slot=date(2026, 11, 1), who=bob), "<b1@x>")
+    store.ledger.start_sending(refused, at("2026-11-23"))
+    assert store.ledger.settle(refused, S.FAILED, reply="550 gone", now=at("2026-11-23"), hard=True, bounce_limit=1)
+    late = queue(store, digest_of(store, ids[1:2], slot=date(2026, 11, 2), who=bob), "<b2@x>")
+    first = queue(store, digest_of(store, ids[2:]), "<a1@x>")
+    assert store.ledger.start_sending(first, at("2026-11-23")) == 1
+    assert store.ledger.start_sending(late, at("2026-11-23"), settle_sent=(first, "250 OK")) is None
+    statuses = {r.message_id: (r.status, r.reply) for r in store.ledger.deliveries_in(list(S))}
+    assert statuses["<a1@x>"] == (S.SENT, "250 OK")
+    assert statuses["<b2@x>"] == (S.FAILED, "withdrawn: the subscriber bounced")
+
+
 def test_the_run_wide_reads_match_the_per_subscriber_ones(store):
     ids = [p.id for p in store.papers.get()]
     bob = replace(ALICE, id="bob", email="bob@example.org")

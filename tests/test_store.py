@@ -356,3 +356,32 @@ def test_a_lazily_synced_write_skips_the_fsync_only_right_after_a_synced_one(tmp
             conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
     with sqlite3.connect(tmp_path / "db.sqlite3") as check:  # another connection sees the lazy commit
         assert check.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+
+
+def test_a_driver_write_holds_the_write_lock_commits_and_rolls_back_on_an_exception(tmp_path):
+    from sqlalchemy import bindparam, insert, select
+
+    from newsletter.store.schema import Database, Prebuilt, from_db, subscriber_health
+
+    path = tmp_path / "driver.sqlite3"
+    with open_store(path) as store:
+        db = store.db
+        other = Database(path, busy_timeout_ms=50)
+        try:
+            add = Prebuilt(insert(subscriber_health).values(  # type: ignore[arg-type]
+                subscriber_id=bindparam("who"), hard_failures=1, last_reply="",
+                updated_at=bindparam("at", type_=subscriber_health.c.updated_at.type)))
+            with db.driver_write(lazy_sync=True) as txn:
+                add.run(txn, {"who": "ann", "at": at("2026-11-23")})
+                with pytest.raises(StoreBusy), other.write():
+                    pass  # the write lock is held from the start
+            with pytest.raises(RuntimeError), db.driver_write() as txn:
+                add.run(txn, {"who": "bob", "at": at("2026-11-23")})
+                raise RuntimeError("stop")
+            with other.write():  # the lock was let go both times
+                pass
+            with db.read() as conn:
+                rows = conn.execute(select(subscriber_health.c.subscriber_id, subscriber_health.c.updated_at)).all()
+        finally:
+            other.close()
+    assert [(r[0], from_db(r[1])) for r in rows] == [("ann", at("2026-11-23"))]

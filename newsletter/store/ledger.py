@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
@@ -50,6 +51,7 @@ from ..errors import StoreError
 from ..models import DeliveryStatus, Digest, Reason, ScoredPaper
 from .schema import (
     Database,
+    DriverWrite,
     Prebuilt,
     deliveries,
     digest_papers,
@@ -317,6 +319,9 @@ class Ledger:
         """
         # Lazily synced: a commit per message is the price of "one message in flight"; its fsync
         # is not (a killed process loses nothing; see Database.write for a power cut).
+        if self._db.has_driver_writes and not (renew_claims and lease is not None):
+            with suppress(_NotPlain):
+                return self._start_plainly(delivery_id, now, settle_sent, lease[0] if lease is not None else None)
         with self._db.write(lazy_sync=True) as conn:
             if settle_sent is not None:
                 _settle(conn, settle_sent[0], S.SENT, reply=settle_sent[1], now=now)
@@ -342,6 +347,19 @@ class Ledger:
             conn.execute(update(deliveries).where(deliveries.c.id == delivery_id)
                          .values(status=S.SENDING.value, attempts=attempts + 1, updated_at=to_db(now)))
         return attempts + 1
+
+    def _start_plainly(self, delivery_id: int, now: datetime, settle_sent: tuple[int, str] | None,
+                       worker: str | None) -> int:
+        """start_sending for nearly every message (the one before it was in flight, this one is sendable and
+        held by `worker`), in prebuilt statements on the driver's connection (see Database.driver_write).
+        Raises _NotPlain, having written nothing, for start_sending to work out the other cases."""
+        with self._db.driver_write(lazy_sync=True) as txn:
+            if settle_sent is not None and not _settle_sent(txn, settle_sent[0], settle_sent[1], now):
+                raise _NotPlain
+            attempt = _start_if_plain(txn, delivery_id, worker, now)
+            if attempt is None:
+                raise _NotPlain
+        return attempt
 
     def settle(self, delivery_id: int, status: DeliveryStatus, *, reply: str, now: datetime,
                retry_at: datetime | None = None, hard: bool = False, bounce_limit: int | None = None) -> bool:
@@ -520,6 +538,10 @@ def _paper_row(digest_id: int, rank: int, scored: ScoredPaper) -> dict[str, obje
                                   "voted": reason.voted})}
 
 
+class _NotPlain(Exception):
+    """Ledger._start_plainly met a case it leaves to start_sending's general path."""
+
+
 def _settle(conn: Connection, delivery_id: int, status: DeliveryStatus, *, reply: str, now: datetime,
             retry_at: datetime | None = None, hard: bool = False, bounce_limit: int | None = None) -> bool:
     if status is S.SENT and _settle_sent(conn, delivery_id, reply, now):
@@ -540,7 +562,7 @@ def _settle(conn: Connection, delivery_id: int, status: DeliveryStatus, *, reply
     return False
 
 
-def _settle_sent(conn: Connection, delivery_id: int, reply: str, now: datetime) -> bool:
+def _settle_sent(conn: Connection | DriverWrite, delivery_id: int, reply: str, now: datetime) -> bool:
     """`sending -> sent` in two statements, not four: the one transition every message makes.
     False (nothing written) when the delivery is not `sending`; the caller then says why not."""
     mark_sent, reset_failures = _sent_statements()
@@ -631,7 +653,8 @@ def _current(conn: Connection, delivery_id: int) -> tuple[DeliveryStatus, int]:
 _SENDABLE = tuple(sorted(status.value for status, nexts in TRANSITIONS.items() if S.SENDING in nexts))
 
 
-def _start_if_plain(conn: Connection, delivery_id: int, worker: str | None, now: datetime) -> int | None:
+def _start_if_plain(conn: Connection | DriverWrite, delivery_id: int, worker: str | None,
+                    now: datetime) -> int | None:
     """`-> sending` in one statement for the case of nearly every message: sendable, held by `worker` (when
     given) and its subscriber not bounced. The new attempt number; None when any of that does not hold (and
     nothing was written), for the caller to find out which."""
