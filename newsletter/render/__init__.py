@@ -1,7 +1,8 @@
 """Reads the digest templates and a Digest; writes a RenderedEmail (subject, preheader, HTML, text).
 
 The MJML template is compiled to HTML by mrml once and cached until the file
-changes; each email then costs one Jinja render per part. Jinja expressions
+changes; each email then costs one Jinja render per part, in which the part of a
+paper that is the same for everyone is rendered once per run (shared.py). Jinja expressions
 survive MJML compilation as plain text, which is why loops between sections
 sit inside <mj-raw>.
 """
@@ -22,6 +23,7 @@ import mrml
 from ..errors import TemplateError
 from ..models import Digest, RenderedEmail, SubscriberLinks
 from ..text import shorten
+from .shared import SharedPieces
 from .views import PaperView, format_date, paper_view, wrap
 
 HTML_TEMPLATE = "digest.mjml.j2"
@@ -81,13 +83,15 @@ class Renderer:
     def __init__(self, templates_dir: Path, *, sender_name: str, search_url: str) -> None:
         self.sender_name = sender_name
         self.search_url = search_url
-        html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+        # Each environment keeps the shared pieces of its template (render/shared.py): one renderer, one store.
+        html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, extensions=[SharedPieces])
         text_env = jinja2.Environment(
             autoescape=False,
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            extensions=[SharedPieces],
         )
         text_env.filters["wrap"] = wrap  # textwrap-based wordwrap was most of the render time
         self._html = _CachedTemplate(
@@ -97,8 +101,9 @@ class Renderer:
         self._text = _CachedTemplate(Path(templates_dir) / TEXT_TEMPLATE, text_env.from_string)
 
     def render(self, digest: Digest, links: SubscriberLinks) -> RenderedEmail:
+        votes = links.votes
         papers = [
-            paper_view(rank, scored, self.search_url)
+            paper_view(rank, scored, self.search_url, votes.get(scored.paper.id))
             for rank, scored in enumerate(digest.papers, start=1)
         ]
         issue_date = format_date(local_date(digest))

@@ -8,7 +8,7 @@ from datetime import date
 from functools import lru_cache
 from urllib.parse import quote, urlsplit
 
-from ..models import Link, Paper, ScoredPaper
+from ..models import Link, Paper, PaperVoteLinks, ScoredPaper
 from ..text import shorten
 
 ABSTRACT_LIMIT = 300
@@ -64,21 +64,51 @@ class LinkView:
     host: str
 
 
-@dataclass(frozen=True, slots=True)
-class PaperView:
-    """One paper as both templates show it; every field is plain, untrusted text."""
+@dataclass(frozen=True, slots=True, eq=False)
+class PaperPart:
+    """What a paper shows whoever gets it: made once per run and paper, and the key of its rendered piece
+    (render/shared.py). Compared by identity: equal parts made apart only render their piece once more."""
 
-    rank: int
     title: str
     url: str
     abstract: str
     links: tuple[LinkView, ...]
+    seen: str  # e.g. "12 Mar 2026", "" when the paper has no sightings
+
+
+@dataclass(frozen=True, slots=True)
+class PaperView:
+    """One paper as both templates show it in one email; every text field is plain, untrusted text."""
+
+    rank: int
+    shared: PaperPart  # the same for everyone who gets the paper
     reason: str
     topics: tuple[str, ...]
     liked: tuple[str, ...]
     terms: tuple[str, ...]
-    seen: str  # e.g. "12 Mar 2026", "" when the paper has no sightings
     paper_id: int = 0  # keys the paper's "more / less like this" links (SubscriberLinks.votes)
+    vote: PaperVoteLinks | None = None  # this subscriber's "more / less like this" links for the paper
+
+    # The shared fields under their own names too, for templates written before the shared part.
+    @property
+    def title(self) -> str:
+        return self.shared.title
+
+    @property
+    def url(self) -> str:
+        return self.shared.url
+
+    @property
+    def abstract(self) -> str:
+        return self.shared.abstract
+
+    @property
+    def links(self) -> tuple[LinkView, ...]:
+        return self.shared.links
+
+    @property
+    def seen(self) -> str:
+        return self.shared.seen
 
 
 def link_views(links: tuple[Link, ...]) -> tuple[LinkView, ...]:
@@ -99,30 +129,26 @@ def short_abstract(abstract: str) -> str:
     return shorten(abstract, ABSTRACT_LIMIT)
 
 
-def paper_view(rank: int, scored: ScoredPaper, search_url: str) -> PaperView:
+def paper_view(rank: int, scored: ScoredPaper, search_url: str, vote: PaperVoteLinks | None = None) -> PaperView:
     reason = scored.reason
-    title, url, abstract, links, seen = _paper_part(scored.paper, search_url)
     return PaperView(
         rank=rank,
-        title=title,
-        url=url,
-        abstract=abstract,
-        links=links,
+        shared=paper_part(scored.paper, search_url),
         reason=reason.summary(),
         topics=reason.topics,
         liked=reason.liked,
         terms=reason.terms,
-        seen=seen,
         paper_id=scored.paper.id,
+        vote=vote,
     )
 
 
 @lru_cache(maxsize=4096)
-def _paper_part(paper: Paper, search_url: str) -> tuple[str, str, str, tuple[LinkView, ...], str]:
-    """What a paper's view holds whoever gets it (title, URL, abstract, links, listed date): made once per
-    run and paper, not once per subscriber (the same few hundred papers go to thousands of people)."""
+def paper_part(paper: Paper, search_url: str) -> PaperPart:
+    """The paper's shared part: made once per run and paper, not once per subscriber (the same few hundred
+    papers go to thousands of people), and the same object each time, which its rendered piece is kept by."""
     title = " ".join(paper.title.split()) or "(untitled)"
     url = safe_url(paper.url) or search_url.replace("{query}", quote(title, safe=""))
     latest = max((s.page_date for s in paper.sightings), default=None)
-    return (title, url, short_abstract(paper.abstract), link_views(paper.code_links),
-            format_date(latest) if latest else "")
+    return PaperPart(title, url, short_abstract(paper.abstract), link_views(paper.code_links),
+                     format_date(latest) if latest else "")
