@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import date
 from importlib import resources
 from pathlib import Path
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -99,6 +100,11 @@ class Renderer:
             lambda src: html_env.from_string(compile_mjml(src)),
         )
         self._text = _CachedTemplate(Path(templates_dir) / TEXT_TEMPLATE, text_env.from_string)
+        self._pieces = [env.extensions[SharedPieces.identifier] for env in (html_env, text_env)]
+
+    def cached_pieces(self) -> int:
+        """How many shared pieces (render/shared.py) this renderer holds now, both templates together."""
+        return sum(len(cast(SharedPieces, ext).pieces) for ext in self._pieces)
 
     def render(self, digest: Digest, links: SubscriberLinks) -> RenderedEmail:
         votes = links.votes

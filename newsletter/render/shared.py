@@ -15,7 +15,7 @@ views.PaperPart), so only equal keys share output.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 
 from jinja2 import nodes
 from jinja2.environment import Environment
@@ -86,17 +86,20 @@ class SharedPieces(Extension):
 
 def _check_self_contained(body: list[nodes.Node], name: str, lineno: int, parser: Parser) -> None:
     """Refuse a shared block that could show anything but its key: its output is reused for others."""
-    own = {name}
+    for found in _walk(body, _FORBIDDEN):
+        parser.fail("a shared block cannot include or import other templates", found.lineno)
+    names = [n for n in _walk(body, (nodes.Name,)) if isinstance(n, nodes.Name)]
+    own = {name} | {n.name for n in names if n.ctx in ("store", "param")}  # what the block sets itself
+    for used in names:
+        if used.ctx == "load" and used.name not in own:
+            raise TemplateSyntaxError(
+                f"a shared block may use only {name!r} (its key), not {used.name!r}: its output is "
+                "reused for every email with the same key", used.lineno or lineno, parser.name, parser.filename)
+
+
+def _walk(body: list[nodes.Node], kinds: tuple[type[nodes.Node], ...]) -> Iterator[nodes.Node]:
+    """Every node of these kinds in the block, its top-level statements included."""
     for node in body:
-        for target in node.find_all(nodes.Name):
-            if target.ctx in ("store", "param"):
-                own.add(target.name)
-    for node in body:
-        for found in node.find_all(_FORBIDDEN):
-            parser.fail("a shared block cannot include or import other templates", found.lineno)
-        for used in node.find_all(nodes.Name):
-            if used.ctx == "load" and used.name not in own:
-                raise TemplateSyntaxError(
-                    f"a shared block may use only {name!r} (its key), not {used.name!r}: its output is "
-                    "reused for every email with the same key", used.lineno or lineno,
-                    parser.name, parser.filename)
+        if isinstance(node, kinds):
+            yield node
+        yield from node.find_all(kinds)
