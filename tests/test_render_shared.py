@@ -103,7 +103,7 @@ def copy_templates(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("name", ["digest.mjml.j2", "digest.txt.j2"])
 @pytest.mark.parametrize("leak", ["{{ subscriber_name }}", "{{ p.reason }}", "{{ links.manage }}",
                                   "{% for t in topics %}{{ t }}{% endfor %}", "{{ loop.index }}",
-                                  "{% include 'x' %}"])
+                                  "{% include 'x' %}", "{% set _shared_key_1 = 'other' %}"])
 def test_a_shared_block_that_could_show_anything_but_its_key_is_refused(
         tmp_path: Path, name: str, leak: str) -> None:
     templates = copy_templates(tmp_path)
@@ -138,3 +138,39 @@ def test_an_edited_template_never_reuses_pieces_of_the_old_one(tmp_path: Path) -
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
     _, html, text = render(renderer, d)
     assert "First listed 12 Mar 2026" in html and "First listed 12 Mar 2026" in text
+
+
+def test_equal_papers_made_apart_render_alike_and_a_changed_paper_renders_anew() -> None:
+    renderer = new_renderer()
+    a, b = paper(8, OTHER.title), paper(8, OTHER.title)  # equal, not the same object
+    changed = paper(8, OTHER.title + " (v2)")
+    first = render(renderer, digest_for("alice", a, reasons=()))
+    assert render(renderer, digest_for("alice", b, reasons=())) == first
+    assert "Sparse attention for long documents (v2)" in render(renderer, digest_for("alice", changed, reasons=()))[1]
+
+
+def reference_wrap(text: str, width: int, indent: int) -> str:
+    """The word wrap as it was first written (word by word), which views.wrap must equal."""
+    lines: list[str] = []
+    current = ""
+    for word in text.split():
+        if current and len(current) + 1 + len(word) > width:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    lines.append(current)
+    return ("\n" + " " * indent).join(lines)
+
+
+def test_wrap_equals_the_word_by_word_wrap_on_many_texts() -> None:
+    import random
+
+    from newsletter.render.views import wrap
+
+    rng = random.Random(5)
+    pieces = ["a", "bb", "word", "“quoted”", "x" * 75, "https://example.org/" + "p" * 60, " ", "  ", "\n", "\t"]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) + rng.choice(["", " "]) for _ in range(rng.randint(0, 40)))
+        width, indent = rng.choice([(69, 3), (72, 0), (10, 2), (1, 0)])
+        assert wrap(text, width, indent=indent) == reference_wrap(text, width, indent), (text, width)

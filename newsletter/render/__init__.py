@@ -22,15 +22,16 @@ import jinja2
 import mrml
 
 from ..errors import TemplateError
-from ..models import Digest, RenderedEmail, SubscriberLinks
+from ..models import Digest, Paper, RenderedEmail, SubscriberLinks
 from ..text import shorten
 from .shared import SharedPieces
-from .views import PaperView, format_date, paper_view, wrap
+from .views import PaperPart, PaperView, format_date, paper_part, paper_view, wrap
 
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
 PREVIEW_COLOUR = "#6b7280"
 SUBJECT_LIMIT = 150
+PART_LIMIT = 4096  # papers whose shared part a renderer keeps by identity (a run has a few hundred)
 # mrml writes the hidden preheader div white-on-white, which spam filters score as
 # hidden text (SpamAssassin HTML_FONT_LOW_CONTRAST); it stays hidden in a neutral grey.
 _PREVIEW_DIV = re.compile(r'(<div style="display:none;[^"]*?color:)#ffffff')
@@ -100,7 +101,20 @@ class Renderer:
             lambda src: html_env.from_string(compile_mjml(src)),
         )
         self._text = _CachedTemplate(Path(templates_dir) / TEXT_TEMPLATE, text_env.from_string)
+        self._parts: dict[int, tuple[Paper, PaperPart]] = {}  # by id(paper); see _shared_part
         self._pieces = [env.extensions[SharedPieces.identifier] for env in (html_env, text_env)]
+
+    def _shared_part(self, paper: Paper) -> PaperPart:
+        """paper_part, found by the paper object first: a run hands the same Paper to every digest, and
+        hashing a paper (all its fields, sightings and links) for paper_part's cache cost more than the rest."""
+        known = self._parts.get(id(paper))
+        if known is not None and known[0] is paper:  # the entry holds the paper, so its id is not reused
+            return known[1]
+        if len(self._parts) >= PART_LIMIT:
+            self._parts.clear()
+        part = paper_part(paper, self.search_url)
+        self._parts[id(paper)] = (paper, part)
+        return part
 
     def cached_pieces(self) -> int:
         """How many shared pieces (render/shared.py) this renderer holds now, both templates together."""
@@ -109,7 +123,7 @@ class Renderer:
     def render(self, digest: Digest, links: SubscriberLinks) -> RenderedEmail:
         votes = links.votes
         papers = [
-            paper_view(rank, scored, self.search_url, votes.get(scored.paper.id))
+            paper_view(rank, scored, self._shared_part(scored.paper), votes.get(scored.paper.id))
             for rank, scored in enumerate(digest.papers, start=1)
         ]
         issue_date = format_date(local_date(digest))

@@ -28,6 +28,7 @@ from jinja2.parser import Parser
 PIECE_LIMIT = 4096
 _FORBIDDEN = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
 _GET, _PUT = "shared piece", "keep shared piece"
+_OWN_PREFIX = "_shared_"  # the names the tag keeps its key and piece in
 
 
 class SharedPieces(Extension):
@@ -55,7 +56,7 @@ class SharedPieces(Extension):
         _check_self_contained(body, name, lineno, parser)
         self._blocks += 1
         block = nodes.Const(self._blocks)
-        key_var, piece = f"_shared_key_{self._blocks}", f"_shared_piece_{self._blocks}"
+        key_var, piece = f"{_OWN_PREFIX}key_{self._blocks}", f"{_OWN_PREFIX}piece_{self._blocks}"
 
         def load(var: str) -> nodes.Name:
             return nodes.Name(var, "load")
@@ -90,6 +91,8 @@ def _check_self_contained(body: list[nodes.Node], name: str, lineno: int, parser
         parser.fail("a shared block cannot include or import other templates", found.lineno)
     names = [n for n in _walk(body, (nodes.Name,)) if isinstance(n, nodes.Name)]
     own = {name} | {n.name for n in names if n.ctx in ("store", "param")}  # what the block sets itself
+    if any(n.startswith(_OWN_PREFIX) for n in own):  # the block's key and piece must stay what the tag set
+        parser.fail(f"a shared block cannot set names starting with {_OWN_PREFIX!r}", lineno)
     for used in names:
         if used.ctx == "load" and used.name not in own:
             raise TemplateSyntaxError(

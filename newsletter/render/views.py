@@ -27,17 +27,24 @@ def format_date(day: date) -> str:
 def wrap(text: str, width: int = 72, indent: int = 0) -> str:
     """Greedy word wrap for the text part; lines after the first are indented, long words kept.
 
-    Memoised: a run wraps the same titles and abstracts for every subscriber who gets the paper.
+    Memoised: a run wraps the same titles and abstracts for every subscriber who gets the paper (in
+    templates without shared pieces). A line is kept as word positions and joined once: each paper's
+    reason is wrapped afresh for every email, and building the line word by word cost twice as much.
     """
-    lines: list[str] = []
-    current = ""
-    for word in text.split():
-        if current and len(current) + 1 + len(word) > width:
-            lines.append(current)
-            current = word
+    words = text.split()
+    joined = " ".join(words)
+    if len(joined) <= width:
+        return joined
+    lines = []
+    first, used = 0, len(words[0])  # the current line is words[first:i], `used` characters long
+    for i in range(1, len(words)):
+        size = len(words[i])
+        if used + 1 + size > width:
+            lines.append(" ".join(words[first:i]))
+            first, used = i, size
         else:
-            current = f"{current} {word}" if current else word
-    lines.append(current)
+            used += 1 + size
+    lines.append(" ".join(words[first:]))
     return ("\n" + " " * indent).join(lines)
 
 
@@ -76,7 +83,8 @@ class PaperPart:
     seen: str  # e.g. "12 Mar 2026", "" when the paper has no sightings
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs a call per field, and one is made per paper of every email.
+@dataclass(slots=True)
 class PaperView:
     """One paper as both templates show it in one email; every text field is plain, untrusted text."""
 
@@ -129,18 +137,10 @@ def short_abstract(abstract: str) -> str:
     return shorten(abstract, ABSTRACT_LIMIT)
 
 
-def paper_view(rank: int, scored: ScoredPaper, search_url: str, vote: PaperVoteLinks | None = None) -> PaperView:
+def paper_view(rank: int, scored: ScoredPaper, shared: PaperPart, vote: PaperVoteLinks | None = None) -> PaperView:
+    """The paper as one email shows it: its shared part (paper_part) and this subscriber's rank, reason, links."""
     reason = scored.reason
-    return PaperView(
-        rank=rank,
-        shared=paper_part(scored.paper, search_url),
-        reason=reason.summary(),
-        topics=reason.topics,
-        liked=reason.liked,
-        terms=reason.terms,
-        paper_id=scored.paper.id,
-        vote=vote,
-    )
+    return PaperView(rank, shared, reason.summary(), reason.topics, reason.liked, reason.terms, scored.paper.id, vote)
 
 
 @lru_cache(maxsize=4096)
