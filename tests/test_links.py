@@ -56,3 +56,17 @@ def test_each_emails_vote_links_are_its_subscribers_and_equal_itsdangerous() -> 
             assert token_of(vote.more) == signer.sign(f"{subscriber_id}.{pid}.more").decode()
             assert token_of(vote.less) == signer.sign(f"{subscriber_id}.{pid}.less").decode()
             assert SIGNER.verify_vote(token_of(vote.less)).subscriber_id == subscriber_id
+
+
+@pytest.mark.parametrize("key_size", [0, 1, 20, 63, 64, 65, 200])
+def test_the_prepared_hmac_equals_the_hmac_module(key_size: int) -> None:
+    import hashlib
+    import hmac
+
+    from newsletter.links import HmacSha1
+
+    key = bytes((i * 7 + 3) % 256 for i in range(key_size))
+    mac = HmacSha1(key)
+    for data in (b"", b"alice.7.more", "zoë".encode() * 50):
+        assert mac.digest(data) == hmac.new(key, data, hashlib.sha1).digest()
+    assert mac.digest(b"a") != mac.digest(b"b")
