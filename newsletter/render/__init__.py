@@ -168,6 +168,10 @@ class Renderer:
             "subscriber_name": " ".join(subscriber.name.split()),
             "subscriber_email": subscriber.email,
             "topics": subscriber.topics,
+            # The footer's list, joined here rather than by a loop in each template (a loop costs more than
+            # the rest of the footer); escaping it whole equals escaping each topic, as quotes and commas
+            # need none.
+            "quoted_topics": ", ".join(f"“{topic}”" for topic in subscriber.topics),
             "links": links,
             "digest": digest,
         }
