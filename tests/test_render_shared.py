@@ -174,3 +174,12 @@ def test_wrap_equals_the_word_by_word_wrap_on_many_texts() -> None:
         text = "".join(rng.choice(pieces) + rng.choice(["", " "]) for _ in range(rng.randint(0, 40)))
         width, indent = rng.choice([(69, 3), (72, 0), (10, 2), (1, 0)])
         assert wrap(text, width, indent=indent) == reference_wrap(text, width, indent), (text, width)
+
+
+def test_the_footers_joined_topics_are_escaped_as_each_topic_was() -> None:
+    d = digest(OTHER, sub=subscriber("alice", topics=("<b>graphs</b> & trees", "o'brien \"nets\"")))
+    _, html, text = render(new_renderer(), d)
+    assert ("with the topics “&lt;b&gt;graphs&lt;/b&gt; &amp; trees”, “o&#39;brien &#34;nets&#34;”. Papers"
+            in " ".join(html.split()))
+    assert "“<b>graphs</b> & trees”, “o'brien \"nets\"”." in " ".join(text.split())
+    assert "<b>graphs" not in html
