@@ -23,13 +23,13 @@ def format_date(day: date) -> str:
     return f"{day.day} {_MONTHS[day.month - 1]} {day.year}"
 
 
-@lru_cache(maxsize=16384)
 def wrap(text: str, width: int = 72, indent: int = 0) -> str:
     """Greedy word wrap for the text part; lines after the first are indented, long words kept.
 
-    Memoised: a run wraps the same titles and abstracts for every subscriber who gets the paper (in
-    templates without shared pieces). A line is kept as word positions and joined once: each paper's
-    reason is wrapped afresh for every email, and building the line word by word cost twice as much.
+    Not memoised: titles and abstracts are wrapped once per run inside their shared piece
+    (render/shared.py), and what is left (each paper's reason, the footer) differs in every email, so a
+    cache only cost time and memory. A line is kept as word positions and joined once, at half the cost
+    of building it word by word.
     """
     words = text.split()
     joined = " ".join(words)
