@@ -101,9 +101,19 @@ def copy_templates(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("name", ["digest.mjml.j2", "digest.txt.j2"])
-@pytest.mark.parametrize("leak", ["{{ subscriber_name }}", "{{ p.reason }}", "{{ links.manage }}",
-                                  "{% for t in topics %}{{ t }}{% endfor %}", "{{ loop.index }}",
-                                  "{% include 'x' %}", "{% set _shared_key_1 = 'other' %}"])
+@pytest.mark.parametrize("leak", [
+    "{{ subscriber_name }}", "{{ p.reason }}", "{{ links.manage }}", "{{ loop.index }}",
+    "{% for t in topics %}{{ t }}{% endfor %}",
+    "{% include 'x' %}", "{% set _shared_key_1 = 'other' %}",
+    # names the block sets, read where they are still the template's own
+    "{{ links.manage }}{% set links = 1 %}",  # read before it is set
+    "{% for links in paper.links %}{% endfor %}{{ links.manage }}",  # a loop variable after its loop
+    "{% if paper.seen %}{% set links = 1 %}{% endif %}{{ links.manage }}",  # set in a branch that may not run
+    "{% for x in paper.links %}{% else %}{{ x }}{{ p.reason }}{% endfor %}",  # a for's else has no loop variable
+    # statements with scopes of their own
+    "{% with x = links %}{{ x.manage }}{% endwith %}", "{% filter upper %}{{ p.reason }}{% endfilter %}",
+    "{% macro m() %}{{ subscriber_name }}{% endmacro %}{{ m() }}", "{% set ns = namespace() %}",
+])
 def test_a_shared_block_that_could_show_anything_but_its_key_is_refused(
         tmp_path: Path, name: str, leak: str) -> None:
     templates = copy_templates(tmp_path)
@@ -118,10 +128,11 @@ def test_a_shared_block_that_could_show_anything_but_its_key_is_refused(
 def test_a_shared_block_may_loop_and_set_its_own_names(tmp_path: Path) -> None:
     templates = copy_templates(tmp_path)
     path = templates / "digest.txt.j2"
-    own = "{% set t = paper.title %}{% for w in [t] %}<{{ w | upper }}>{% endfor %}{% endshared %}"
+    own = ("{% set t = paper.title %}{% for w in [t] if w %}<{{ w | upper }}{{ loop.index }}>{% endfor %}"
+           "{% if t %}{% set t = 'no' %}{{ t }}{% elif paper.url %}{% endif %}{% endshared %}")
     path.write_text(path.read_text(encoding="utf-8").replace("{% endshared %}", own), encoding="utf-8")
     text = render(new_renderer(templates), digest_for("alice", OTHER, reasons=()))[2]
-    assert "<SPARSE ATTENTION FOR LONG DOCUMENTS>" in text
+    assert "<SPARSE ATTENTION FOR LONG DOCUMENTS1>no" in text
 
 
 def test_an_edited_template_never_reuses_pieces_of_the_old_one(tmp_path: Path) -> None:

@@ -6,16 +6,18 @@ of the cost of rendering an email. The templates mark that part of a paper as
 shared; its output is kept per renderer and reused for everyone who gets the paper.
 
 What makes reuse safe is checked when the template is compiled, not trusted: the
-block sees only NAME (bound to KEY) and names it sets itself, never the template's
-variables, so nothing of one subscriber (their links, reasons, name, rank) can be
-cached into another's email. Including other templates is refused for the same
-reason. KEY is compared by equality (a paper's view part is compared by identity,
-views.PaperPart), so only equal keys share output.
+block may read only NAME (bound to KEY) and names it sets itself, never the
+template's variables, so nothing of one subscriber (their links, reasons, name,
+rank) can be cached into another's email; statements whose scoping the check does
+not follow (include, with, macros...) are refused. Filters see only what they are
+given (the installed ones; none reads the template's variables). KEY is compared by
+equality (a paper's view part is compared by identity, views.PaperPart), so only
+equal keys share output.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Sequence
 
 from jinja2 import nodes
 from jinja2.environment import Environment
@@ -26,7 +28,6 @@ from jinja2.parser import Parser
 # Pieces kept per template environment before the store starts again: a run has a few hundred papers;
 # a long-lived renderer (the daemon's, the preview server's) must not grow without end.
 PIECE_LIMIT = 4096
-_FORBIDDEN = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
 _GET, _PUT = "shared piece", "keep shared piece"
 _OWN_PREFIX = "_shared_"  # the names the tag keeps its key and piece in
 
@@ -86,23 +87,63 @@ class SharedPieces(Extension):
 
 
 def _check_self_contained(body: list[nodes.Node], name: str, lineno: int, parser: Parser) -> None:
-    """Refuse a shared block that could show anything but its key: its output is reused for others."""
-    for found in _walk(body, _FORBIDDEN):
-        parser.fail("a shared block cannot include or import other templates", found.lineno)
-    names = [n for n in _walk(body, (nodes.Name,)) if isinstance(n, nodes.Name)]
-    own = {name} | {n.name for n in names if n.ctx in ("store", "param")}  # what the block sets itself
-    if any(n.startswith(_OWN_PREFIX) for n in own):  # the block's key and piece must stay what the tag set
-        parser.fail(f"a shared block cannot set names starting with {_OWN_PREFIX!r}", lineno)
-    for used in names:
-        if used.ctx == "load" and used.name not in own:
-            raise TemplateSyntaxError(
-                f"a shared block may use only {name!r} (its key), not {used.name!r}: its output is "
-                "reused for every email with the same key", used.lineno or lineno, parser.name, parser.filename)
+    """Refuse a shared block that could show anything but its key: its output is reused for others.
+
+    Each name the block reads must be bound inside it at that point: its key's name, a loop variable
+    inside its loop, or a name it set before (not inside an `if`, which may not have run). A name read
+    before the block sets it, or under a loop it does not belong to, would be the template's own variable.
+    Only text, output, if, for and set are allowed: other statements (with, macros, calls, filter blocks,
+    includes) carry scopes or contexts of their own that this check does not follow.
+    """
+    try:
+        _check_statements(body, frozenset({name}))
+    except _Leak as leak:
+        raise TemplateSyntaxError(f"a shared block {leak.args[0]}: its output is reused for every email with "
+                                  f"the same key, so it may use only {name!r} (its key) and names it sets itself",
+                                  leak.args[1] or lineno, parser.name, parser.filename) from None
 
 
-def _walk(body: list[nodes.Node], kinds: tuple[type[nodes.Node], ...]) -> Iterator[nodes.Node]:
-    """Every node of these kinds in the block, its top-level statements included."""
-    for node in body:
-        if isinstance(node, kinds):
-            yield node
-        yield from node.find_all(kinds)
+class _Leak(Exception):
+    """(what is wrong, line): raised by the walk, turned into a TemplateSyntaxError naming the template."""
+
+
+def _check_statements(statements: Sequence[nodes.Node], bound: frozenset[str]) -> None:
+    for node in statements:
+        if isinstance(node, nodes.Output):
+            _check_reads(node.nodes, bound)
+        elif isinstance(node, nodes.If):
+            _check_reads([node.test], bound)
+            _check_statements(node.body, bound)  # what a branch sets stays in it: it may not have run
+            _check_statements(node.elif_, bound)
+            _check_statements(node.else_, bound)
+        elif isinstance(node, nodes.For):
+            _check_reads([node.iter], bound)
+            inside = bound | _targets(node.target) | {"loop"}
+            _check_reads([node.test] if node.test is not None else [], inside)
+            _check_statements(node.body, inside)
+            _check_statements(node.else_, bound)
+        elif isinstance(node, nodes.Assign):
+            _check_reads([node.node], bound)
+            bound = bound | _targets(node.target)
+        else:
+            raise _Leak(f"cannot hold a {type(node).__name__} statement (only text, output, if, for and set)",
+                        node.lineno)
+
+
+def _check_reads(expressions: Sequence[nodes.Node], bound: frozenset[str]) -> None:
+    for expression in expressions:
+        names = [expression] if isinstance(expression, nodes.Name) else []
+        for used in names + list(expression.find_all(nodes.Name)):
+            if isinstance(used, nodes.Name) and used.name not in bound:
+                raise _Leak(f"reads {used.name!r}, which it has not set", used.lineno)
+
+
+def _targets(target: nodes.Node) -> frozenset[str]:
+    """The names a for or set binds; only plain names (not namespace attributes, which live outside)."""
+    names = [target] if isinstance(target, nodes.Name) else list(target.find_all(nodes.Name))
+    if not isinstance(target, (nodes.Name, nodes.Tuple)) or not names:
+        raise _Leak("can set only plain names", target.lineno)
+    bound = frozenset(n.name for n in names if isinstance(n, nodes.Name))
+    if any(n.startswith(_OWN_PREFIX) for n in bound):  # the tag's own key and piece must stay what it set
+        raise _Leak(f"cannot set names starting with {_OWN_PREFIX!r}", target.lineno)
+    return bound
