@@ -69,9 +69,11 @@ class SharedPieces(Extension):
         missing = nodes.Test(load(piece), "none", [], [], None, None)
         made = [
             nodes.Assign(store(key_var), key),
+            # NAME is set whether or not the piece is found: set only when missing, Jinja would look it up in
+            # the context at every turn of the paper loop in case the branch did not run.
+            nodes.Assign(store(name), load(key_var)),
             nodes.Assign(store(piece), nodes.Filter(load(key_var), _GET, [block], [], None, None)),
-            nodes.If(missing, [nodes.Assign(store(name), load(key_var)), nodes.AssignBlock(store(piece), keep, body)],
-                     [], []),
+            nodes.If(missing, [nodes.AssignBlock(store(piece), keep, body)], [], []),
             nodes.Output([load(piece)]),
         ]
         return [node.set_lineno(lineno) for node in made]
