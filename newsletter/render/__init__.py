@@ -1,7 +1,8 @@
 """Reads the digest templates and a Digest; writes a RenderedEmail (subject, preheader, HTML, text).
 
 The MJML template is compiled to HTML by mrml once and cached until the file
-changes; each email then costs one Jinja render per part. Jinja expressions
+changes; each email then costs one Jinja render per part, in which the part of a
+paper that is the same for everyone is rendered once per run (shared.py). Jinja expressions
 survive MJML compilation as plain text, which is why loops between sections
 sit inside <mj-raw>.
 """
@@ -14,20 +15,23 @@ from collections.abc import Callable
 from datetime import date
 from importlib import resources
 from pathlib import Path
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import jinja2
 import mrml
 
 from ..errors import TemplateError
-from ..models import Digest, RenderedEmail, SubscriberLinks
+from ..models import Digest, Paper, RenderedEmail, SubscriberLinks
 from ..text import shorten
-from .views import PaperView, format_date, paper_view, wrap
+from .shared import SharedPieces
+from .views import PaperPart, PaperView, format_date, paper_part, paper_view, wrap
 
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
 PREVIEW_COLOUR = "#6b7280"
 SUBJECT_LIMIT = 150
+PART_LIMIT = 4096  # papers whose shared part a renderer keeps by identity (a run has a few hundred)
 # mrml writes the hidden preheader div white-on-white, which spam filters score as
 # hidden text (SpamAssassin HTML_FONT_LOW_CONTRAST); it stays hidden in a neutral grey.
 _PREVIEW_DIV = re.compile(r'(<div style="display:none;[^"]*?color:)#ffffff')
@@ -81,13 +85,15 @@ class Renderer:
     def __init__(self, templates_dir: Path, *, sender_name: str, search_url: str) -> None:
         self.sender_name = sender_name
         self.search_url = search_url
-        html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+        # Each environment keeps the shared pieces of its template (render/shared.py): one renderer, one store.
+        html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, extensions=[SharedPieces])
         text_env = jinja2.Environment(
             autoescape=False,
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            extensions=[SharedPieces],
         )
         text_env.filters["wrap"] = wrap  # textwrap-based wordwrap was most of the render time
         self._html = _CachedTemplate(
@@ -95,10 +101,29 @@ class Renderer:
             lambda src: html_env.from_string(compile_mjml(src)),
         )
         self._text = _CachedTemplate(Path(templates_dir) / TEXT_TEMPLATE, text_env.from_string)
+        self._parts: dict[int, tuple[Paper, PaperPart]] = {}  # by id(paper); see _shared_part
+        self._pieces = [env.extensions[SharedPieces.identifier] for env in (html_env, text_env)]
+
+    def _shared_part(self, paper: Paper) -> PaperPart:
+        """paper_part, found by the paper object first: a run hands the same Paper to every digest, and
+        hashing a paper (all its fields, sightings and links) for paper_part's cache cost more than the rest."""
+        known = self._parts.get(id(paper))
+        if known is not None and known[0] is paper:  # the entry holds the paper, so its id is not reused
+            return known[1]
+        if len(self._parts) >= PART_LIMIT:
+            self._parts.clear()
+        part = paper_part(paper, self.search_url)
+        self._parts[id(paper)] = (paper, part)
+        return part
+
+    def cached_pieces(self) -> int:
+        """How many shared pieces (render/shared.py) this renderer holds now, both templates together."""
+        return sum(len(cast(SharedPieces, ext).pieces) for ext in self._pieces)
 
     def render(self, digest: Digest, links: SubscriberLinks) -> RenderedEmail:
+        votes = links.votes
         papers = [
-            paper_view(rank, scored, self.search_url)
+            paper_view(rank, scored, self._shared_part(scored.paper), votes.get(scored.paper.id))
             for rank, scored in enumerate(digest.papers, start=1)
         ]
         issue_date = format_date(local_date(digest))
@@ -143,6 +168,10 @@ class Renderer:
             "subscriber_name": " ".join(subscriber.name.split()),
             "subscriber_email": subscriber.email,
             "topics": subscriber.topics,
+            # The footer's list, joined here rather than by a loop in each template (a loop costs more than
+            # the rest of the footer); escaping it whole equals escaping each topic, as quotes and commas
+            # need none.
+            "quoted_topics": ", ".join(f"“{topic}”" for topic in subscriber.topics),
             "links": links,
             "digest": digest,
         }
