@@ -33,7 +33,7 @@ import numpy as np
 
 from ..models import Paper, Reason
 from .base import Ranker, Ranking, Scores
-from .explain import reason_for
+from .explain import reasons_for
 from .profile import Profile
 from .segments import Segments
 from .select import Exclusions, rank_with
@@ -212,13 +212,17 @@ class HybridRanker:
 
     def explain(self, profile: Profile, scores: HybridScores, row: int) -> Reason:
         """The topics and liked papers the paper is close to, and the terms that carried its score."""
-        # Plain floats from the start: numpy calls on a handful of values cost more than the comparisons.
-        entries: list[float] = scores.per_entry[row].tolist()
+        return self.explain_many(profile, scores, [row])[0]
+
+    def explain_many(self, profile: Profile, scores: HybridScores, rows: Sequence[int]) -> list[Reason]:
+        """`explain` of each of `rows`, compared and sorted once for all of them (a digest explains ten)."""
+        at = np.asarray(rows, dtype=np.int64)
+        similarities = np.array(scores.per_entry[at], dtype=np.float64)  # a copy: the liked columns change below
         topic_count = len(profile.topics)
         # A liked paper is named only when the paper reads as similar to it, not merely less unrelated.
-        similarities = entries[:topic_count] + [1.0 if s >= LIKED_SIMILAR else 0.0 for s in entries[topic_count:]]
-        return reason_for(profile, similarities, scores.lexical.coverage[row].tolist(),
-                          self.lexical.carrying_terms(scores.lexical, row))
+        similarities[:, topic_count:] = similarities[:, topic_count:] >= LIKED_SIMILAR
+        return reasons_for(profile, similarities, scores.lexical.coverage[at],
+                           self.lexical.carrying_terms_many(scores.lexical, at))
 
     def _vectors(self, papers: Sequence[Paper]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw, whitened and centred rows of `papers`, each computed once per fit (not per subscriber)."""

@@ -135,5 +135,10 @@ def pick(ranker: Ranker[S], profile: Profile, scores: S, papers: Sequence[Paper]
         keys = [" ".join(tokenize(papers[i].title)) for i in head]
         similarity = np.array([[1.0 if a == b else 0.0 for b in keys] for a in keys]).reshape(len(head), len(head))
     rows = diversify(head, scores.total, similarity, max_papers=max_papers, strength=diversity)
-    return tuple(ScoredPaper(papers[i], round(float(scores.total[i]), 6), ranker.explain(profile, scores, i))
-                 for i in rows)
+    # A ranker that explains several papers at once (explain_many) does it for all the chosen in one call.
+    explain_many = getattr(ranker, "explain_many", None)
+    reasons = (explain_many(profile, scores, rows) if explain_many is not None
+               else [ranker.explain(profile, scores, i) for i in rows])
+    totals = np.asarray(scores.total)[np.asarray(rows, dtype=np.int64)].tolist()  # Python floats, as float() gives
+    return tuple(ScoredPaper(papers[i], round(total, 6), reason) for i, total, reason in
+                 zip(rows, totals, reasons, strict=True))

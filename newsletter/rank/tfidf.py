@@ -18,7 +18,7 @@ from sklearn.preprocessing import normalize
 
 from ..models import Paper, Reason
 from .base import Ranker, Ranking, Scores
-from .explain import reason_for
+from .explain import reasons_for
 from .profile import Profile, paper_text
 from .segments import Segments
 from .select import Exclusions, rank_with
@@ -146,7 +146,12 @@ class TfidfRanker:
 
     def explain(self, profile: Profile, scores: TfidfScores, row: int) -> Reason:
         """The topics and liked papers the paper is close to, and the terms that carried its score."""
-        return reason_for(profile, scores.per_entry[row], scores.coverage[row], self.carrying_terms(scores, row))
+        return self.explain_many(profile, scores, [row])[0]
+
+    def explain_many(self, profile: Profile, scores: TfidfScores, rows: Sequence[int]) -> list[Reason]:
+        """`explain` of each of `rows`, the comparisons and the term sort done once for all of them."""
+        at = np.asarray(rows, dtype=np.int64)
+        return reasons_for(profile, scores.per_entry[at], scores.coverage[at], self.carrying_terms_many(scores, at))
 
     def score_many(self, profiles: Sequence[Profile], papers: Sequence[Paper]) -> TfidfBatch:
         """`score` for many profiles at once: one sparse product for all their entries (papers x profiles)."""
@@ -211,19 +216,36 @@ class TfidfRanker:
 
     def carrying_terms(self, scores: TfidfScores, row: int) -> tuple[str, ...]:
         """The words that carried the paper's score: its largest TF-IDF products with the profile centroid."""
-        # Read the row's slice of the CSR arrays directly: slicing a row out of scipy costs more than all of this.
-        docs, at = scores.docs, scores.doc_row(row)
-        start, end = docs.indptr[at], docs.indptr[at + 1]
-        indices = docs.indices[start:end]
+        return self.carrying_terms_many(scores, [row])[0]
+
+    def carrying_terms_many(self, scores: TfidfScores, rows: Sequence[int] | np.ndarray) -> list[tuple[str, ...]]:
+        """`carrying_terms` of each of `rows`, found for all of them with one sort (a digest explains ten)."""
+        # Read the rows' slices of the CSR arrays directly: slicing rows out of scipy costs more than all of this.
+        docs = scores.docs
+        at = np.asarray(rows, dtype=np.int64)
+        if scores.doc_rows is not None:
+            at = scores.doc_rows[at]
+        starts, lengths = docs.indptr[at], docs.indptr[at + 1] - docs.indptr[at]
+        owner = np.repeat(np.arange(len(at)), lengths)  # which of `rows` each stored entry belongs to
+        positions = np.arange(len(owner)) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        indices = docs.indices[positions]
         # Words a reader recognises only: the centroid is 0 at the others (a two-word term is often debris,
         # "graph neural", "code llm"; a number or a two-letter stub says nothing: see _readable).
-        contribution = docs.data[start:end] * scores.centroid[indices]
-        carrying = contribution.nonzero()[0]
-        contribution, indices = contribution[carrying], indices[carrying]
-        # Largest first, ties by term. Readable terms are single distinct words, so none holds another:
-        # the first REASON_TERMS are the reason's.
-        best = indices[np.lexsort((indices, -contribution))[:REASON_TERMS]]
-        return tuple(self._term_names[index] for index in best)
+        contribution = docs.data[positions] * scores.centroid[indices]
+        carrying = contribution != 0
+        owner, indices, contribution = owner[carrying], indices[carrying], contribution[carrying]
+        # Per paper, largest first, ties by term. Readable terms are single distinct words, so none holds another:
+        # each paper's first REASON_TERMS are its reason's.
+        order = np.lexsort((indices, -contribution, owner))
+        owner, indices = owner[order], indices[order]
+        first = np.searchsorted(owner, owner)  # where each entry's paper starts in the sorted entries
+        best = np.arange(len(owner)) - first < REASON_TERMS
+        names = [self._term_names[index] for index in indices[best].tolist()]
+        out, start = [], 0
+        for count in np.bincount(owner[best], minlength=len(at)).tolist():
+            out.append(tuple(names[start:start + count]))
+            start += count
+        return out
 
 
 @dataclass(frozen=True, slots=True)
