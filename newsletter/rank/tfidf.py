@@ -170,9 +170,7 @@ class TfidfRanker:
         per_entry = slots.gather((docs @ entries.T).toarray()) * scale_slots.gather(scale)
         # Each profile's centroid, unit length, all in one product: explaining a paper then needs no scipy call.
         centroids = _only_columns(normalize(_averaging(slots, entries.shape[0]) @ entries), self._readable)
-        gram = (entries @ entries.T).toarray()
-        norms = np.array([np.sqrt(max(float(gram[np.ix_(cols, cols)].sum()), 0.0)) / len(cols) if cols else 0.0
-                          for cols in slots.columns])
+        norms = _mean_norms(entries, slots.columns)
         total = slots.mean(per_entry) / np.where(norms > 0, norms, 1.0)
         return TfidfBatch(total, per_entry, coverage, [[topic_column[t] for t in p.topics] for p in profiles], docs,
                           centroids, slots)
@@ -283,6 +281,32 @@ def _averaging(slots: Segments, width: int) -> sparse.csr_matrix:
     columns = [k for cols in slots.columns for k in cols]
     starts = np.concatenate([[0], np.cumsum(slots.counts)])
     return sparse.csr_matrix((weights, columns, starts), shape=(len(slots.columns), width))
+
+
+def _mean_norms(entries: sparse.csr_matrix, columns: Sequence[Sequence[int]]) -> np.ndarray:
+    """Per profile, the norm of the mean of its entries' rows (0 without any), from the entries' dot products.
+
+    Each profile's block of the Gram matrix is summed as a row of its own, by numpy's sum over a contiguous
+    row, exactly as summing the block alone adds it up. Only the blocks' products are read out of the sparse
+    Gram matrix: as a dense array it is thousands of entries squared (tens of megabytes a block of profiles).
+    """
+    gram = entries @ entries.T
+    keys = np.repeat(np.arange(gram.shape[0], dtype=np.int64), np.diff(gram.indptr)) * gram.shape[1] + gram.indices
+    order = np.argsort(keys, kind="stable")
+    keys, values = keys[order], gram.data[order]
+    out = np.zeros(len(columns))
+    by_size: dict[int, list[int]] = {}
+    for profile, cols in enumerate(columns):
+        if cols:
+            by_size.setdefault(len(cols), []).append(profile)
+    for size, profiles in by_size.items():
+        at = np.array([columns[p] for p in profiles], dtype=np.int64)  # profiles x size
+        wanted = (at[:, :, None] * gram.shape[1] + at[:, None, :]).reshape(len(profiles), size * size)
+        found = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+        block = (np.where(keys[found] == wanted, values[found], 0.0) if len(keys)
+                 else np.zeros(wanted.shape))
+        out[profiles] = np.sqrt(np.maximum(block.sum(axis=1), 0.0)) / size
+    return out
 
 
 def _only_columns(matrix: sparse.csr_matrix, keep: np.ndarray) -> sparse.csr_matrix:
