@@ -45,8 +45,11 @@ class Segments:
 
     def mean(self, gathered: np.ndarray) -> np.ndarray:
         """rows x profiles: the mean over each profile's columns (0 for a profile without any)."""
-        summed = np.zeros(gathered.shape[:2], dtype=gathered.dtype)
-        for values in self._slices(gathered, 0):
+        if gathered.shape[2] == 0:
+            return np.zeros(gathered.shape[:2], dtype=gathered.dtype) / np.maximum(self.counts, 1)
+        slices = self._slices(gathered, 0)
+        summed = next(slices)  # rows x profiles with the rows innermost, as a sum over the gathered array gave
+        for values in slices:
             # Column after column, as numpy's sum over the entries axis adds them in this layout (the entries
             # are not the innermost in memory: no pairwise summation), so the sums round as they always did.
             summed += values
