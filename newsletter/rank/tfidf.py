@@ -105,6 +105,8 @@ class TfidfRanker:
         self._term_names = [str(t) for t in self.terms]  # plain strings: a reason names a few per chosen paper
         self._papers = _RowCache(self.vectorizer, len(self.terms))
         self._entries = _RowCache(self.vectorizer, len(self.terms))  # topic phrases and liked texts
+        # Topics' coverage of a run's papers (score_many): the papers' ids, and a column per topic.
+        self._coverage_memo: tuple[tuple[int, ...], dict[str, np.ndarray]] = ((), {})
 
     def vectors(self, papers: Sequence[Paper]) -> sparse.csr_matrix:
         """One L2-normalised TF-IDF row per paper, in order."""
@@ -164,7 +166,7 @@ class TfidfRanker:
         topic_column = {topic: k for k, topic in enumerate(topics)}
         slots = Segments([[column[t] for t in texts] for texts in entry_texts])
         # Each entry column's coverage: a topic's share of words, 1 for a liked text.
-        coverage = self._coverage(docs, topics)
+        coverage = self._run_coverage(papers, docs, topics)
         scale = np.hstack([np.ones((docs.shape[0], 1)), coverage])
         scale_slots = Segments([[1 + topic_column[t] for t in p.topics] + [0] * len(p.liked_texts) for p in profiles])
         per_entry = slots.gather((docs @ entries.T).toarray()) * scale_slots.gather(scale)
@@ -186,15 +188,33 @@ class TfidfRanker:
         is a much weaker signal than TF-IDF alone suggests, so it gets half credit.
         "RAG" is fully present in a paper that spells out retrieval-augmented generation.
         """
+        if not topics:
+            return np.zeros((docs.shape[0], 0))
         spelt = [spellings(t, self.words) for t in topics]
         flat = [variant for variants in spelt for variant in variants]
-        shares = self._word_shares(docs, flat)
-        out = np.zeros((docs.shape[0], len(topics)))
-        start = 0
-        for column, variants in enumerate(spelt):
-            out[:, column] = shares[:, start : start + len(variants)].max(axis=1)
-            start += len(variants)
-        return out
+        # Every topic has at least one spelling (itself), so each column's run of variants is never empty.
+        starts = np.cumsum([0] + [len(variants) for variants in spelt[:-1]])
+        return np.maximum.reduceat(self._word_shares(docs, flat), starts, axis=1)
+
+    def _run_coverage(self, papers: Sequence[Paper], docs: sparse.csr_matrix, topics: Sequence[str]) -> np.ndarray:
+        """`_coverage` of the run's papers, each topic worked out once per run, not once per block of profiles.
+
+        A topic's column does not depend on the other topics asked with it (word counts, divided the same
+        way), so columns kept from an earlier block are the ones this block would compute. They are kept
+        for one list of papers (a run's) and dropped with a refit.
+        """
+        key = tuple(p.id for p in papers)
+        memo = self._coverage_memo
+        if memo[0] != key:
+            memo = self._coverage_memo = (key, {})
+        known = memo[1]
+        missing = [t for t in topics if t not in known]
+        if missing:
+            for topic, column in zip(missing, self._coverage(docs, missing).T, strict=True):
+                known[topic] = column
+        if not topics:
+            return np.zeros((docs.shape[0], 0))
+        return np.stack([known[t] for t in topics], axis=1)
 
     def _word_shares(self, docs: sparse.csr_matrix, topics: Sequence[str]) -> np.ndarray:
         vocabulary = self.vectorizer.vocabulary_
