@@ -167,8 +167,8 @@ class HybridRanker:
         liked = Segments(_spans([len(p.liked_titles) for p in profiles]))
         liked_raw = self._liked_matrix(profiles)
         liked_cosine = raw @ liked_raw.T
-        evidence = liked.max(liked_cosine)
-        similarity = docs @ self._transform(liked_raw).T  # read by Segments, not gathered
+        evidence = liked.max(liked.gather(liked_cosine))
+        similarity = liked.gather(docs @ self._transform(liked_raw).T)
         parts += [(weights["liked_centroid"], liked.mean(similarity), liked.present),
                   (weights["liked_best"], liked.best_two_mean(similarity), liked.present)]
         parts.append((weights["lexical_best"], _best_liked_entry(lexical.per_entry, profiles), liked.present))
@@ -178,17 +178,17 @@ class HybridRanker:
                           with_topics))
             spelt, topic_columns = _columns([[query_text(t, self.lexical.words) for t in p.topics] for p in profiles])
             topic = Segments(topic_columns)
-            closest_topic = topic.max(raw @ self.vectors.texts(spelt).T)
+            closest_topic = topic.max(topic.gather(raw @ self.vectors.texts(spelt).T))
             evidence = np.maximum(evidence, np.where(with_topics, closest_topic, evidence))
         excluded, exclude_columns = _columns([[query_text(t) for t in p.exclude] for p in profiles])
         if excluded:
             exclude = Segments(exclude_columns)
-            parts.append((weights["excluded"], exclude.max(raw @ self.vectors.texts(excluded).T),
+            parts.append((weights["excluded"], exclude.max(exclude.gather(raw @ self.vectors.texts(excluded).T)),
                           exclude.present))
         disliked = Segments(_spans([len(p.disliked) for p in profiles]))
         if disliked.present.any():
             rows = self._transform(self.vectors.of([d for p in profiles for d in p.disliked]))
-            parts.append((weights["disliked"], disliked.max(docs @ rows.T), disliked.present))
+            parts.append((weights["disliked"], disliked.max(disliked.gather(docs @ rows.T)), disliked.present))
         combined = sum(weight * _only_present(present, _standardise_columns(values, count))
                        for weight, values, present in parts)
         total = _logistic(LOGISTIC_SLOPE * (_standardise_columns(np.asarray(combined), count) - SCORE_CENTRE))

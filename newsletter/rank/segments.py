@@ -5,8 +5,7 @@ Scoring a batch of profiles puts every profile's entries (topics, liked papers,
 columns are whose and reduces them per profile (mean, max, mean of the best
 two) without a Python loop over profiles. Profiles have different numbers of
 entries, so the columns are gathered into a padded papers x profiles x entries
-array (or read from the matrix one entry position at a time) and the padding is
-masked out.
+array and the padding is masked out.
 """
 
 from __future__ import annotations
@@ -44,55 +43,43 @@ class Segments:
         # rounding follows the layout), made by np.take on the transpose: numpy's fancy indexing is 4-7x slower.
         return np.take(matrix.T, self._index, axis=0).transpose(2, 0, 1)
 
-    # The reductions take the gathered array (rows x profiles x entries) or, to skip making it, the matrix
-    # itself (rows x columns): they read it one entry position at a time either way.
-
-    def mean(self, values: np.ndarray) -> np.ndarray:
+    def mean(self, gathered: np.ndarray) -> np.ndarray:
         """rows x profiles: the mean over each profile's columns (0 for a profile without any)."""
-        if self._width(values) == 0:
-            return np.zeros(self._reduced_shape(values), dtype=values.dtype) / np.maximum(self.counts, 1)
-        slices = self._slices(values, 0)
+        if gathered.shape[2] == 0:
+            return np.zeros(gathered.shape[:2], dtype=gathered.dtype) / np.maximum(self.counts, 1)
+        slices = self._slices(gathered, 0)
         summed = next(slices)  # rows x profiles with the rows innermost, as a sum over the gathered array gave
-        for column in slices:
+        for values in slices:
             # Column after column, as numpy's sum over the entries axis adds them in this layout (the entries
             # are not the innermost in memory: no pairwise summation), so the sums round as they always did.
-            summed += column
+            summed += values
         return summed / np.maximum(self.counts, 1)
 
-    def max(self, values: np.ndarray) -> np.ndarray:
+    def max(self, gathered: np.ndarray) -> np.ndarray:
         """rows x profiles: the largest of each profile's columns (0 for a profile without any)."""
-        if self._width(values) == 0:
-            return np.zeros(self._reduced_shape(values), dtype=values.dtype)
-        slices = self._slices(values, -np.inf)
+        if gathered.shape[2] == 0:
+            return np.zeros(gathered.shape[:2], dtype=gathered.dtype)
+        slices = self._slices(gathered, -np.inf)
         best = next(slices)
-        for column in slices:
-            np.maximum(best, column, out=best)
+        for values in slices:
+            np.maximum(best, values, out=best)
         return np.where(self.present, best, 0)
 
-    def best_two_mean(self, values: np.ndarray) -> np.ndarray:
+    def best_two_mean(self, gathered: np.ndarray) -> np.ndarray:
         """rows x profiles: the mean of the two largest columns (the one, for a profile with one)."""
-        if self._width(values) == 0:
-            return np.zeros(self._reduced_shape(values), dtype=values.dtype)
+        if gathered.shape[2] == 0:
+            return np.zeros(gathered.shape[:2], dtype=gathered.dtype)
         # The two largest kept as the columns go by: the values a sort or a partition finds, without either.
-        slices = self._slices(values, -np.inf)
+        slices = self._slices(gathered, -np.inf)
         first = next(slices)
         second = np.full_like(first, -np.inf)
-        for column in slices:
-            np.maximum(second, np.minimum(first, column), out=second)
-            np.maximum(first, column, out=first)
+        for values in slices:
+            np.maximum(second, np.minimum(first, values), out=second)
+            np.maximum(first, values, out=first)
         return np.where(self.counts >= 2, (first + second) / 2, np.where(self.present, first, 0))
 
-    def _width(self, values: np.ndarray) -> int:
-        return int(values.shape[2]) if values.ndim == 3 else int(self._index.shape[1])
-
-    def _reduced_shape(self, values: np.ndarray) -> tuple[int, int]:
-        return int(values.shape[0]), len(self.columns)
-
-    def _slices(self, values: np.ndarray, padding: float) -> Iterator[np.ndarray]:
-        """Each entry position's rows x profiles, `padding` where a profile has fewer entries; a new array each,
-        with the rows innermost in memory as in the gathered array. A reduction over these reads each value
-        once, without a masked copy of the whole gathered array (or, given the matrix, without gathering it)."""
-        for k in range(self._width(values)):
-            column = (values[:, :, k] if values.ndim == 3
-                      else np.take(values.T, self._index[:, k], axis=0).T)  # values[:, index[:, k]], rows innermost
-            yield np.where(self._mask[:, k], column, padding)
+    def _slices(self, gathered: np.ndarray, padding: float) -> Iterator[np.ndarray]:
+        """Each entry position's rows x profiles, `padding` where a profile has fewer entries; a new array each.
+        A reduction over these slices reads each value once, without a masked copy of the whole gathered array."""
+        for k in range(gathered.shape[2]):
+            yield np.where(self._mask[:, k], gathered[:, :, k], padding)
