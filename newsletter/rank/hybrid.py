@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -73,7 +74,9 @@ class HybridScores(Scores):
 
     def pairwise(self, rows: Sequence[int]) -> np.ndarray | None:
         """MiniLM cosine between the papers at `rows`."""
-        picked = self.vectors[list(rows)]
+        # rank_many asks for all the rows it took, in order: those are the vectors as they are, no copy needed.
+        every = isinstance(rows, range) and rows == range(len(self.vectors))
+        picked = self.vectors if every else self.vectors[list(rows)]
         return np.asarray(picked @ picked.T)
 
 
@@ -273,16 +276,18 @@ class HybridBatch:
     eligible: np.ndarray  # papers x profiles
     lexical: TfidfBatch
     liked_cosine: np.ndarray  # papers x every profile's liked entries (see `liked`)
-    liked: Segments
+    liked: Segments  # made by _spans: each profile's columns are consecutive
     vectors: np.ndarray  # papers x 384
     topics: list[int]  # per profile, how many topics it has
 
     def take(self, profile: int, rows: Sequence[int]) -> HybridScores:
         """The profile's HybridScores for the papers at `rows`, as `score` would give them."""
         at = np.asarray(rows, dtype=np.int64)  # an array, not a list: fancy indexing converts a list each time
-        liked_cosine = self.liked_cosine[at][:, self.liked.columns[profile]]
+        liked = self.liked.columns[profile]
+        # A profile's liked columns are consecutive (_spans): a slice of the gathered rows, not a second gather.
+        liked_cosine = self.liked_cosine[at, liked[0]:liked[-1] + 1] if liked else self.liked_cosine[at, :0]
         lexical = self.lexical.take(profile, at)
-        per_entry = np.hstack([lexical.per_entry[:, : self.topics[profile]], liked_cosine])
+        per_entry = np.concatenate((lexical.per_entry[:, : self.topics[profile]], liked_cosine), axis=1)
         return HybridScores(total=self.total[at, profile], per_entry=per_entry,
                             eligible=self.eligible[at, profile], lexical=lexical, liked_cosine=liked_cosine,
                             vectors=self.vectors[at])
@@ -368,8 +373,7 @@ def _best_liked_entry(per_entry: np.ndarray, profiles: Sequence[Profile]) -> np.
 
 def _spans(sizes: Sequence[int]) -> list[list[int]]:
     """Consecutive column ranges of the given sizes: [2, 0, 1] -> [[0, 1], [], [2]]."""
-    ends = np.cumsum(sizes)
-    return [list(range(int(end) - size, int(end))) for size, end in zip(sizes, ends, strict=True)]
+    return [list(range(end - size, end)) for size, end in zip(sizes, accumulate(sizes), strict=True)]
 
 
 def _columns(texts: Sequence[Sequence[str]]) -> tuple[list[str], list[list[int]]]:

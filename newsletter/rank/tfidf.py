@@ -291,7 +291,7 @@ class TfidfBatch:
         start, end = self.centroids.indptr[profile], self.centroids.indptr[profile + 1]
         centroid[self.centroids.indices[start:end]] = self.centroids.data[start:end]
         return TfidfScores(total=self.total[at, profile], per_entry=self.entry_scores(profile)[at],
-                           coverage=self.coverage[at][:, self.topic_columns[profile]],
+                           coverage=self.coverage[at[:, None], self.topic_columns[profile]],
                            docs=self.docs, centroid=centroid, doc_rows=at)
 
 
