@@ -364,10 +364,15 @@ def _best_liked_entry(per_entry: np.ndarray, profiles: Sequence[Profile]) -> np.
     """papers x profiles: the largest of each profile's liked columns of a TfidfBatch's per_entry (0 without)."""
     if per_entry.shape[2] == 0:
         return np.zeros(per_entry.shape[:2])
-    topics = np.array([len(p.topics) for p in profiles])[:, None]
-    ends = topics + np.array([len(p.liked_titles) for p in profiles])[:, None]
-    position = np.arange(per_entry.shape[2])[None, :]
-    best = np.where((position >= topics) & (position < ends), per_entry, -np.inf).max(axis=2)
+    topics = np.array([len(p.topics) for p in profiles])
+    ends = topics + np.array([len(p.liked_titles) for p in profiles])
+    # Position by position, the largest so far: no masked copy of the whole papers x profiles x entries array.
+    # (per_entry[:, :, k] has the papers innermost in memory, and so has `best`, as the masked max gave it.)
+    best = np.full(per_entry.shape[:2], -np.inf, dtype=per_entry.dtype, order="F")
+    for k in range(per_entry.shape[2]):
+        liked = (k >= topics) & (k < ends)
+        if liked.any():
+            np.maximum(best, np.where(liked, per_entry[:, :, k], -np.inf), out=best)
     return np.where(np.isfinite(best), best, 0.0)
 
 

@@ -1,0 +1,44 @@
+"""The hybrid batch's reductions over TF-IDF's per-entry scores give, to the bit, what the masked array gave."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from newsletter.models import Subscriber
+from newsletter.rank import build_profile
+from newsletter.rank.hybrid import _best_liked_entry
+from newsletter.rank.segments import Segments
+
+
+def profile(topics: int, liked: int):
+    subscriber = Subscriber(id="s", email="s@example.org", name="S", topics=tuple(f"t{k}" for k in range(topics)),
+                            liked=tuple(f"liked {k}" for k in range(liked)))
+    return build_profile(subscriber, [None] * liked)
+
+
+def best_liked_by_mask(per_entry: np.ndarray, profiles) -> np.ndarray:
+    """The rule as a masked max over the whole array (how it was first computed)."""
+    topics = np.array([len(p.topics) for p in profiles])[:, None]
+    ends = topics + np.array([len(p.liked_titles) for p in profiles])[:, None]
+    position = np.arange(per_entry.shape[2])[None, :]
+    best = np.where((position >= topics) & (position < ends), per_entry, -np.inf).max(axis=2)
+    return np.where(np.isfinite(best), best, 0.0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_best_liked_entry_is_the_masked_max_in_values_and_layout(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    profiles = [profile(int(rng.integers(0, 4)), int(rng.integers(0, 6))) for _ in range(40)]
+    profiles += [profile(0, 0), profile(3, 0), profile(0, 2)]
+    segments = Segments([list(range(len(p.entries))) for p in profiles])
+    # Gathered as TfidfRanker.score_many gathers per_entry (papers x profiles x entries, papers innermost).
+    per_entry = segments.gather(np.round(rng.random((30, 9)), 2))
+    found, expected = _best_liked_entry(per_entry, profiles), best_liked_by_mask(per_entry, profiles)
+    assert found.dtype == expected.dtype and found.strides == expected.strides
+    assert np.array_equal(found, expected)
+    assert (found[:, -3:-1] == 0).all() and (found[:, -1] > 0).all()  # no liked papers: 0
+
+
+def test_best_liked_entry_without_entries() -> None:
+    assert _best_liked_entry(np.zeros((4, 2, 0)), [profile(0, 0), profile(0, 0)]).tolist() == [[0.0, 0.0]] * 4
