@@ -7,7 +7,7 @@ import pytest
 
 from newsletter.models import Subscriber
 from newsletter.rank import build_profile
-from newsletter.rank.hybrid import _best_liked_entry
+from newsletter.rank.hybrid import _best_liked_entry, _max_over_spans, _spans
 from newsletter.rank.segments import Segments
 
 
@@ -42,3 +42,16 @@ def test_best_liked_entry_is_the_masked_max_in_values_and_layout(seed: int) -> N
 
 def test_best_liked_entry_without_entries() -> None:
     assert _best_liked_entry(np.zeros((4, 2, 0)), [profile(0, 0), profile(0, 0)]).tolist() == [[0.0, 0.0]] * 4
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_max_over_consecutive_liked_columns_is_the_segments_max(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    sizes = [int(k) for k in rng.integers(0, 4, size=50)] + [0, 2]
+    spans = Segments(_spans(sizes))
+    matrix = np.round(rng.normal(size=(20, sum(sizes))), 1).astype(np.float32)  # ties and negatives
+    found = _max_over_spans(matrix, spans)
+    expected = spans.max(spans.gather(matrix))
+    assert found.dtype == expected.dtype and np.array_equal(found, expected)
+    assert (found[:, -2] == 0).all() and not (found[:, -1] == 0).all()
+    assert _max_over_spans(np.zeros((3, 0), dtype=np.float32), Segments(_spans([0, 0]))).tolist() == [[0, 0]] * 3

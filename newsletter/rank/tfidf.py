@@ -105,8 +105,7 @@ class TfidfRanker:
         self._term_names = [str(t) for t in self.terms]  # plain strings: a reason names a few per chosen paper
         self._papers = _RowCache(self.vectorizer, len(self.terms))
         self._entries = _RowCache(self.vectorizer, len(self.terms))  # topic phrases and liked texts
-        # Topics' coverage of a run's papers (score_many): the papers' ids, and a column per topic.
-        self._coverage_memo: tuple[tuple[int, ...], dict[str, np.ndarray]] = ((), {})
+        self._coverage_memo = _Coverage((), {}, np.zeros((0, 0)))  # topics' coverage of a run's papers
 
     def vectors(self, papers: Sequence[Paper]) -> sparse.csr_matrix:
         """One L2-normalised TF-IDF row per paper, in order."""
@@ -205,16 +204,14 @@ class TfidfRanker:
         """
         key = tuple(p.id for p in papers)
         memo = self._coverage_memo
-        if memo[0] != key:
-            memo = self._coverage_memo = (key, {})
-        known = memo[1]
-        missing = [t for t in topics if t not in known]
-        if missing:
-            for topic, column in zip(missing, self._coverage(docs, missing).T, strict=True):
-                known[topic] = column
-        if not topics:
-            return np.zeros((docs.shape[0], 0))
-        return np.stack([known[t] for t in topics], axis=1)
+        if memo.papers != key:
+            memo = _Coverage(key, {}, np.zeros((docs.shape[0], 0)))
+        missing = list(dict.fromkeys(t for t in topics if t not in memo.column))
+        if missing:  # a new memo, not a changed one: a thread reading the old one meanwhile sees it whole
+            column = {**memo.column, **{t: len(memo.column) + k for k, t in enumerate(missing)}}
+            memo = _Coverage(key, column, np.hstack([memo.matrix, self._coverage(docs, missing)]))
+        self._coverage_memo = memo
+        return memo.matrix[:, [memo.column[t] for t in topics]]
 
     def _word_shares(self, docs: sparse.csr_matrix, topics: Sequence[str]) -> np.ndarray:
         vocabulary = self.vectorizer.vocabulary_
@@ -264,6 +261,15 @@ class TfidfRanker:
             out.append(tuple(names[start:start + count]))
             start += count
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Coverage:
+    """Topics' coverage of one list of papers (their ids): papers x topics, a topic's column by name."""
+
+    papers: tuple[int, ...]
+    column: dict[str, int]
+    matrix: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
