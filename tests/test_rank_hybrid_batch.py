@@ -1,4 +1,5 @@
-"""The hybrid batch's reductions over TF-IDF's per-entry scores give, to the bit, what the masked array gave."""
+"""The hybrid batch's shortcuts (reductions position by position, sums and the logistic in place) give, to the bit,
+what the plain numpy expressions gave: the same values, dtypes and memory layouts."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ import pytest
 
 from newsletter.models import Subscriber
 from newsletter.rank import build_profile
-from newsletter.rank.hybrid import _best_liked_entry, _max_over_spans, _spans
+from newsletter.rank.hybrid import (
+    LOGISTIC_SLOPE,
+    SCORE_CENTRE,
+    _best_liked_entry,
+    _logistic,
+    _logistic_in_place,
+    _max_over_spans,
+    _spans,
+    _standardise_columns,
+    _weighted_sum,
+)
 from newsletter.rank.segments import Segments
 
 
@@ -55,3 +66,24 @@ def test_the_max_over_consecutive_liked_columns_is_the_segments_max(seed: int) -
     assert found.dtype == expected.dtype and np.array_equal(found, expected)
     assert (found[:, -2] == 0).all() and not (found[:, -1] == 0).all()
     assert _max_over_spans(np.zeros((3, 0), dtype=np.float32), Segments(_spans([0, 0]))).tolist() == [[0, 0]] * 3
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_weighted_sum_and_logistic_in_place_are_the_plain_expressions_to_the_bit(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    count, profiles = 40, 25
+    # Parts as the batch has them: float64 and float32, papers innermost or not, some profiles without a part.
+    parts = [(0.3, rng.normal(size=(count + 30, profiles)), np.ones(profiles, dtype=bool)),
+             (1.0, np.asfortranarray(rng.normal(size=(count + 30, profiles))), rng.random(profiles) < 0.8),
+             (0.5, rng.normal(size=(count + 30, profiles)).astype(np.float32), np.ones(profiles, dtype=bool)),
+             (-0.5, np.asfortranarray(rng.normal(size=(count + 30, profiles)).astype(np.float32)),
+              rng.random(profiles) < 0.5)]
+    kept = [values.copy() for _, values, _ in parts]
+    plain = sum(weight * np.where(present, _standardise_columns(values, count), 0.0)
+                for weight, values, present in parts)
+    found = _weighted_sum(parts, count)
+    assert found.dtype == plain.dtype and found.strides == plain.strides and np.array_equal(found, plain)
+    assert all(np.array_equal(values, copy) for (_, values, _), copy in zip(parts, kept, strict=True))  # untouched
+    standardised = _standardise_columns(found, count)
+    expected = _logistic(LOGISTIC_SLOPE * (standardised - SCORE_CENTRE))[:count]
+    assert np.array_equal(_logistic_in_place(standardised.copy()[:count]), expected)

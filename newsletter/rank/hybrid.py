@@ -192,10 +192,8 @@ class HybridRanker:
         if disliked.present.any():
             rows = self._transform(self.vectors.of([d for p in profiles for d in p.disliked]))
             parts.append((weights["disliked"], disliked.max(disliked.gather(docs @ rows.T)), disliked.present))
-        combined = sum(weight * _only_present(present, _standardise_columns(values, count))
-                       for weight, values, present in parts)
-        total = _logistic(LOGISTIC_SLOPE * (_standardise_columns(np.asarray(combined), count) - SCORE_CENTRE))
-        return HybridBatch(total=total[:count], eligible=evidence[:count] >= EVIDENCE_FLOOR, lexical=lexical,
+        total = _logistic_in_place(_standardise_columns(_weighted_sum(parts, count), count)[:count])
+        return HybridBatch(total=total, eligible=evidence[:count] >= EVIDENCE_FLOOR, lexical=lexical,
                            liked_cosine=liked_cosine[:count], liked=liked, vectors=raw[:count], topics=[
                                len(p.topics) for p in profiles])
 
@@ -348,10 +346,30 @@ def _standardise(values: np.ndarray, count: int) -> np.ndarray:
 
 
 def _standardise_columns(values: np.ndarray, count: int) -> np.ndarray:
-    """`_standardise` of each column of `values` (papers x profiles) against its background rows."""
+    """`_standardise` of each column of `values` (papers x profiles) against its background rows; a new array."""
     background = values[count:]
     spread = background.std(axis=0)
-    return (values - background.mean(axis=0)) / np.where(spread > 1e-9, spread, 1.0)
+    out = values - background.mean(axis=0)
+    out /= np.where(spread > 1e-9, spread, 1.0)  # in place: the same quotients, without another array
+    return out
+
+
+def _weighted_sum(parts: Sequence[tuple[float, np.ndarray, np.ndarray]], count: int) -> np.ndarray:
+    """The sum of each part standardised (0 for profiles without it) times its weight, papers x profiles.
+
+    `sum(weight * part ...)`, in values and in layout (the first part's), added in place: a block's
+    papers x profiles arrays are megabytes each, and a new one per step costs more than the arithmetic.
+    """
+    combined: np.ndarray | None = None
+    for weight, values, present in parts:
+        term = _only_present(present, _standardise_columns(values, count))  # a new array: scaled in place
+        term *= weight  # weight * term: the same products, in the term's own precision
+        if combined is None:
+            combined = term + 0  # as sum() starts: 0 + the first part
+        else:
+            combined += term
+    assert combined is not None, "the lexical part is always there"
+    return combined
 
 
 def _max_over_spans(matrix: np.ndarray, spans: Segments) -> np.ndarray:
@@ -399,6 +417,18 @@ def _columns(texts: Sequence[Sequence[str]]) -> tuple[list[str], list[list[int]]
 
 def _logistic(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(z / 2.0))
+
+
+def _logistic_in_place(standardised: np.ndarray) -> np.ndarray:
+    """`_logistic(LOGISTIC_SLOPE * (standardised - SCORE_CENTRE))`, step by step in the array it is given."""
+    z = standardised
+    z -= SCORE_CENTRE
+    z *= LOGISTIC_SLOPE
+    z /= 2.0
+    np.tanh(z, out=z)
+    z += 1.0
+    z *= 0.5
+    return z
 
 
 def _rows(scores: TfidfScores, count: int) -> TfidfScores:
