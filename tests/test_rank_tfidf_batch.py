@@ -16,6 +16,7 @@ from sklearn.preprocessing import normalize
 
 from newsletter.models import Paper, Subscriber
 from newsletter.rank import build_profile
+from newsletter.rank.segments import Segments
 from newsletter.rank.tfidf import TfidfRanker, _mean_norms
 
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
@@ -83,3 +84,22 @@ def test_topic_coverage_is_not_kept_across_papers_or_fits() -> None:
     refitted = ranker.score_many(topics, PAPERS)
     assert np.array_equal(refitted.coverage, fresh_coverage(ranker, PAPERS, ["molecule generation", "bird song"]))
     assert refitted.coverage[5, 1] == 0.0  # was 1.0 before the refit: nothing stale survived it
+
+
+def test_per_entry_scores_scale_topics_in_place_as_the_full_product_did() -> None:
+    ranker = TfidfRanker(PAPERS)
+    profiles = profiles_with(("graph neural networks", "RAG"), (), ("molecule generation",))
+    profiles.append(build_profile(Subscriber(id="l", email="s@example.org", name="S", topics=("LLMs",),
+                                             liked=("Bird song in cities",)), [PAPERS[5]]))
+    batch = ranker.score_many(profiles, PAPERS)
+    # The first computation: every entry gathered, times every entry's factor gathered (1 for a liked text).
+    texts = [ranker._entry_texts(p) for p in profiles]
+    unique = list(dict.fromkeys(t for group in texts for t in group))
+    topics = list(dict.fromkeys(t for p in profiles for t in p.topics))
+    slots = Segments([[unique.index(t) for t in group] for group in texts])
+    products = (ranker.vectors(PAPERS) @ normalize(ranker._entries.rows(unique, unique)).T).toarray()
+    scale = np.hstack([np.ones((len(PAPERS), 1)), fresh_coverage(ranker, PAPERS, topics)])
+    factors = Segments([[1 + topics.index(t) for t in p.topics] + [0] * len(p.liked_texts) for p in profiles])
+    expected = slots.gather(products) * factors.gather(scale)
+    assert batch.per_entry.strides == expected.strides and np.array_equal(batch.per_entry, expected)
+    assert (batch.coverage < 1).any() and (batch.per_entry > 0).any()  # some topic only partly present

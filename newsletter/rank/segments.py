@@ -31,6 +31,16 @@ class Segments:
                                               count=int(self.counts.sum()))
 
     @property
+    def width(self) -> int:
+        """The most columns any profile has: the entries axis of `gather`."""
+        return int(self._index.shape[1])
+
+    @property
+    def mask(self) -> np.ndarray:
+        """profiles x width: True at the positions holding one of the profile's columns (False: padding)."""
+        return self._mask
+
+    @property
     def present(self) -> np.ndarray:
         """Per profile: has at least one column."""
         return self.counts > 0

@@ -164,11 +164,14 @@ class TfidfRanker:
         topics = list(dict.fromkeys(t for p in profiles for t in p.topics))
         topic_column = {topic: k for k, topic in enumerate(topics)}
         slots = Segments([[column[t] for t in texts] for texts in entry_texts])
-        # Each entry column's coverage: a topic's share of words, 1 for a liked text.
         coverage = self._run_coverage(papers, docs, topics)
-        scale = np.hstack([np.ones((docs.shape[0], 1)), coverage])
-        scale_slots = Segments([[1 + topic_column[t] for t in p.topics] + [0] * len(p.liked_texts) for p in profiles])
-        per_entry = slots.gather((docs @ entries.T).toarray()) * scale_slots.gather(scale)
+        per_entry = slots.gather((docs @ entries.T).toarray())
+        # Topic entries (each profile's first ones) are scaled by their topic's share of words, as `score` does;
+        # in place, and only there: a liked text's factor is 1, and x * 1.0 is x.
+        topic_slots = Segments([[topic_column[t] for t in p.topics] for p in profiles])
+        if topic_slots.width:
+            factors = np.where(topic_slots.mask, topic_slots.gather(coverage), 1.0)
+            per_entry[:, :, : topic_slots.width] *= factors
         # Each profile's centroid, unit length, all in one product: explaining a paper then needs no scipy call.
         centroids = _only_columns(normalize(_averaging(slots, entries.shape[0]) @ entries), self._readable)
         norms = _mean_norms(entries, slots.columns)
