@@ -89,7 +89,12 @@ class Segments:
         return np.where(self.counts >= 2, (first + second) / 2, np.where(self.present, first, 0))
 
     def _slices(self, gathered: np.ndarray, padding: float) -> Iterator[np.ndarray]:
-        """Each entry position's rows x profiles, `padding` where a profile has fewer entries; a new array each.
-        A reduction over these slices reads each value once, without a masked copy of the whole gathered array."""
+        """Each entry position's rows x profiles, `padding` where a profile has fewer entries (the first a new
+        array, the others maybe views of `gathered`: read only). A reduction over these slices reads each value
+        once, without a masked copy of the whole gathered array."""
         for k in range(gathered.shape[2]):
-            yield np.where(self._mask[:, k], gathered[:, :, k], padding)
+            column, here = gathered[:, :, k], self._mask[:, k]
+            if not here.all():
+                yield np.where(here, column, padding)
+            else:  # every profile has an entry here (the usual block): nothing to pad
+                yield column.copy(order="K") if k == 0 else column  # the first one is accumulated into

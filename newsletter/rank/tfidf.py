@@ -319,10 +319,10 @@ def _mean_norms(entries: sparse.csr_matrix, columns: Sequence[Sequence[int]]) ->
     row, exactly as summing the block alone adds it up. Only the blocks' products are read out of the sparse
     Gram matrix: as a dense array it is thousands of entries squared (tens of megabytes a block of profiles).
     """
-    gram = entries @ entries.T
+    gram = (entries @ entries.T).tocsr()
+    gram.sort_indices()  # rows in order, columns sorted within each: the keys below come out sorted
     keys = np.repeat(np.arange(gram.shape[0], dtype=np.int64), np.diff(gram.indptr)) * gram.shape[1] + gram.indices
-    order = np.argsort(keys, kind="stable")
-    keys, values = keys[order], gram.data[order]
+    values = gram.data
     out = np.zeros(len(columns))
     by_size: dict[int, list[int]] = {}
     for profile, cols in enumerate(columns):
