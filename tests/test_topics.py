@@ -112,3 +112,16 @@ def test_a_typo_equally_close_to_two_words_is_corrected_the_same_in_every_proces
     # which differs between interpreters (a producer process would otherwise rank unlike the run's own).
     words = ["models", "modely", "graphs"]
     assert correct("modelx", words) == correct("modelx", list(reversed(words))) == "models"
+
+
+def test_phrases_without_a_vocabulary_do_not_push_out_a_ranker_s_vocabulary() -> None:
+    # Exclude phrases (no vocabulary) are asked in turn with each subscriber's topics (the ranker's words):
+    # neither may evict the other's memo or be answered from it.
+    from newsletter.rank import topics
+
+    words = frozenset(["reinforcement", "learning"])
+    for _ in range(3):
+        assert query_text("reinforcment learning", words) == "reinforcment learning; reinforcement learning; rl"
+        assert query_text("reinforcment learning") == "reinforcment learning"
+        assert topics._last[0] is words  # the ranker's memo stays the one at hand
+    assert "reinforcment learning" in topics._NO_WORDS_MEMO.texts

@@ -170,6 +170,6 @@ def _choose(ranker: Ranker[Any], batch: BatchScores, column: int, request: RankR
         rows, totals = rows[totals >= threshold], totals[totals >= threshold]
     head = rows[np.lexsort((table.ids[rows], -totals))][:limit]
     scores = batch.take(column, head)
-    chosen = pick(ranker, request.profile, scores, [table.papers[r] for r in head], range(len(head)),
+    chosen = pick(ranker, request.profile, scores, [table.papers[r] for r in head.tolist()], range(len(head)),
                   max_papers=request.max_papers, diversity=diversity)
     return Ranking(chosen, len(item.rows), item.excluded)

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
 from ..models import Paper, Reason
 from .base import Ranker, Ranking, Scores
-from .explain import reason_for
+from .explain import reasons_for
 from .profile import Profile
 from .segments import Segments
 from .select import Exclusions, rank_with
@@ -73,7 +74,9 @@ class HybridScores(Scores):
 
     def pairwise(self, rows: Sequence[int]) -> np.ndarray | None:
         """MiniLM cosine between the papers at `rows`."""
-        picked = self.vectors[list(rows)]
+        # rank_many asks for all the rows it took, in order: those are the vectors as they are, no copy needed.
+        every = isinstance(rows, range) and rows == range(len(self.vectors))
+        picked = self.vectors if every else self.vectors[list(rows)]
         return np.asarray(picked @ picked.T)
 
 
@@ -167,7 +170,7 @@ class HybridRanker:
         liked = Segments(_spans([len(p.liked_titles) for p in profiles]))
         liked_raw = self._liked_matrix(profiles)
         liked_cosine = raw @ liked_raw.T
-        evidence = liked.max(liked.gather(liked_cosine))
+        evidence = _max_over_spans(liked_cosine, liked)
         similarity = liked.gather(docs @ self._transform(liked_raw).T)
         parts += [(weights["liked_centroid"], liked.mean(similarity), liked.present),
                   (weights["liked_best"], liked.best_two_mean(similarity), liked.present)]
@@ -178,8 +181,8 @@ class HybridRanker:
                           with_topics))
             spelt, topic_columns = _columns([[query_text(t, self.lexical.words) for t in p.topics] for p in profiles])
             topic = Segments(topic_columns)
-            evidence = np.maximum(evidence, np.where(with_topics, topic.max(topic.gather(raw @ self.vectors.texts(
-                spelt).T)), evidence))
+            closest_topic = topic.max(topic.gather(raw @ self.vectors.texts(spelt).T))
+            evidence = np.maximum(evidence, np.where(with_topics, closest_topic, evidence))
         excluded, exclude_columns = _columns([[query_text(t) for t in p.exclude] for p in profiles])
         if excluded:
             exclude = Segments(exclude_columns)
@@ -189,10 +192,8 @@ class HybridRanker:
         if disliked.present.any():
             rows = self._transform(self.vectors.of([d for p in profiles for d in p.disliked]))
             parts.append((weights["disliked"], disliked.max(disliked.gather(docs @ rows.T)), disliked.present))
-        combined = sum(weight * np.where(present, _standardise_columns(values, count), 0.0)
-                       for weight, values, present in parts)
-        total = _logistic(LOGISTIC_SLOPE * (_standardise_columns(np.asarray(combined), count) - SCORE_CENTRE))
-        return HybridBatch(total=total[:count], eligible=evidence[:count] >= EVIDENCE_FLOOR, lexical=lexical,
+        total = _logistic_in_place(_standardise_columns(_weighted_sum(parts, count), count)[:count])
+        return HybridBatch(total=total, eligible=evidence[:count] >= EVIDENCE_FLOOR, lexical=lexical,
                            liked_cosine=liked_cosine[:count], liked=liked, vectors=raw[:count], topics=[
                                len(p.topics) for p in profiles])
 
@@ -212,13 +213,17 @@ class HybridRanker:
 
     def explain(self, profile: Profile, scores: HybridScores, row: int) -> Reason:
         """The topics and liked papers the paper is close to, and the terms that carried its score."""
-        # Plain floats from the start: numpy calls on a handful of values cost more than the comparisons.
-        entries: list[float] = scores.per_entry[row].tolist()
+        return self.explain_many(profile, scores, [row])[0]
+
+    def explain_many(self, profile: Profile, scores: HybridScores, rows: Sequence[int]) -> list[Reason]:
+        """`explain` of each of `rows`, compared and sorted once for all of them (a digest explains ten)."""
+        at = np.asarray(rows, dtype=np.int64)
+        similarities = np.array(scores.per_entry[at], dtype=np.float64)  # a copy: the liked columns change below
         topic_count = len(profile.topics)
         # A liked paper is named only when the paper reads as similar to it, not merely less unrelated.
-        similarities = entries[:topic_count] + [1.0 if s >= LIKED_SIMILAR else 0.0 for s in entries[topic_count:]]
-        return reason_for(profile, similarities, scores.lexical.coverage[row].tolist(),
-                          self.lexical.carrying_terms(scores.lexical, row))
+        similarities[:, topic_count:] = similarities[:, topic_count:] >= LIKED_SIMILAR
+        return reasons_for(profile, similarities, scores.lexical.coverage[at],
+                           self.lexical.carrying_terms_many(scores.lexical, at))
 
     def _vectors(self, papers: Sequence[Paper]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw, whitened and centred rows of `papers`, each computed once per fit (not per subscriber)."""
@@ -269,16 +274,18 @@ class HybridBatch:
     eligible: np.ndarray  # papers x profiles
     lexical: TfidfBatch
     liked_cosine: np.ndarray  # papers x every profile's liked entries (see `liked`)
-    liked: Segments
+    liked: Segments  # made by _spans: each profile's columns are consecutive
     vectors: np.ndarray  # papers x 384
     topics: list[int]  # per profile, how many topics it has
 
     def take(self, profile: int, rows: Sequence[int]) -> HybridScores:
         """The profile's HybridScores for the papers at `rows`, as `score` would give them."""
         at = np.asarray(rows, dtype=np.int64)  # an array, not a list: fancy indexing converts a list each time
-        liked_cosine = self.liked_cosine[at][:, self.liked.columns[profile]]
+        liked = self.liked.columns[profile]
+        # A profile's liked columns are consecutive (_spans): a slice of the gathered rows, not a second gather.
+        liked_cosine = self.liked_cosine[at, liked[0]:liked[-1] + 1] if liked else self.liked_cosine[at, :0]
         lexical = self.lexical.take(profile, at)
-        per_entry = np.hstack([lexical.per_entry[:, : self.topics[profile]], liked_cosine])
+        per_entry = np.concatenate((lexical.per_entry[:, : self.topics[profile]], liked_cosine), axis=1)
         return HybridScores(total=self.total[at, profile], per_entry=per_entry,
                             eligible=self.eligible[at, profile], lexical=lexical, liked_cosine=liked_cosine,
                             vectors=self.vectors[at])
@@ -339,27 +346,66 @@ def _standardise(values: np.ndarray, count: int) -> np.ndarray:
 
 
 def _standardise_columns(values: np.ndarray, count: int) -> np.ndarray:
-    """`_standardise` of each column of `values` (papers x profiles) against its background rows."""
+    """`_standardise` of each column of `values` (papers x profiles) against its background rows; a new array."""
     background = values[count:]
     spread = background.std(axis=0)
-    return (values - background.mean(axis=0)) / np.where(spread > 1e-9, spread, 1.0)
+    out = values - background.mean(axis=0)
+    out /= np.where(spread > 1e-9, spread, 1.0)  # in place: the same quotients, without another array
+    return out
+
+
+def _weighted_sum(parts: Sequence[tuple[float, np.ndarray, np.ndarray]], count: int) -> np.ndarray:
+    """The sum of each part standardised (0 for profiles without it) times its weight, papers x profiles.
+
+    `sum(weight * part ...)`, in values and in layout (the first part's), added in place: a block's
+    papers x profiles arrays are megabytes each, and a new one per step costs more than the arithmetic.
+    """
+    combined: np.ndarray | None = None
+    for weight, values, present in parts:
+        term = _only_present(present, _standardise_columns(values, count))  # a new array: scaled in place
+        term *= weight  # weight * term: the same products, in the term's own precision
+        if combined is None:
+            combined = term + 0  # as sum() starts: 0 + the first part
+        else:
+            combined += term
+    assert combined is not None, "the lexical part is always there"
+    return combined
+
+
+def _max_over_spans(matrix: np.ndarray, spans: Segments) -> np.ndarray:
+    """`spans.max(spans.gather(matrix))` in values (not in memory layout: only compared afterwards) when each
+    profile's columns are consecutive (_spans): one reduceat over the runs, without the gathered copy."""
+    out = np.zeros((matrix.shape[0], len(spans.columns)), dtype=matrix.dtype)
+    if spans.present.any():  # the runs of the profiles with columns follow one another to the matrix's end
+        out[:, spans.present] = np.maximum.reduceat(matrix, [cols[0] for cols in spans.columns if cols], axis=1)
+    return out
+
+
+def _only_present(present: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """`values` (papers x profiles), 0 in the columns of profiles without the part; the array itself when
+    every profile has it (the usual block), instead of a copy that changes nothing."""
+    return values if present.all() else np.where(present, values, 0.0)
 
 
 def _best_liked_entry(per_entry: np.ndarray, profiles: Sequence[Profile]) -> np.ndarray:
     """papers x profiles: the largest of each profile's liked columns of a TfidfBatch's per_entry (0 without)."""
     if per_entry.shape[2] == 0:
         return np.zeros(per_entry.shape[:2])
-    topics = np.array([len(p.topics) for p in profiles])[:, None]
-    ends = topics + np.array([len(p.liked_titles) for p in profiles])[:, None]
-    position = np.arange(per_entry.shape[2])[None, :]
-    best = np.where((position >= topics) & (position < ends), per_entry, -np.inf).max(axis=2)
+    topics = np.array([len(p.topics) for p in profiles])
+    ends = topics + np.array([len(p.liked_titles) for p in profiles])
+    # Position by position, the largest so far: no masked copy of the whole papers x profiles x entries array.
+    # (per_entry[:, :, k] has the papers innermost in memory, and so has `best`, as the masked max gave it.)
+    best = np.full(per_entry.shape[:2], -np.inf, dtype=per_entry.dtype, order="F")
+    for k in range(per_entry.shape[2]):
+        liked = (k >= topics) & (k < ends)
+        if liked.any():
+            np.maximum(best, np.where(liked, per_entry[:, :, k], -np.inf), out=best)
     return np.where(np.isfinite(best), best, 0.0)
 
 
 def _spans(sizes: Sequence[int]) -> list[list[int]]:
     """Consecutive column ranges of the given sizes: [2, 0, 1] -> [[0, 1], [], [2]]."""
-    ends = np.cumsum(sizes)
-    return [list(range(int(end) - size, int(end))) for size, end in zip(sizes, ends, strict=True)]
+    return [list(range(end - size, end)) for size, end in zip(sizes, accumulate(sizes), strict=True)]
 
 
 def _columns(texts: Sequence[Sequence[str]]) -> tuple[list[str], list[list[int]]]:
@@ -371,6 +417,18 @@ def _columns(texts: Sequence[Sequence[str]]) -> tuple[list[str], list[list[int]]
 
 def _logistic(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(z / 2.0))
+
+
+def _logistic_in_place(standardised: np.ndarray) -> np.ndarray:
+    """`_logistic(LOGISTIC_SLOPE * (standardised - SCORE_CENTRE))`, step by step in the array it is given."""
+    z = standardised
+    z -= SCORE_CENTRE
+    z *= LOGISTIC_SLOPE
+    z /= 2.0
+    np.tanh(z, out=z)
+    z += 1.0
+    z *= 0.5
+    return z
 
 
 def _rows(scores: TfidfScores, count: int) -> TfidfScores:

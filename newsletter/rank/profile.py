@@ -71,4 +71,6 @@ def build_profile(subscriber: Subscriber, liked: Sequence[Paper | None], *,
 
 
 def _unique(papers: Sequence[Paper]) -> list[Paper]:
+    if not papers:  # most subscribers have no votes: no dict to build, twice per profile
+        return []
     return list({p.id: p for p in papers}.values())

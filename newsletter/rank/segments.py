@@ -10,7 +10,7 @@ array and the padding is masked out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import chain
 
 import numpy as np
@@ -31,6 +31,16 @@ class Segments:
                                               count=int(self.counts.sum()))
 
     @property
+    def width(self) -> int:
+        """The most columns any profile has: the entries axis of `gather`."""
+        return int(self._index.shape[1])
+
+    @property
+    def mask(self) -> np.ndarray:
+        """profiles x width: True at the positions holding one of the profile's columns (False: padding)."""
+        return self._mask
+
+    @property
     def present(self) -> np.ndarray:
         """Per profile: has at least one column."""
         return self.counts > 0
@@ -45,25 +55,46 @@ class Segments:
 
     def mean(self, gathered: np.ndarray) -> np.ndarray:
         """rows x profiles: the mean over each profile's columns (0 for a profile without any)."""
-        summed = np.where(self._mask, gathered, 0).sum(axis=2)
+        if gathered.shape[2] == 0:
+            return np.zeros(gathered.shape[:2], dtype=gathered.dtype) / np.maximum(self.counts, 1)
+        slices = self._slices(gathered, 0)
+        summed = next(slices)  # rows x profiles with the rows innermost, as a sum over the gathered array gave
+        for values in slices:
+            # Column after column, as numpy's sum over the entries axis adds them in this layout (the entries
+            # are not the innermost in memory: no pairwise summation), so the sums round as they always did.
+            summed += values
         return summed / np.maximum(self.counts, 1)
 
     def max(self, gathered: np.ndarray) -> np.ndarray:
         """rows x profiles: the largest of each profile's columns (0 for a profile without any)."""
         if gathered.shape[2] == 0:
             return np.zeros(gathered.shape[:2], dtype=gathered.dtype)
-        best = np.where(self._mask, gathered, -np.inf).max(axis=2)
+        slices = self._slices(gathered, -np.inf)
+        best = next(slices)
+        for values in slices:
+            np.maximum(best, values, out=best)
         return np.where(self.present, best, 0)
 
     def best_two_mean(self, gathered: np.ndarray) -> np.ndarray:
         """rows x profiles: the mean of the two largest columns (the one, for a profile with one)."""
         if gathered.shape[2] == 0:
             return np.zeros(gathered.shape[:2], dtype=gathered.dtype)
-        padded = np.where(self._mask, gathered, -np.inf)
-        width = padded.shape[2]
-        if width > 1:  # the two largest put in place by a partition: the values a full sort would give, for less
-            top = np.partition(padded, (width - 2, width - 1), axis=2)
-            first, second = top[:, :, -1], top[:, :, -2]
-        else:
-            first = second = padded[:, :, 0]
+        # The two largest kept as the columns go by: the values a sort or a partition finds, without either.
+        slices = self._slices(gathered, -np.inf)
+        first = next(slices)
+        second = np.full_like(first, -np.inf)
+        for values in slices:
+            np.maximum(second, np.minimum(first, values), out=second)
+            np.maximum(first, values, out=first)
         return np.where(self.counts >= 2, (first + second) / 2, np.where(self.present, first, 0))
+
+    def _slices(self, gathered: np.ndarray, padding: float) -> Iterator[np.ndarray]:
+        """Each entry position's rows x profiles, `padding` where a profile has fewer entries (the first a new
+        array, the others maybe views of `gathered`: read only). A reduction over these slices reads each value
+        once, without a masked copy of the whole gathered array."""
+        for k in range(gathered.shape[2]):
+            column, here = gathered[:, :, k], self._mask[:, k]
+            if not here.all():
+                yield np.where(here, column, padding)
+            else:  # every profile has an entry here (the usual block): nothing to pad
+                yield column.copy(order="K") if k == 0 else column  # the first one is accumulated into

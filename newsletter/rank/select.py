@@ -89,23 +89,28 @@ def diversify(order: Sequence[int], totals: Sequence[float] | np.ndarray, simila
 
     Each pick maximises (1 - strength) * score - strength * (cosine to the closest paper already
     picked), ties to the better-ranked paper; a paper at NEAR_DUPLICATE or closer to a picked one is
-    never picked, at any strength.
+    never picked, at any strength (between 0 and 1).
     """
+    if not 0 <= strength <= 1:
+        raise ValueError(f"diversify: strength must be between 0 and 1, got {strength!r}")
     kept_share = (1 - strength) * np.asarray(totals, dtype=np.float64)[np.asarray(order, dtype=np.int64)]
     # Row j of `columns` is column j of `similarity`: the cosines to a new pick are read as one contiguous row.
-    columns = np.ascontiguousarray(np.asarray(similarity, dtype=np.float64).T)
-    closest = np.zeros(len(order))  # each row's cosine to the closest pick so far
-    open_ = np.ones(len(order), dtype=bool)
+    columns = np.asarray(similarity, dtype=np.float64).T
+    # Each pick's penalty on every row, worked out once: strength x cosine (as strength x the closest cosine:
+    # with strength >= 0 the largest product is the product of the largest cosine, to the last bit), and an
+    # infinite one on the pick itself and on its near-duplicates, which can then never be picked.
+    penalties = np.where(columns < NEAR_DUPLICATE, strength * columns, np.inf)
+    np.fill_diagonal(penalties, np.inf)
+    penalty = np.zeros(len(order))  # each row's penalty from the picks so far (0 before any: cosines below 0 too)
+    gains = kept_share.copy()
     picked: list[int] = []  # positions in `order`
-    left = len(order)
-    while left and len(picked) < max_papers:
-        gains = np.where(open_, kept_share - strength * closest, -np.inf)
+    while len(picked) < max_papers and len(order):
         best = int(gains.argmax())  # the first of equal gains: the better-ranked paper
+        if gains[best] == -np.inf:  # every row is picked or a near-duplicate of a pick
+            break
         picked.append(best)
-        open_[best] = False
-        open_ &= columns[best] < NEAR_DUPLICATE
-        np.maximum(closest, columns[best], out=closest)
-        left = int(np.count_nonzero(open_))
+        np.maximum(penalty, penalties[best], out=penalty)
+        np.subtract(kept_share, penalty, out=gains)
     return [order[j] for j in picked]
 
 
@@ -135,5 +140,10 @@ def pick(ranker: Ranker[S], profile: Profile, scores: S, papers: Sequence[Paper]
         keys = [" ".join(tokenize(papers[i].title)) for i in head]
         similarity = np.array([[1.0 if a == b else 0.0 for b in keys] for a in keys]).reshape(len(head), len(head))
     rows = diversify(head, scores.total, similarity, max_papers=max_papers, strength=diversity)
-    return tuple(ScoredPaper(papers[i], round(float(scores.total[i]), 6), ranker.explain(profile, scores, i))
-                 for i in rows)
+    # A ranker that explains several papers at once (explain_many) does it for all the chosen in one call.
+    explain_many = getattr(ranker, "explain_many", None)
+    reasons = (explain_many(profile, scores, rows) if explain_many is not None
+               else [ranker.explain(profile, scores, i) for i in rows])
+    totals = np.asarray(scores.total)[np.asarray(rows, dtype=np.int64)].tolist()  # Python floats, as float() gives
+    return tuple(ScoredPaper(papers[i], round(total, 6), reason) for i, total, reason in
+                 zip(rows, totals, reasons, strict=True))

@@ -18,7 +18,7 @@ from sklearn.preprocessing import normalize
 
 from ..models import Paper, Reason
 from .base import Ranker, Ranking, Scores
-from .explain import reason_for
+from .explain import reasons_for
 from .profile import Profile, paper_text
 from .segments import Segments
 from .select import Exclusions, rank_with
@@ -105,6 +105,7 @@ class TfidfRanker:
         self._term_names = [str(t) for t in self.terms]  # plain strings: a reason names a few per chosen paper
         self._papers = _RowCache(self.vectorizer, len(self.terms))
         self._entries = _RowCache(self.vectorizer, len(self.terms))  # topic phrases and liked texts
+        self._coverage_memo = _Coverage((), {}, np.zeros((0, 0)))  # topics' coverage of a run's papers
 
     def vectors(self, papers: Sequence[Paper]) -> sparse.csr_matrix:
         """One L2-normalised TF-IDF row per paper, in order."""
@@ -146,7 +147,12 @@ class TfidfRanker:
 
     def explain(self, profile: Profile, scores: TfidfScores, row: int) -> Reason:
         """The topics and liked papers the paper is close to, and the terms that carried its score."""
-        return reason_for(profile, scores.per_entry[row], scores.coverage[row], self.carrying_terms(scores, row))
+        return self.explain_many(profile, scores, [row])[0]
+
+    def explain_many(self, profile: Profile, scores: TfidfScores, rows: Sequence[int]) -> list[Reason]:
+        """`explain` of each of `rows`, the comparisons and the term sort done once for all of them."""
+        at = np.asarray(rows, dtype=np.int64)
+        return reasons_for(profile, scores.per_entry[at], scores.coverage[at], self.carrying_terms_many(scores, at))
 
     def score_many(self, profiles: Sequence[Profile], papers: Sequence[Paper]) -> TfidfBatch:
         """`score` for many profiles at once: one sparse product for all their entries (papers x profiles)."""
@@ -158,16 +164,17 @@ class TfidfRanker:
         topics = list(dict.fromkeys(t for p in profiles for t in p.topics))
         topic_column = {topic: k for k, topic in enumerate(topics)}
         slots = Segments([[column[t] for t in texts] for texts in entry_texts])
-        # Each entry column's coverage: a topic's share of words, 1 for a liked text.
-        coverage = self._coverage(docs, topics)
-        scale = np.hstack([np.ones((docs.shape[0], 1)), coverage])
-        scale_slots = Segments([[1 + topic_column[t] for t in p.topics] + [0] * len(p.liked_texts) for p in profiles])
-        per_entry = slots.gather((docs @ entries.T).toarray()) * scale_slots.gather(scale)
+        coverage = self._run_coverage(papers, docs, topics)
+        per_entry = slots.gather((docs @ entries.T).toarray())
+        # Topic entries (each profile's first ones) are scaled by their topic's share of words, as `score` does;
+        # in place, and only there: a liked text's factor is 1, and x * 1.0 is x.
+        topic_slots = Segments([[topic_column[t] for t in p.topics] for p in profiles])
+        if topic_slots.width:
+            factors = np.where(topic_slots.mask, topic_slots.gather(coverage), 1.0)
+            per_entry[:, :, : topic_slots.width] *= factors
         # Each profile's centroid, unit length, all in one product: explaining a paper then needs no scipy call.
         centroids = _only_columns(normalize(_averaging(slots, entries.shape[0]) @ entries), self._readable)
-        gram = (entries @ entries.T).toarray()
-        norms = np.array([np.sqrt(max(float(gram[np.ix_(cols, cols)].sum()), 0.0)) / len(cols) if cols else 0.0
-                          for cols in slots.columns])
+        norms = _mean_norms(entries, slots.columns)
         total = slots.mean(per_entry) / np.where(norms > 0, norms, 1.0)
         return TfidfBatch(total, per_entry, coverage, [[topic_column[t] for t in p.topics] for p in profiles], docs,
                           centroids, slots)
@@ -183,15 +190,31 @@ class TfidfRanker:
         is a much weaker signal than TF-IDF alone suggests, so it gets half credit.
         "RAG" is fully present in a paper that spells out retrieval-augmented generation.
         """
+        if not topics:
+            return np.zeros((docs.shape[0], 0))
         spelt = [spellings(t, self.words) for t in topics]
         flat = [variant for variants in spelt for variant in variants]
-        shares = self._word_shares(docs, flat)
-        out = np.zeros((docs.shape[0], len(topics)))
-        start = 0
-        for column, variants in enumerate(spelt):
-            out[:, column] = shares[:, start : start + len(variants)].max(axis=1)
-            start += len(variants)
-        return out
+        # Every topic has at least one spelling (itself), so each column's run of variants is never empty.
+        starts = np.cumsum([0] + [len(variants) for variants in spelt[:-1]])
+        return np.maximum.reduceat(self._word_shares(docs, flat), starts, axis=1)
+
+    def _run_coverage(self, papers: Sequence[Paper], docs: sparse.csr_matrix, topics: Sequence[str]) -> np.ndarray:
+        """`_coverage` of the run's papers, each topic worked out once per run, not once per block of profiles.
+
+        A topic's column does not depend on the other topics asked with it (word counts, divided the same
+        way), so columns kept from an earlier block are the ones this block would compute. They are kept
+        for one list of papers (a run's) and dropped with a refit.
+        """
+        key = tuple(p.id for p in papers)
+        memo = self._coverage_memo
+        if memo.papers != key:
+            memo = _Coverage(key, {}, np.zeros((docs.shape[0], 0)))
+        missing = list(dict.fromkeys(t for t in topics if t not in memo.column))
+        if missing:  # a new memo, not a changed one: a thread reading the old one meanwhile sees it whole
+            column = {**memo.column, **{t: len(memo.column) + k for k, t in enumerate(missing)}}
+            memo = _Coverage(key, column, np.hstack([memo.matrix, self._coverage(docs, missing)]))
+        self._coverage_memo = memo
+        return memo.matrix[:, [memo.column[t] for t in topics]]
 
     def _word_shares(self, docs: sparse.csr_matrix, topics: Sequence[str]) -> np.ndarray:
         vocabulary = self.vectorizer.vocabulary_
@@ -211,19 +234,45 @@ class TfidfRanker:
 
     def carrying_terms(self, scores: TfidfScores, row: int) -> tuple[str, ...]:
         """The words that carried the paper's score: its largest TF-IDF products with the profile centroid."""
-        # Read the row's slice of the CSR arrays directly: slicing a row out of scipy costs more than all of this.
-        docs, at = scores.docs, scores.doc_row(row)
-        start, end = docs.indptr[at], docs.indptr[at + 1]
-        indices = docs.indices[start:end]
+        return self.carrying_terms_many(scores, [row])[0]
+
+    def carrying_terms_many(self, scores: TfidfScores, rows: Sequence[int] | np.ndarray) -> list[tuple[str, ...]]:
+        """`carrying_terms` of each of `rows`, found for all of them with one sort (a digest explains ten)."""
+        # Read the rows' slices of the CSR arrays directly: slicing rows out of scipy costs more than all of this.
+        docs = scores.docs
+        at = np.asarray(rows, dtype=np.int64)
+        if scores.doc_rows is not None:
+            at = scores.doc_rows[at]
+        starts, lengths = docs.indptr[at], docs.indptr[at + 1] - docs.indptr[at]
+        owner = np.repeat(np.arange(len(at)), lengths)  # which of `rows` each stored entry belongs to
+        positions = np.arange(len(owner)) + np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        indices = docs.indices[positions]
         # Words a reader recognises only: the centroid is 0 at the others (a two-word term is often debris,
         # "graph neural", "code llm"; a number or a two-letter stub says nothing: see _readable).
-        contribution = docs.data[start:end] * scores.centroid[indices]
-        carrying = contribution.nonzero()[0]
-        contribution, indices = contribution[carrying], indices[carrying]
-        # Largest first, ties by term. Readable terms are single distinct words, so none holds another:
-        # the first REASON_TERMS are the reason's.
-        best = indices[np.lexsort((indices, -contribution))[:REASON_TERMS]]
-        return tuple(self._term_names[index] for index in best)
+        contribution = docs.data[positions] * scores.centroid[indices]
+        carrying = contribution != 0
+        owner, indices, contribution = owner[carrying], indices[carrying], contribution[carrying]
+        # Per paper, largest first, ties by term. Readable terms are single distinct words, so none holds another:
+        # each paper's first REASON_TERMS are its reason's.
+        order = np.lexsort((indices, -contribution, owner))
+        owner, indices = owner[order], indices[order]
+        first = np.searchsorted(owner, owner)  # where each entry's paper starts in the sorted entries
+        best = np.arange(len(owner)) - first < REASON_TERMS
+        names = [self._term_names[index] for index in indices[best].tolist()]
+        out, start = [], 0
+        for count in np.bincount(owner[best], minlength=len(at)).tolist():
+            out.append(tuple(names[start:start + count]))
+            start += count
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Coverage:
+    """Topics' coverage of one list of papers (their ids): papers x topics, a topic's column by name."""
+
+    papers: tuple[int, ...]
+    column: dict[str, int]
+    matrix: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +300,7 @@ class TfidfBatch:
         start, end = self.centroids.indptr[profile], self.centroids.indptr[profile + 1]
         centroid[self.centroids.indices[start:end]] = self.centroids.data[start:end]
         return TfidfScores(total=self.total[at, profile], per_entry=self.entry_scores(profile)[at],
-                           coverage=self.coverage[at][:, self.topic_columns[profile]],
+                           coverage=self.coverage[at[:, None], self.topic_columns[profile]],
                            docs=self.docs, centroid=centroid, doc_rows=at)
 
 
@@ -261,6 +310,32 @@ def _averaging(slots: Segments, width: int) -> sparse.csr_matrix:
     columns = [k for cols in slots.columns for k in cols]
     starts = np.concatenate([[0], np.cumsum(slots.counts)])
     return sparse.csr_matrix((weights, columns, starts), shape=(len(slots.columns), width))
+
+
+def _mean_norms(entries: sparse.csr_matrix, columns: Sequence[Sequence[int]]) -> np.ndarray:
+    """Per profile, the norm of the mean of its entries' rows (0 without any), from the entries' dot products.
+
+    Each profile's block of the Gram matrix is summed as a row of its own, by numpy's sum over a contiguous
+    row, exactly as summing the block alone adds it up. Only the blocks' products are read out of the sparse
+    Gram matrix: as a dense array it is thousands of entries squared (tens of megabytes a block of profiles).
+    """
+    gram = (entries @ entries.T).tocsr()
+    gram.sort_indices()  # rows in order, columns sorted within each: the keys below come out sorted
+    keys = np.repeat(np.arange(gram.shape[0], dtype=np.int64), np.diff(gram.indptr)) * gram.shape[1] + gram.indices
+    values = gram.data
+    out = np.zeros(len(columns))
+    by_size: dict[int, list[int]] = {}
+    for profile, cols in enumerate(columns):
+        if cols:
+            by_size.setdefault(len(cols), []).append(profile)
+    for size, profiles in by_size.items():
+        at = np.array([columns[p] for p in profiles], dtype=np.int64)  # profiles x size
+        wanted = (at[:, :, None] * gram.shape[1] + at[:, None, :]).reshape(len(profiles), size * size)
+        found = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+        block = (np.where(keys[found] == wanted, values[found], 0.0) if len(keys)
+                 else np.zeros(wanted.shape))
+        out[profiles] = np.sqrt(np.maximum(block.sum(axis=1), 0.0)) / size
+    return out
 
 
 def _only_columns(matrix: sparse.csr_matrix, keep: np.ndarray) -> sparse.csr_matrix:

@@ -74,10 +74,15 @@ _MEMOS: OrderedDict[int, tuple[frozenset[str], _Memo]] = OrderedDict()
 _MEMOS_KEPT = 4  # vocabularies: a run's ranker, a background job's, and the ones before
 _MEMOS_LOCK = threading.Lock()
 _last: tuple[frozenset[str], _Memo] = (_NO_WORDS, _Memo())  # the vocabulary asked for last
+# Phrases asked without a vocabulary (exclude phrases) have a memo of their own, never dropped: asking for
+# them in turn with a ranker's vocabulary then costs neither the lock nor a place among the _MEMOS.
+_NO_WORDS_MEMO = _Memo()
 
 
 def _memo_for(vocabulary: frozenset[str]) -> _Memo:
     global _last
+    if vocabulary is _NO_WORDS:  # exclude phrases: asked between a ranker's own topics, subscriber by subscriber
+        return _NO_WORDS_MEMO
     last = _last  # one read: another thread may replace it meanwhile
     if last[0] is vocabulary:  # nearly every call of a run: no lock, no reordering
         return last[1]
@@ -117,7 +122,7 @@ def correct(word: str, vocabulary: Collection[str]) -> str:
 def query_text(phrase: str, vocabulary: Collection[str] = ()) -> str:
     """One text holding every spelling ("RAG; retrieval-augmented generation"), for embedding or TF-IDF."""
     # Asked for each topic of each subscriber in every block of a run: joined once per phrase and vocabulary.
-    texts = _memo_for(_words(vocabulary)).texts
+    texts = _memo_for(vocabulary if isinstance(vocabulary, frozenset) else _words(vocabulary)).texts
     found = texts.get(phrase)
     if found is None:
         found = texts[phrase] = "; ".join(spellings(phrase, vocabulary))
