@@ -20,7 +20,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -488,37 +487,22 @@ class DigestProducer:
             self._failure = exc
 
     def run(self) -> None:
-        """Produce every batch in this thread (what `start` runs, and `plan` on its own).
-
-        Each batch is stored by a second thread while this one plans and builds the next: a
-        commit waits for the disk (and SQLite does its copying) without the GIL, and that
-        wait was a sixth of the producer's time. One batch is stored at a time, in order,
-        and a batch that fails to store stops the run before the next one is stored.
-        """
+        """Produce every batch in this thread (what `start` runs, and `plan` on its own)."""
         try:
             ctx, now = self._ctx, self._now
             digests = iter_digests(ctx.store, ctx.make_ranker, ctx.policy, [s for s, _ in self._due], now)
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-store") as storing:
-                storing_batch: Future[None] | None = None
-                for start in range(0, len(self._due), QUEUE_BATCH):
-                    slots = [slot for _, slot in self._due[start:start + QUEUE_BATCH]]
-                    batch = [(_for_slot(next(digests), slot, now, self._late_after), slot) for slot in slots]
-                    built = build_batch(ctx, batch)
-                    if storing_batch is not None:
-                        storing_batch.result()  # raises the store's failure here, before another batch
-                    storing_batch = storing.submit(self._store, built, now)
-                if storing_batch is not None:
-                    storing_batch.result()
+            for start in range(0, len(self._due), QUEUE_BATCH):
+                slots = [slot for _, slot in self._due[start:start + QUEUE_BATCH]]
+                batch = [(_for_slot(next(digests), slot, now, self._late_after), slot) for slot in slots]
+                for (digest, _), (result, message_id) in zip(batch, queue_digests(ctx, batch, now), strict=True):
+                    if message_id is not None:
+                        self.queued[message_id] = Produced(digest.subscriber.id, len(digest.papers),
+                                                           digest.candidate_count)
+                    if result is not None:
+                        self.results.append(result)
+                self._signal.stored()
         finally:
             self._signal.done()
-
-    def _store(self, built: BuiltBatch, now: datetime) -> None:
-        for (digest, _), (result, message_id) in zip(built.batch, store_batch(self._ctx, built, now), strict=True):
-            if message_id is not None:
-                self.queued[message_id] = Produced(digest.subscriber.id, len(digest.papers), digest.candidate_count)
-            if result is not None:
-                self.results.append(result)
-        self._signal.stored()
 
 
 # While a producer thread prepares digests, the sending thread needs the GIL back quickly each time
@@ -643,18 +627,9 @@ QUEUE_BATCH = 50
 Queued = tuple[SubscriberResult | None, str | None]
 
 
-@dataclass(frozen=True, slots=True)
-class BuiltBatch:
-    """A batch of digests with their finished messages, ready to store: per digest, a result when
-    nothing is to be sent (nothing new, or an error) and its Message-ID; what to store."""
-
-    batch: Sequence[tuple[Digest, Slot]]
-    outcomes: list[Queued]
-    entries: list[Enqueue]
-
-
-def build_batch(ctx: RunContext, batch: Sequence[tuple[Digest, Slot]]) -> BuiltBatch:
-    """Render and build every digest's message (the part of queueing that needs no database)."""
+def queue_digests(ctx: RunContext, batch: Sequence[tuple[Digest, Slot]], now: datetime) -> list[Queued]:
+    """Store each digest for its slot with its finished message; per digest (a result if nothing is to be
+    sent, its Message-ID). Every message is built first, then all are stored in one transaction."""
     outcomes: list[Queued] = []
     entries: list[Enqueue] = []
     for digest, slot in batch:
@@ -672,16 +647,9 @@ def build_batch(ctx: RunContext, batch: Sequence[tuple[Digest, Slot]]) -> BuiltB
             continue
         entries.append(Enqueue(digest, slot.at, composed.message_id, raw))
         outcomes.append((None, composed.message_id))
-    return BuiltBatch(batch, outcomes, entries)
-
-
-def store_batch(ctx: RunContext, built: BuiltBatch, now: datetime) -> list[Queued]:
-    """Store a built batch in one transaction (every message built first: one commit per batch); per
-    digest, a result if nothing is to be sent (nothing new, an error, a slot another run took) and its
-    Message-ID if it is queued."""
-    ids = iter(ctx.store.ledger.enqueue_many(built.entries, now))
+    ids = iter(ctx.store.ledger.enqueue_many(entries, now))
     stored: list[Queued] = []
-    for (digest, slot), (result, message_id) in zip(built.batch, built.outcomes, strict=True):
+    for (digest, slot), (result, message_id) in zip(batch, outcomes, strict=True):
         if result is not None and result.outcome == "error":
             stored.append((result, None))
         elif next(ids) is None:

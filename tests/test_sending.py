@@ -326,45 +326,6 @@ def test_a_run_sends_the_first_batch_while_it_prepares_the_next(tmp_path, smtp_s
         assert {r.status for r in store.ledger.deliveries_in(list(DeliveryStatus))} == {DeliveryStatus.SENT}
 
 
-def test_a_run_builds_the_next_batch_while_it_stores_the_one_before(tmp_path, smtp_sink):
-    sink = smtp_sink()
-    config = project(tmp_path, smtp_of(sink))
-    for n in range(pipeline.QUEUE_BATCH + 10):
-        (tmp_path / "subscribers" / f"reader{n:03d}.yaml").write_text(
-            f"email: reader{n:03d}@example.org\ntopics: [language models]\n")
-    pipeline.ingest_pages(config, T_INGEST)
-    next_batch_started = threading.Event()
-
-    class CountingRenderer(Renderer):
-        def __init__(self, inner: Renderer) -> None:
-            self.__dict__.update(inner.__dict__)
-            self.rendered = 0
-
-        def render(self, digest: Any, links: Any) -> Any:
-            self.rendered += 1
-            if self.rendered == pipeline.QUEUE_BATCH + 1:
-                next_batch_started.set()
-            return super().render(digest, links)
-
-    class SlowLedger(Ledger):
-        """The real ledger, whose first batch is stored only once a digest of the second was rendered."""
-
-        overlapped: bool | None = None
-
-        def enqueue_many(self, items: Any, now: Any) -> Any:
-            if SlowLedger.overlapped is None:
-                SlowLedger.overlapped = next_batch_started.wait(timeout=30)
-            return super().enqueue_many(items, now)
-
-    with pipeline.open_context(config) as ctx:
-        ctx.store.ledger = SlowLedger(ctx.store.db)
-        ctx = replace(ctx, renderer=CountingRenderer(ctx.renderer))
-        report = pipeline.send_digests(ctx, T, mailer=mailer_from_config(config))
-    assert SlowLedger.overlapped is True
-    subscribers = pipeline.QUEUE_BATCH + 10 + 3
-    assert report.count("sent") == subscribers and len({m.rcpt_tos for m in sink.messages}) == subscribers
-
-
 def test_a_failure_while_preparing_stops_the_run_after_sending_what_was_stored(tmp_path, smtp_sink):
     sink = smtp_sink()
     config = project(tmp_path, smtp_of(sink))
