@@ -57,6 +57,7 @@ from .schema import (
     digest_papers,
     digests,
     from_db,
+    insert_rows,
     messages,
     papers,
     subscriber_health,
@@ -236,8 +237,10 @@ class Ledger:
                 raise ValueError("a queued digest needs both its Message-ID and its bytes")
         if not items:
             return []
+        # Every row is made before the write lock is taken: the sender waits for that lock before each message.
+        rows = [_rows_of(item, now) for item in items]
         with self._db.write() as conn:
-            return _enqueue_many(conn, items, now)
+            return _enqueue_many(conn, items, rows, now)
 
     def due(self, now: datetime, subscriber_ids: Sequence[str] = ()) -> list[QueuedMessage]:
         """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due
@@ -486,40 +489,55 @@ def _taken_slots(conn: Connection, wanted: Sequence[tuple[str, date]]) -> set[tu
     return taken
 
 
-def _enqueue_many(conn: Connection, items: Sequence[Enqueue], now: datetime) -> list[int | None]:
+def _enqueue_many(conn: Connection, items: Sequence[Enqueue], rows: Sequence[_Rows],
+                  now: datetime) -> list[int | None]:
     """Store the items with one statement per table (not four per digest); ids in order, None for a taken slot."""
     # The write lock is held from BEGIN, so this check and the inserts cannot interleave
     # with another process's; the unique index is the last word if they somehow did.
     taken = _taken_slots(conn, [(i.digest.subscriber.id, i.digest.slot) for i in items if i.digest.slot is not None])
-    fresh: list[Enqueue] = []
-    for item in items:
+    fresh: list[tuple[Enqueue, _Rows]] = []
+    for item, item_rows in zip(items, rows, strict=True):
         slot = item.digest.slot
         if slot is not None:
             if (item.digest.subscriber.id, slot) in taken:
                 continue
             taken.add((item.digest.subscriber.id, slot))  # a second digest for the same slot in this batch too
-        fresh.append(item)
+        fresh.append((item, item_rows))
     if not fresh:
         return [None] * len(items)
     digest_ids = [int(row[0]) for row in conn.execute(
-        insert(digests).returning(digests.c.id, sort_by_parameter_order=True),
-        [_digest_row(item) for item in fresh])]
-    by_item = {id(item): digest_id for item, digest_id in zip(fresh, digest_ids, strict=True)}
-    chosen = [_paper_row(digest_id, rank, scored) for item, digest_id in zip(fresh, digest_ids, strict=True)
-              for rank, scored in enumerate(item.digest.papers, start=1)]
-    if chosen:
-        conn.execute(insert(digest_papers), chosen)
-    sending = [(item, digest_id) for item, digest_id in zip(fresh, digest_ids, strict=True)
-               if item.message_id is not None and item.message is not None]
+        insert(digests).returning(digests.c.id, sort_by_parameter_order=True), [r.digest for _, r in fresh])]
+    by_item = {id(item): digest_id for (item, _), digest_id in zip(fresh, digest_ids, strict=True)}
+    # About 600 rows a batch: the driver's executemany on SQLite (insert_rows), not SQLAlchemy's per-row work.
+    insert_rows(conn, digest_papers, [(digest_id, *paper) for (_, r), digest_id in zip(fresh, digest_ids, strict=True)
+                                      for paper in r.papers])
+    sending = [(item, r.delivery, digest_id) for (item, r), digest_id in zip(fresh, digest_ids, strict=True)
+               if r.delivery is not None]
     if sending:
         delivery_ids = [int(row[0]) for row in conn.execute(
             insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True),
-            [{"digest_id": digest_id, "recipient": item.digest.subscriber.email, "message_id": item.message_id,
-              "status": S.QUEUED.value, "attempts": 0, "reply": "", "updated_at": to_db(now)}
-             for item, digest_id in sending])]
-        conn.execute(insert(messages), [{"delivery_id": delivery_id, "message": item.message}
-                                        for (item, _), delivery_id in zip(sending, delivery_ids, strict=True)])
+            [delivery | {"digest_id": digest_id} for _, delivery, digest_id in sending])]
+        insert_rows(conn, messages, [(delivery_id, item.message)
+                                     for (item, _, _), delivery_id in zip(sending, delivery_ids, strict=True)])
     return [by_item.get(id(item)) for item in items]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """An Enqueue's rows, made before the write lock is taken: all but the ids its inserts hand out."""
+
+    digest: dict[str, object]
+    papers: list[tuple[object, ...]]  # digest_papers rows without their first column, the digest's id
+    delivery: dict[str, object] | None  # a deliveries row without its digest id; None when nothing is sent
+
+
+def _rows_of(item: Enqueue, now: datetime) -> _Rows:
+    digest = item.digest
+    delivery = None if item.message_id is None else {
+        "recipient": digest.subscriber.email, "message_id": item.message_id, "status": S.QUEUED.value,
+        "attempts": 0, "reply": "", "updated_at": to_db(now)}
+    return _Rows(_digest_row(item), [_paper_row(rank, scored) for rank, scored in enumerate(digest.papers, start=1)],
+                 delivery)
 
 
 def _digest_row(item: Enqueue) -> dict[str, object]:
@@ -531,11 +549,11 @@ def _digest_row(item: Enqueue) -> dict[str, object]:
             "slot_at": to_db(item.slot_at) if item.slot_at is not None else None}
 
 
-def _paper_row(digest_id: int, rank: int, scored: ScoredPaper) -> dict[str, object]:
+def _paper_row(rank: int, scored: ScoredPaper) -> tuple[object, ...]:
+    """A digest_papers row after its digest id, in the table's column order (see insert_rows)."""
     reason = scored.reason
-    return {"digest_id": digest_id, "paper_id": scored.paper.id, "rank": rank, "score": scored.score,
-            "reason": json.dumps({"topics": reason.topics, "liked": reason.liked, "terms": reason.terms,
-                                  "voted": reason.voted})}
+    return (scored.paper.id, rank, float(scored.score),
+            json.dumps({"topics": reason.topics, "liked": reason.liked, "terms": reason.terms, "voted": reason.voted}))
 
 
 class _NotPlain(Exception):
