@@ -385,3 +385,32 @@ def test_a_driver_write_holds_the_write_lock_commits_and_rolls_back_on_an_except
         finally:
             other.close()
     assert [(r[0], from_db(r[1])) for r in rows] == [("ann", at("2026-11-23"))]
+
+
+def test_a_batch_commit_is_synced_after_the_write_lock_is_let_go(tmp_path, monkeypatch):
+    from newsletter.store import backends
+    from newsletter.store.schema import Database, subscriber_health
+
+    path = tmp_path / "sync.sqlite3"
+    synced: list[tuple[str, bool]] = []
+    real_fsync = os.fsync
+
+    def fsync_and_look(fd: int) -> None:
+        other = Database(path, busy_timeout_ms=50)
+        try:
+            with other.write():  # another writer gets in while the batch waits for the disk
+                free = True
+        except StoreBusy:
+            free = False
+        finally:
+            other.close()
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), free))
+        real_fsync(fd)
+
+    with open_store(path) as store:
+        monkeypatch.setattr(backends.os, "fsync", fsync_and_look)
+        with store.db.write(sync_after_unlock=True) as conn:
+            conn.execute(update(subscriber_health).values(hard_failures=0))
+        with store.db.write(lazy_sync=True):  # within LAZY_SYNC_SECONDS of that sync: no fsync of its own
+            pass
+    assert synced == [(f"{path}-wal", True)]

@@ -56,6 +56,9 @@ class Backend(Protocol):
     def sync_lazily(self, conn: Connection) -> AbstractContextManager[None]:
         """Around one write transaction on `conn`: let its commit skip waiting for the disk (Database.write)."""
 
+    def sync_committed(self) -> None:
+        """Wait until every commit so far is on disk (after commits that skipped it: Database.write)."""
+
     def foreign_keys_off(self, conn: Connection) -> AbstractContextManager[None]:
         """Around one write transaction on `conn` that rebuilds tables (schema upgrades only)."""
 
@@ -127,6 +130,20 @@ class SqliteBackend:
             yield
         finally:
             driver.execute("PRAGMA synchronous=FULL")
+
+    def sync_committed(self) -> None:
+        # Under WAL a commit is in the log file (-wal) until a checkpoint copies it into the database, which
+        # syncs the database first; syncing the log is what synchronous=FULL does at every commit.
+        for name in (f"{self.file}-wal", str(self.file)):
+            try:
+                fd = os.open(name, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # no log: everything was checkpointed into the database (and synced then)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return
 
     @contextmanager
     def foreign_keys_off(self, conn: Connection) -> Iterator[None]:
@@ -212,6 +229,9 @@ class PostgresBackend:
         # Every commit waits for the server's disk: PostgreSQL's own synchronous_commit setting (per role
         # or database) is where an operator trades that away, for all of this store's commits at once.
         return nullcontext()
+
+    def sync_committed(self) -> None:
+        pass  # sync_lazily changes nothing here: every commit waited for the server's disk already
 
     def foreign_keys_off(self, conn: Connection) -> AbstractContextManager[None]:
         # PostgreSQL changes a table in place (ALTER TABLE): its foreign keys never need to be off.

@@ -239,8 +239,10 @@ class Ledger:
             return []
         # Every row is made before the write lock is taken: the sender waits for that lock before each message.
         rows = [_rows_of(item, now) for item in items]
-        with self._db.write() as conn:
-            return _enqueue_many(conn, items, rows, now)
+        # Synced once the lock is let go: the batch is megabytes, and the sender waits for the lock before each message.
+        with self._db.write(sync_after_unlock=True) as conn:
+            ids = _enqueue_many(conn, items, rows, now)
+        return ids
 
     def due(self, now: datetime, subscriber_ids: Sequence[str] = ()) -> list[QueuedMessage]:
         """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due

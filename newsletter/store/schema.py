@@ -294,7 +294,8 @@ class Database:
         self.engine.dispose()
 
     @contextmanager
-    def write(self, *, lazy_sync: bool = False, foreign_keys: bool = True) -> Iterator[Connection]:
+    def write(self, *, lazy_sync: bool = False, sync_after_unlock: bool = False,
+              foreign_keys: bool = True) -> Iterator[Connection]:
         """A write transaction holding the write lock from its start; waits up to busy_timeout_ms for
         another writer, then raises StoreBusy.
 
@@ -304,10 +305,15 @@ class Database:
         so after a power cut or an OS crash at most that much of such commits can be lost. The
         per-message delivery records use it: an fsync per message cost more than sending the message.
 
+        A `sync_after_unlock` commit is as durable as any other once this returns, but waits for the
+        disk after letting go of the write lock (SQLite: the commit skips its fsync and the log file is
+        synced then), so other writers go on meanwhile: a batch of digests is megabytes, and the sender
+        needs the lock for every message.
+
         `foreign_keys=False` is for schema upgrades only: SQLite rebuilds a table by copying it, dropping
         the old one and renaming the copy, which it allows only with its foreign key checks off.
         """
-        lazy = lazy_sync and time.monotonic() - self._synced_at < LAZY_SYNC_SECONDS
+        lazy = sync_after_unlock or (lazy_sync and time.monotonic() - self._synced_at < LAZY_SYNC_SECONDS)
         with self.guard(), self.engine.connect() as conn:
             conn.execution_options(newsletter_write=True)
             with (self.backend.sync_lazily(conn) if lazy else nullcontext(),
@@ -315,7 +321,10 @@ class Database:
                 with conn.begin():
                     self.backend.take_write_lock(conn)
                     yield conn
-        if not lazy:
+        if sync_after_unlock:
+            with self.guard():
+                self.backend.sync_committed()
+        if not lazy or sync_after_unlock:
             self._synced_at = time.monotonic()
 
     @property
