@@ -414,3 +414,30 @@ def test_a_batch_commit_is_synced_after_the_write_lock_is_let_go(tmp_path, monke
         with store.db.write(lazy_sync=True):  # within LAZY_SYNC_SECONDS of that sync: no fsync of its own
             pass
     assert synced == [(f"{path}-wal", True)]
+
+
+def test_driver_writes_keep_their_lazy_connection_to_themselves_and_sync_when_they_must(tmp_path, monkeypatch):
+    from sqlalchemy import text
+
+    from newsletter.store import backends, schema
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync_and_note(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    path = tmp_path / "own.sqlite3"
+    with open_store(path) as store:
+        monkeypatch.setattr(backends.os, "fsync", fsync_and_note)
+        monkeypatch.setattr(schema, "LAZY_SYNC_SECONDS", 0.0)
+        with store.db.driver_write(lazy_sync=True):  # no synced commit in the last 0 s: this one must sync
+            pass
+        monkeypatch.setattr(schema, "LAZY_SYNC_SECONDS", 60.0)
+        with store.db.driver_write(lazy_sync=True):  # one just did: this one need not
+            pass
+        with store.db.write() as conn:  # every other write still waits for the disk in its commit
+            mode = conn.execute(text("PRAGMA synchronous")).scalar()
+    assert synced == [f"{path}-wal"]
+    assert mode == 2  # FULL

@@ -10,9 +10,10 @@ PostgreSQL (connecting, taking the write lock, errors) lives in store/backends.p
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DatabaseError
+from sqlalchemy.pool import PoolProxiedConnection
 
 from ..errors import StoreBusy, StoreError
 from .backends import BUSY_TIMEOUT_MS, Backend, backend_for
@@ -283,6 +285,9 @@ class Database:
         self.path = self.backend.path  # the SQLite file; None for a server database
         self.busy_timeout_ms = busy_timeout_ms
         self._synced_at = float("-inf")  # when a commit last waited for the disk (see write)
+        self._own = threading.local()  # driver_write's connection, one per thread (see there)
+        self._owned: list[PoolProxiedConnection] = []
+        self._owned_lock = threading.Lock()
         with self.guard():
             self.engine: Engine = self.backend.create_engine()
         if migrate:
@@ -291,6 +296,10 @@ class Database:
             open_schema(self)
 
     def close(self) -> None:
+        with self._owned_lock:
+            owned, self._owned = self._owned, []
+        for pooled in owned:
+            pooled.invalidate()  # closed, never handed to write(): it commits without waiting for the disk
         self.engine.dispose()
 
     @contextmanager
@@ -335,19 +344,17 @@ class Database:
     @contextmanager
     def driver_write(self, *, lazy_sync: bool = False) -> Iterator[DriverWrite]:
         """`write` for Prebuilt statements only, on SQLite (see has_driver_writes): the transaction runs
-        on a pooled driver connection itself, without SQLAlchemy's connection, transaction and event
-        objects, which cost several times what SQLite does for the one-row transaction the sender makes
-        per message. The same write lock from the start, the same durability; an exception rolls back."""
+        on a driver connection of this thread's own, without SQLAlchemy's connection, transaction and
+        event objects or the pool, which cost several times what SQLite does for the one-row transaction
+        the sender makes per message. The same write lock from the start, the same durability (that
+        connection commits without waiting for the disk, and a commit that must not be lazy syncs the log
+        once the lock is let go); an exception rolls back."""
         if not self.has_driver_writes:
             raise TypeError(f"{self.label}: driver_write is for SQLite")
         lazy = lazy_sync and time.monotonic() - self._synced_at < LAZY_SYNC_SECONDS
         with self.guard():
-            pooled = self.engine.raw_connection()  # our connect-time PRAGMAs applied, like every connection
-            driver = pooled.driver_connection
-            assert isinstance(driver, sqlite3.Connection)
+            driver = self._own_connection()
             try:
-                if lazy:
-                    driver.execute("PRAGMA synchronous=NORMAL")  # outside the transaction, as sync_lazily does
                 driver.execute("BEGIN IMMEDIATE")
                 try:
                     yield DriverWrite(driver, self.engine.dialect)
@@ -355,12 +362,35 @@ class Database:
                     driver.execute("ROLLBACK")
                     raise
                 driver.execute("COMMIT")
-            finally:
-                if lazy:
-                    driver.execute("PRAGMA synchronous=FULL")
-                pooled.close()  # back to the pool, which rolls back anything left open
+            except BaseException:
+                self._drop_own_connection()  # whatever state it was left in, the next transaction starts afresh
+                raise
+            if not lazy:
+                self.backend.sync_committed()
         if not lazy:
             self._synced_at = time.monotonic()
+
+    def _own_connection(self) -> sqlite3.Connection:
+        driver: sqlite3.Connection | None = getattr(self._own, "driver", None)
+        if driver is None:
+            pooled = self.engine.raw_connection()  # our connect-time PRAGMAs applied, like every connection
+            driver = pooled.driver_connection
+            assert isinstance(driver, sqlite3.Connection)
+            driver.execute("PRAGMA synchronous=NORMAL")  # outside any transaction; see driver_write for the sync
+            self._own.pooled, self._own.driver = pooled, driver
+            with self._owned_lock:
+                self._owned.append(pooled)
+        return driver
+
+    def _drop_own_connection(self) -> None:
+        pooled = getattr(self._own, "pooled", None)
+        self._own.pooled = self._own.driver = None
+        if pooled is not None:
+            with self._owned_lock:
+                if pooled in self._owned:
+                    self._owned.remove(pooled)
+            with suppress(Exception):
+                pooled.invalidate()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
