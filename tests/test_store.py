@@ -441,3 +441,25 @@ def test_driver_writes_keep_their_lazy_connection_to_themselves_and_sync_when_th
             mode = conn.execute(text("PRAGMA synchronous")).scalar()
     assert synced == [f"{path}-wal"]
     assert mode == 2  # FULL
+
+
+def test_driver_writes_from_many_short_lived_threads_leave_the_pool_its_connections(tmp_path):
+    # A daemon's runs start new sending threads; connections kept per thread would never come back.
+    from sqlalchemy import text
+
+    with open_store(tmp_path / "threads.sqlite3") as store:
+        for _ in range(3 * 15):  # three times what the pool may lend out at once
+            thread = threading.Thread(target=_one_driver_write, args=(store,))
+            thread.start()
+            thread.join()
+        held = [store.db.engine.connect() for _ in range(10)]  # the pool still has plenty to lend
+        try:
+            assert [conn.execute(text("SELECT 1")).scalar() for conn in held] == [1] * 10
+        finally:
+            for conn in held:
+                conn.close()
+
+
+def _one_driver_write(store: Any) -> None:
+    with store.db.driver_write(lazy_sync=True) as txn:
+        txn.driver.execute("SELECT 1")

@@ -285,9 +285,10 @@ class Database:
         self.path = self.backend.path  # the SQLite file; None for a server database
         self.busy_timeout_ms = busy_timeout_ms
         self._synced_at = float("-inf")  # when a commit last waited for the disk (see write)
-        self._own = threading.local()  # driver_write's connection, one per thread (see there)
-        self._owned: list[PoolProxiedConnection] = []
-        self._owned_lock = threading.Lock()
+        # driver_write's connections, kept apart from the pool (see there): as many as have been in use at once.
+        self._lazy_idle: list[PoolProxiedConnection] = []
+        self._lazy_all: list[PoolProxiedConnection] = []
+        self._lazy_lock = threading.Lock()
         with self.guard():
             self.engine: Engine = self.backend.create_engine()
         if migrate:
@@ -296,10 +297,11 @@ class Database:
             open_schema(self)
 
     def close(self) -> None:
-        with self._owned_lock:
-            owned, self._owned = self._owned, []
-        for pooled in owned:
-            pooled.invalidate()  # closed, never handed to write(): it commits without waiting for the disk
+        with self._lazy_lock:
+            lazy, self._lazy_all, self._lazy_idle = self._lazy_all, [], []
+        for pooled in lazy:
+            with suppress(Exception):
+                pooled.invalidate()  # closed, never handed to write(): it commits without waiting for the disk
         self.engine.dispose()
 
     @contextmanager
@@ -344,16 +346,18 @@ class Database:
     @contextmanager
     def driver_write(self, *, lazy_sync: bool = False) -> Iterator[DriverWrite]:
         """`write` for Prebuilt statements only, on SQLite (see has_driver_writes): the transaction runs
-        on a driver connection of this thread's own, without SQLAlchemy's connection, transaction and
-        event objects or the pool, which cost several times what SQLite does for the one-row transaction
-        the sender makes per message. The same write lock from the start, the same durability (that
-        connection commits without waiting for the disk, and a commit that must not be lazy syncs the log
-        once the lock is let go); an exception rolls back."""
+        straight on a driver connection kept for these transactions alone, without SQLAlchemy's connection,
+        transaction and event objects or the pool, which cost several times what SQLite does for the
+        one-row transaction the sender makes per message. The same write lock from the start, the same
+        durability: those connections commit without waiting for the disk (synchronous=NORMAL, set once),
+        and a commit that must not be lazy syncs the log once the lock is let go. An exception rolls back."""
         if not self.has_driver_writes:
             raise TypeError(f"{self.label}: driver_write is for SQLite")
         lazy = lazy_sync and time.monotonic() - self._synced_at < LAZY_SYNC_SECONDS
         with self.guard():
-            driver = self._own_connection()
+            pooled = self._take_lazy_connection()
+            driver = pooled.driver_connection
+            assert isinstance(driver, sqlite3.Connection)
             try:
                 driver.execute("BEGIN IMMEDIATE")
                 try:
@@ -363,34 +367,33 @@ class Database:
                     raise
                 driver.execute("COMMIT")
             except BaseException:
-                self._drop_own_connection()  # whatever state it was left in, the next transaction starts afresh
+                self._drop_lazy_connection(pooled)  # whatever state it was left in, the next one starts afresh
                 raise
+            with self._lazy_lock:
+                self._lazy_idle.append(pooled)
             if not lazy:
                 self.backend.sync_committed()
         if not lazy:
             self._synced_at = time.monotonic()
 
-    def _own_connection(self) -> sqlite3.Connection:
-        driver: sqlite3.Connection | None = getattr(self._own, "driver", None)
-        if driver is None:
-            pooled = self.engine.raw_connection()  # our connect-time PRAGMAs applied, like every connection
-            driver = pooled.driver_connection
-            assert isinstance(driver, sqlite3.Connection)
-            driver.execute("PRAGMA synchronous=NORMAL")  # outside any transaction; see driver_write for the sync
-            self._own.pooled, self._own.driver = pooled, driver
-            with self._owned_lock:
-                self._owned.append(pooled)
-        return driver
+    def _take_lazy_connection(self) -> PoolProxiedConnection:
+        with self._lazy_lock:
+            if self._lazy_idle:
+                return self._lazy_idle.pop()
+        pooled = self.engine.raw_connection()  # our connect-time PRAGMAs applied, like every connection
+        driver = pooled.driver_connection
+        assert isinstance(driver, sqlite3.Connection)
+        driver.execute("PRAGMA synchronous=NORMAL")  # outside any transaction; see driver_write for the sync
+        with self._lazy_lock:
+            self._lazy_all.append(pooled)
+        return pooled
 
-    def _drop_own_connection(self) -> None:
-        pooled = getattr(self._own, "pooled", None)
-        self._own.pooled = self._own.driver = None
-        if pooled is not None:
-            with self._owned_lock:
-                if pooled in self._owned:
-                    self._owned.remove(pooled)
-            with suppress(Exception):
-                pooled.invalidate()
+    def _drop_lazy_connection(self, pooled: PoolProxiedConnection) -> None:
+        with self._lazy_lock:
+            if pooled in self._lazy_all:
+                self._lazy_all.remove(pooled)
+        with suppress(Exception):
+            pooled.invalidate()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
