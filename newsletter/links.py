@@ -87,10 +87,6 @@ def _sign_with(mac: HmacSha1, value: str) -> str:
     return f"{value}.{_b64(mac.digest(value.encode())).decode()}"
 
 
-def sign(secret_key: str, purpose: Purpose, subscriber_id: str) -> str:
-    return _dumps(secret_key, purpose, _payload(subscriber_id))
-
-
 # The email tokens (manage, unsubscribe, view) are made here exactly as URLSafeSerializer.dumps makes them
 # (compact JSON, zlib only when it is shorter, base64 without padding, then "." and the HMAC-SHA1 of that
 # under the key derived from the salt), so links in emails sent before keep opening and `_load` still reads

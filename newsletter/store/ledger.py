@@ -237,12 +237,11 @@ class Ledger:
                 raise ValueError("a queued digest needs both its Message-ID and its bytes")
         if not items:
             return []
-        # Every row is made before the write lock is taken: the sender waits for that lock before each message.
+        # The sender waits for the write lock before each message: every row is made before the lock is
+        # taken, and the batch (megabytes) waits for the disk after it is let go.
         rows = [_rows_of(item, now) for item in items]
-        # Synced once the lock is let go: the batch is megabytes, and the sender waits for the lock before each message.
         with self._db.write(sync_after_unlock=True) as conn:
-            ids = _enqueue_many(conn, items, rows, now)
-        return ids
+            return _enqueue_many(conn, items, rows, now)
 
     def due(self, now: datetime, subscriber_ids: Sequence[str] = ()) -> list[QueuedMessage]:
         """Messages to send now, oldest first: queued, left `sending` by a crash, or deferred and due
