@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -35,16 +34,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 from bench_pipeline import title_phrases  # noqa: E402
-from throughput import NOW, config_titles, extra_page, write_subscribers  # noqa: E402
+from throughput import NOW, ingest_with_generated, write_subscribers  # noqa: E402
 
 from newsletter import pipeline  # noqa: E402
 from newsletter.config import config_from_mapping  # noqa: E402
 from newsletter.links import Signer  # noqa: E402
 from newsletter.models import Digest, RenderedEmail, SubscriberLinks  # noqa: E402
-from newsletter.rank import fit_ranker, tokenize  # noqa: E402
+from newsletter.rank import fit_ranker  # noqa: E402
 from newsletter.render import Renderer, shipped_templates  # noqa: E402
-from newsletter.sources import Folders, ingest  # noqa: E402
-from newsletter.store import open_store  # noqa: E402
 
 SENDER_NAME = "Paper Digest"
 SECRET_KEY = "bench-secret-key-0123456789abcdef"
@@ -58,18 +55,7 @@ def plan_digests(base: Path, pages: list[Path], subscribers: int, papers: int, s
     rng = random.Random(seed)
     config = config_from_mapping({"delivery": {"method": "outbox"},
                                   "digest": {"lookback_days": 30, "min_score": 0.0}}, base)
-    folders = Folders(config.inbox, config.processed, config.quarantine)
-    with open_store(config.store_path) as store:
-        ingest(store.papers, folders, NOW - timedelta(hours=2), pages)
-    titles = config_titles(config)
-    words = sorted({t for title in titles for t in tokenize(title) if len(t) > 4 and t.isalpha()})
-    if len(titles) < papers:
-        header = pages[0].read_text(encoding="utf-8").split("Mar ", 1)[0]
-        page = base / "generated.txt"
-        page.write_text(extra_page(header, titles, words, papers - len(titles), rng), encoding="utf-8")
-        with open_store(config.store_path) as store:
-            ingest(store.papers, folders, NOW - timedelta(hours=1), [page])
-        titles = config_titles(config)
+    titles, words = ingest_with_generated(config, base, pages, papers, rng)
     write_subscribers(config.subscribers_dir, subscribers, title_phrases(titles), words, titles, rng)
     with pipeline.open_context(config) as ctx:
         ctx = replace(ctx, make_ranker=partial(fit_ranker, model_id=ranker), config=None)

@@ -343,18 +343,7 @@ def make_project(base: Path, port: int, pages: list[Path], subscribers: int, pap
         "delivery": {"method": "smtp"}, "digest": {"lookback_days": 30},
         "smtp": {"host": HOST, "port": port, "security": "none", "timeout": 30},
     } | (settings or {}), base)
-    folders = Folders(config.inbox, config.processed, config.quarantine)
-    with open_store(config.store_path) as store:
-        ingest(store.papers, folders, NOW - timedelta(hours=2), pages)
-    titles = config_titles(config)
-    words = sorted({t for title in titles for t in tokenize(title) if len(t) > 4 and t.isalpha()})
-    if len(titles) < papers:
-        header = pages[0].read_text(encoding="utf-8").split("Mar ", 1)[0]
-        page = base / "generated.txt"
-        page.write_text(extra_page(header, titles, words, papers - len(titles), rng), encoding="utf-8")
-        with open_store(config.store_path) as store:
-            ingest(store.papers, folders, NOW - timedelta(hours=1), [page])
-        titles = config_titles(config)
+    titles, words = ingest_with_generated(config, base, pages, papers, rng)
     with open_store(config.store_path) as store:
         # What the product does right after each ingest (pipeline.ingest_pages): a delivery run reads these
         # vectors instead of embedding the day's papers itself.
@@ -371,6 +360,25 @@ def make_project(base: Path, port: int, pages: list[Path], subscribers: int, pap
         print(f"    (embedded the subscribers' topics in {time.perf_counter() - started:.1f}s, as the daemon does "
               "when it finds their files; not counted in the pipeline's time)")
     return config
+
+
+def ingest_with_generated(config: Any, base: Path, pages: list[Path], papers: int,
+                          rng: random.Random) -> tuple[list[str], list[str]]:
+    """Ingest the pages, then a generated page of papers up to `papers` (titles and abstracts made of the
+    pages' words); the titles and words there are then, to generate subscribers from."""
+    folders = Folders(config.inbox, config.processed, config.quarantine)
+    with open_store(config.store_path) as store:
+        ingest(store.papers, folders, NOW - timedelta(hours=2), pages)
+    titles = config_titles(config)
+    words = sorted({t for title in titles for t in tokenize(title) if len(t) > 4 and t.isalpha()})
+    if len(titles) < papers:
+        header = pages[0].read_text(encoding="utf-8").split("Mar ", 1)[0]
+        page = base / "generated.txt"
+        page.write_text(extra_page(header, titles, words, papers - len(titles), rng), encoding="utf-8")
+        with open_store(config.store_path) as store:
+            ingest(store.papers, folders, NOW - timedelta(hours=1), [page])
+        titles = config_titles(config)
+    return titles, words
 
 
 def config_titles(config: Any) -> list[str]:
