@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
 from sqlalchemy import create_engine
 
+from newsletter.models import Paper
+from newsletter.rank import Ranker, store_ranker_factory
+from newsletter.sources import Folders, ingest
+from newsletter.store import open_store
 from newsletter.store.migrate import alembic_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,6 +30,16 @@ def shared_pages() -> list[Path]:
     pages = sorted(SHARED_PAGES.glob("*.txt"))
     assert pages, f"the real pages are missing: expected {SHARED_PAGES}/*.txt (set NEWSLETTER_SHARED)"
     return pages
+
+
+@contextmanager
+def real_day(folder: Path) -> Iterator[tuple[list[Paper], Ranker]]:
+    """The real pages ingested into a fresh store in `folder` on 2026-03-20, and the store's ranker fitted
+    on them (the product's default: the hybrid one, with its vectors stored)."""
+    with open_store(folder / "store.sqlite3") as store:
+        ingest(store.papers, Folders(folder / "in", folder / "done", folder / "q"), at("2026-03-20"), shared_pages())
+        papers = store.papers.get()
+        yield papers, store_ranker_factory(store.vectors)(papers)
 
 
 def at(day: str, hour: int = 8) -> datetime:

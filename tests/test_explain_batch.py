@@ -13,14 +13,12 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from helpers import at, shared_pages
+from helpers import real_day
 from newsletter.models import Paper, Reason, Subscriber
-from newsletter.rank import Profile, build_profile, store_ranker_factory
+from newsletter.rank import Profile, build_profile
 from newsletter.rank.explain import REASON_MIN_COVERAGE, REASON_MIN_SIMILARITY, reason_for, reasons_for
 from newsletter.rank.hybrid import LIKED_SIMILAR, HybridRanker
 from newsletter.rank.tfidf import REASON_TERMS, TfidfRanker, TfidfScores
-from newsletter.sources import Folders, ingest
-from newsletter.store import open_store
 
 TOPICS = [("graph neural networks",), ("RAG", "code LLMs"), ("reinforcement learning for robotics", "diffusion models"),
           ("speech recognition",)]
@@ -28,11 +26,7 @@ TOPICS = [("graph neural networks",), ("RAG", "code LLMs"), ("reinforcement lear
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory, embedder):
-    folder = tmp_path_factory.mktemp("real")
-    with open_store(folder / "store.sqlite3") as store:
-        ingest(store.papers, Folders(folder / "in", folder / "done", folder / "q"), at("2026-03-20"), shared_pages())
-        papers = store.papers.get()
-        ranker = store_ranker_factory(store.vectors)(papers)
+    with real_day(tmp_path_factory.mktemp("real")) as (papers, ranker):
         assert isinstance(ranker, HybridRanker)
         yield papers, ranker
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import at, shared_pages
+from helpers import real_day
 from newsletter.models import Subscriber
-from newsletter.rank import build_profile, store_ranker_factory
+from newsletter.rank import build_profile
 from newsletter.rank.topics import spellings
 from newsletter.rank.words import tokenize
-from newsletter.sources import Folders, ingest
-from newsletter.store import open_store
 
 TOPICS = [
     ("reinforcement learning for robotics",), ("graph neural networks",), ("code LLMs", "program synthesis"),
@@ -27,11 +25,7 @@ TOPICS = [
 
 @pytest.fixture(scope="module")
 def ranked(tmp_path_factory, embedder):
-    folder = tmp_path_factory.mktemp("real")
-    with open_store(folder / "store.sqlite3") as store:
-        ingest(store.papers, Folders(folder / "in", folder / "done", folder / "q"), at("2026-03-20"), shared_pages())
-        papers = store.papers.get()
-        ranker = store_ranker_factory(store.vectors)(papers)
+    with real_day(tmp_path_factory.mktemp("real")) as (papers, ranker):
 
         def rank(topics: tuple[str, ...]):
             profile = build_profile(Subscriber(id="new", email="n@example.org", name="N", topics=topics), [])

@@ -12,12 +12,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from helpers import at, shared_pages
+from helpers import real_day
 from newsletter.models import Paper, Subscriber
-from newsletter.rank import Profile, build_profile, fit_ranker, store_ranker_factory
+from newsletter.rank import Profile, build_profile, fit_ranker
 from newsletter.rank.batch import RankRequest, rank_many
-from newsletter.sources import Folders, ingest
-from newsletter.store import open_store
 
 TOPICS = [("reinforcement learning for robotics",), ("graph neural networks",), ("code LLMs", "program synthesis"),
           ("RAG",), ("diffusion models", "image generation"), ("LLM reasoning", "mathematical reasoning"),
@@ -26,11 +24,8 @@ TOPICS = [("reinforcement learning for robotics",), ("graph neural networks",), 
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory, embedder):
-    folder = tmp_path_factory.mktemp("real")
-    with open_store(folder / "store.sqlite3") as store:
-        ingest(store.papers, Folders(folder / "in", folder / "done", folder / "q"), at("2026-03-20"), shared_pages())
-        papers = store.papers.get()
-        yield papers, store_ranker_factory(store.vectors)(papers)
+    with real_day(tmp_path_factory.mktemp("real")) as (papers, ranker):
+        yield papers, ranker
 
 
 def requests_for(papers: Sequence[Paper]) -> list[RankRequest]:
