@@ -98,17 +98,19 @@ def _ranked_digests(store: Store, make_ranker: RankerFactory, policy: DigestPoli
 
 
 # The first block is small, so the first digests are stored (and sent) a few hundred milliseconds into the
-# ranking rather than after a whole block; the rest go BLOCK at a time. A subscriber's picks do not
-# depend on who shares their block (scores may differ in the sixth decimal: sums run in another order).
+# ranking rather than after a whole block; each next block is twice the last, up to BLOCK, so that ranking
+# a block takes about as long as sending the one before it (with one jump from 64 to BLOCK the senders
+# ran dry for 0.3 s of a 10,000-subscriber run). A subscriber's picks do not depend on who shares their
+# block (scores may differ in the sixth decimal: sums run in another order).
 FIRST_BLOCK = 64
 
 
 def _blocks(subscribers: Sequence[Subscriber]) -> Iterator[Sequence[Subscriber]]:
-    start = 0
+    start, size = 0, FIRST_BLOCK
     while start < len(subscribers):
-        size = FIRST_BLOCK if start == 0 else BLOCK
         yield subscribers[start : start + size]
         start += size
+        size = min(size * 2, BLOCK)
 
 
 def prepare_ranking(store: Store, make_ranker: RankerFactory, subscribers: Sequence[Subscriber],

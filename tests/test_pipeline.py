@@ -417,6 +417,17 @@ def test_a_run_ranked_in_blocks_picks_for_each_subscriber_what_planning_them_alo
                for d, e in zip(seam, alone, strict=True) for s, t in zip(d.papers, e.papers, strict=True))
 
 
+def test_blocks_grow_from_the_first_to_the_full_size_and_cover_everyone_once() -> None:
+    from newsletter.planning import BLOCK, FIRST_BLOCK, _blocks
+
+    people = list(range(3 * BLOCK + 5))
+    blocks = list(_blocks(people))  # type: ignore[arg-type]
+    sizes = [len(b) for b in blocks]
+    assert sizes[0] == FIRST_BLOCK and sizes[-1] <= BLOCK and max(sizes) == BLOCK
+    assert all(b == min(2 * a, BLOCK) for a, b in zip(sizes, sizes[1:-1], strict=False))
+    assert [p for b in blocks for p in b] == people
+
+
 def test_a_ranker_fitted_ahead_is_used_only_for_the_papers_it_was_fitted_on(tmp_path):
     from newsletter.planning import reference_papers, reusing
 
