@@ -97,6 +97,35 @@ def test_without_a_usable_model_ranking_falls_back_to_tfidf_and_says_so_once(tmp
     assert len(warnings) == 1 and "ranking with TF-IDF" in warnings[0] and "corrupted" in warnings[0]
 
 
+def test_a_model_onnxruntime_cannot_run_is_found_at_the_first_text_and_ranking_falls_back(tmp_path) -> None:
+    # The files pass their sha256 and the session is made only when a text needs embedding (here the reference
+    # paper, held in memory): making it fails (a thread count onnxruntime cannot take), and the ranker is TF-IDF.
+    script = textwrap.dedent("""
+        import logging
+        from datetime import UTC, datetime
+        from newsletter.models import Paper
+        from newsletter.rank import fit_ranker
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+        papers = [Paper(id=1, title="Graph neural networks", abstract="", first_seen=datetime.now(UTC))]
+        print(type(fit_ranker(papers)).__name__)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NEWSLETTER_EMBED_THREADS": "lots"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["TfidfRanker"]
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1 and "ranking with TF-IDF" in warnings[0] and "cannot be loaded" in warnings[0]
+
+
+def test_the_model_is_loaded_on_the_first_text_to_embed_not_before(tmp_path) -> None:
+    papers = [paper(1, "Graph neural networks for molecules"), paper(2, "Bird song in cities")]
+    with open_store(tmp_path / "db.sqlite3") as store:
+        first = PaperVectors(Embedder(), store.vectors).of(papers)
+        fresh = Embedder()
+        again = PaperVectors(fresh, store.vectors).of(papers)  # every vector is stored: nothing to embed
+        assert np.array_equal(again, first) and fresh._loaded is None
+        assert fresh.encode(["Bird song in cities"]).shape == (1, 384) and fresh._loaded is not None
+
+
 def test_a_paper_is_embedded_once_and_its_vector_kept_in_the_store(tmp_path) -> None:
     papers = [paper(1, "Graph neural networks for molecules", "Message passing over atoms."),
               paper(2, "Bird song in cities")]

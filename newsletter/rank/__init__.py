@@ -58,7 +58,11 @@ def fit_ranker(reference: Sequence[Paper], model_id: str = DEFAULT_MODEL, *,
             return fit_ranker(reference, FALLBACK_MODEL)
         from .hybrid import HybridRanker
 
-        return HybridRanker(reference, vectors)
+        try:
+            return HybridRanker(reference, vectors)
+        except ModelUnavailable as exc:  # the model's session is made on the first text to embed, maybe here
+            log.warning("ranking with TF-IDF: %s", exc)
+            return fit_ranker(reference, FALLBACK_MODEL)
     raise ValueError(f"unknown ranker model {model_id!r}; known: {', '.join(MODELS)}")
 
 

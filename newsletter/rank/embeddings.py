@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,12 @@ class Embedder:
         self.tokenizer_path = tokenizer_path or default_tokenizer_path()
         verify(self.model_path, MODEL_SHA256, "embedding model")
         verify(self.tokenizer_path, TOKENIZER_SHA256, "embedding tokenizer")
-        self._session, self._tokenizer, self._inputs = _load(self.model_path, self.tokenizer_path)
+        self._onnxruntime, self._tokenizers = _runtime()
+        # The session is made on the first text to embed, not here: a run whose papers and topics were embedded
+        # ahead (at ingest, when the daemon found the subscriber files) never needs it, and making it took 0.2 s
+        # of every run's start, before its first digest could be sent.
+        self._loaded: _Loaded | None = None
+        self._loading = threading.Lock()
 
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         """One unit-length row per text (texts x 384, float32); `progress(done, total)` every 256 texts."""
@@ -100,14 +106,22 @@ class Embedder:
             progress(len(texts), len(texts))
         return out
 
+    def _model(self) -> _Loaded:
+        """The session and tokenizer, made once (the daemon's threads may ask at once)."""
+        with self._loading:
+            if self._loaded is None:
+                self._loaded = _load(self._onnxruntime, self._tokenizers, self.model_path, self.tokenizer_path)
+            return self._loaded
+
     def _encode_one(self, text: str) -> np.ndarray:
-        encoding = self._tokenizer.encode(text)
+        session, tokenizer, inputs = self._model()
+        encoding = tokenizer.encode(text)
         ids = np.array([encoding.ids], dtype=np.int64)
         mask = np.array([encoding.attention_mask], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self._inputs:
+        if "token_type_ids" in inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)
-        hidden = self._session.run(None, feeds)[0][0]  # tokens x 384
+        hidden = session.run(None, feeds)[0][0]  # tokens x 384
         # Mean over real tokens (sentence-transformers' pooling for this model), then unit length.
         weights = mask[0, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=0) / max(float(weights.sum()), 1.0)
@@ -115,15 +129,24 @@ class Embedder:
         return pooled / norm if norm > 0 else pooled
 
 
-def _load(model_path: Path, tokenizer_path: Path) -> tuple[Any, Any, frozenset[str]]:
+_Loaded = tuple[Any, Any, frozenset[str]]  # the inference session, the tokenizer, the model's input names
+
+
+def _runtime() -> tuple[Any, Any]:
+    """onnxruntime and tokenizers, imported: a missing or broken install is refused when the model is loaded,
+    so ranking falls back to TF-IDF at once rather than failing at the first text to embed."""
     try:
         import onnxruntime
-        from tokenizers import Tokenizer
+        import tokenizers
     except ImportError as exc:
         raise ModelUnavailable(f"cannot run the embedding model: {exc}; run: pip install onnxruntime tokenizers") \
             from None
+    return onnxruntime, tokenizers
+
+
+def _load(onnxruntime: Any, tokenizers: Any, model_path: Path, tokenizer_path: Path) -> _Loaded:
     try:
-        tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_path))
         tokenizer.enable_truncation(max_length=MAX_TOKENS)
         tokenizer.no_padding()
         options = onnxruntime.SessionOptions()
