@@ -463,3 +463,45 @@ def test_driver_writes_from_many_short_lived_threads_leave_the_pool_its_connecti
 def _one_driver_write(store: Any) -> None:
     with store.db.driver_write(lazy_sync=True) as txn:
         txn.driver.execute("SELECT 1")
+
+
+def test_a_driver_write_waits_for_another_writer_and_gets_in_once_it_commits(tmp_path):
+    # Its connection's own busy handler is off (busy_timeout 0): begin_immediate does the waiting, in short steps.
+    path = tmp_path / "wait.sqlite3"
+    with open_store(path) as store:
+        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN IMMEDIATE")
+        blocker.execute("INSERT INTO meta (key, value) VALUES ('blocker', 'committed')")
+        released = threading.Timer(0.2, blocker.execute, args=("COMMIT",))
+        released.start()
+        try:
+            with store.db.driver_write() as txn:
+                # It began after the other writer's commit (it sees its row), having waited rather than failed.
+                assert txn.driver.execute("SELECT value FROM meta WHERE key = 'blocker'").fetchone() == ("committed",)
+                txn.driver.execute("INSERT INTO meta (key, value) VALUES ('waited', 'yes')")
+                own_timeout = txn.driver.execute("PRAGMA busy_timeout").fetchone()[0]
+        finally:
+            released.join()
+            blocker.close()
+        with store.db.read() as conn:
+            assert conn.exec_driver_sql("SELECT value FROM meta WHERE key = 'waited'").scalar() == "yes"
+    assert own_timeout == 0
+
+
+def test_a_driver_write_blocked_past_the_busy_timeout_is_one_clear_error(tmp_path):
+    path = tmp_path / "busy.sqlite3"
+    open_store(path).close()
+    db = Database(path, busy_timeout_ms=150)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreBusy) as caught, db.driver_write():
+            pass
+        blocker.execute("ROLLBACK")
+        with db.driver_write() as txn:  # the failed wait left nothing behind: the next write gets in
+            txn.driver.execute("INSERT INTO meta (key, value) VALUES ('after', 'yes')")
+    finally:
+        blocker.close()
+        db.close()
+    assert str(caught.value) == (f"{path}: the database is busy: another newsletter command kept it locked for "
+                                 "0.15 s; wait for it to finish and run this again")

@@ -45,7 +45,7 @@ from sqlalchemy.exc import DatabaseError
 from sqlalchemy.pool import PoolProxiedConnection
 
 from ..errors import StoreBusy, StoreError
-from .backends import BUSY_TIMEOUT_MS, Backend, backend_for
+from .backends import BUSY_TIMEOUT_MS, Backend, backend_for, begin_immediate
 
 metadata = MetaData()
 
@@ -348,7 +348,8 @@ class Database:
         """`write` for Prebuilt statements only, on SQLite (see has_driver_writes): the transaction runs
         straight on a driver connection kept for these transactions alone, without SQLAlchemy's connection,
         transaction and event objects or the pool, which cost several times what SQLite does for the
-        one-row transaction the sender makes per message. The same write lock from the start, the same
+        one-row transaction the sender makes per message. The same write lock from the start (waited for in
+        shorter steps than SQLite's own: begin_immediate), the same
         durability: those connections commit without waiting for the disk (synchronous=NORMAL, set once),
         and a commit that must not be lazy syncs the log once the lock is let go. An exception rolls back."""
         if not self.has_driver_writes:
@@ -359,7 +360,7 @@ class Database:
             driver = pooled.driver_connection
             assert isinstance(driver, sqlite3.Connection)
             try:
-                driver.execute("BEGIN IMMEDIATE")
+                begin_immediate(driver, self.busy_timeout_ms)
                 try:
                     yield DriverWrite(driver, self.engine.dialect)
                 except BaseException:
@@ -384,6 +385,7 @@ class Database:
         driver = pooled.driver_connection
         assert isinstance(driver, sqlite3.Connection)
         driver.execute("PRAGMA synchronous=NORMAL")  # outside any transaction; see driver_write for the sync
+        driver.execute("PRAGMA busy_timeout=0")  # begin_immediate waits for the write lock, in shorter steps
         with self._lazy_lock:
             self._lazy_all.append(pooled)
         return pooled
