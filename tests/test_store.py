@@ -505,3 +505,30 @@ def test_a_driver_write_blocked_past_the_busy_timeout_is_one_clear_error(tmp_pat
         db.close()
     assert str(caught.value) == (f"{path}: the database is busy: another newsletter command kept it locked for "
                                  "0.15 s; wait for it to finish and run this again")
+
+
+def test_rows_inserted_with_their_ids_are_stored_as_sqlalchemy_stores_them_and_take_the_next_ids(tmp_path):
+    from sqlalchemy import delete, insert, text
+
+    from newsletter.store.schema import digests, insert_with_ids, to_db
+
+    def row(who: str) -> dict[str, object]:
+        return {"subscriber_id": who, "issued_at": to_db(at("2026-11-23")), "window_start": to_db(at("2026-11-20")),
+                "window_end": to_db(at("2026-11-23")), "through_batch": 3, "candidate_count": 40, "paper_count": 5,
+                "slot_date": at("2026-11-23").date(), "slot_at": None}
+
+    with open_store(tmp_path / "ids.sqlite3") as store:
+        with store.db.write() as conn:
+            conn.execute(insert(digests), [row("by-sqlalchemy")])
+            conn.execute(insert(digests), [row("removed")])
+            conn.execute(delete(digests).where(digests.c.subscriber_id == "removed"))  # SQLite reuses its id
+            ids = insert_with_ids(conn, digests, [row("ann"), row("bob")])
+            stored = conn.execute(text("SELECT id, subscriber_id, issued_at, typeof(issued_at), window_start, "
+                                       "slot_date, typeof(slot_date), slot_at FROM digests ORDER BY id")).all()
+            assert insert_with_ids(conn, digests, []) == []
+    assert ids == [2, 3]
+    assert [tuple(r) for r in stored] == [
+        (1, "by-sqlalchemy", "2026-11-23 08:00:00.000000", "text", "2026-11-20 08:00:00.000000", "2026-11-23", "text",
+         None),
+        (2, "ann", "2026-11-23 08:00:00.000000", "text", "2026-11-20 08:00:00.000000", "2026-11-23", "text", None),
+        (3, "bob", "2026-11-23 08:00:00.000000", "text", "2026-11-20 08:00:00.000000", "2026-11-23", "text", None)]

@@ -58,6 +58,7 @@ from .schema import (
     digests,
     from_db,
     insert_rows,
+    insert_with_ids,
     messages,
     papers,
     subscriber_health,
@@ -506,8 +507,7 @@ def _enqueue_many(conn: Connection, items: Sequence[Enqueue], rows: Sequence[_Ro
         fresh.append((item, item_rows))
     if not fresh:
         return [None] * len(items)
-    digest_ids = [int(row[0]) for row in conn.execute(
-        insert(digests).returning(digests.c.id, sort_by_parameter_order=True), [r.digest for _, r in fresh])]
+    digest_ids = insert_with_ids(conn, digests, [r.digest for _, r in fresh])
     by_item = {id(item): digest_id for (item, _), digest_id in zip(fresh, digest_ids, strict=True)}
     # About 600 rows a batch: the driver's executemany on SQLite (insert_rows), not SQLAlchemy's per-row work.
     insert_rows(conn, digest_papers, [(digest_id, *paper) for (_, r), digest_id in zip(fresh, digest_ids, strict=True)
@@ -515,9 +515,8 @@ def _enqueue_many(conn: Connection, items: Sequence[Enqueue], rows: Sequence[_Ro
     sending = [(item, r.delivery, digest_id) for (item, r), digest_id in zip(fresh, digest_ids, strict=True)
                if r.delivery is not None]
     if sending:
-        delivery_ids = [int(row[0]) for row in conn.execute(
-            insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True),
-            [delivery | {"digest_id": digest_id} for _, delivery, digest_id in sending])]
+        delivery_ids = insert_with_ids(conn, deliveries,
+                                       [delivery | {"digest_id": digest_id} for _, delivery, digest_id in sending])
         insert_rows(conn, messages, [(delivery_id, item.message)
                                      for (item, _, _), delivery_id in zip(sending, delivery_ids, strict=True)])
     return [by_item.get(id(item)) for item in items]
