@@ -510,7 +510,7 @@ def test_a_driver_write_blocked_past_the_busy_timeout_is_one_clear_error(tmp_pat
 def test_rows_inserted_with_their_ids_are_stored_as_sqlalchemy_stores_them_and_take_the_next_ids(tmp_path):
     from sqlalchemy import delete, insert, text
 
-    from newsletter.store.schema import digests, insert_with_ids, to_db
+    from newsletter.store.schema import deliveries, digests, insert_with_ids, to_db
 
     def row(who: str) -> dict[str, object]:
         return {"subscriber_id": who, "issued_at": to_db(at("2026-11-23")), "window_start": to_db(at("2026-11-20")),
@@ -526,7 +526,18 @@ def test_rows_inserted_with_their_ids_are_stored_as_sqlalchemy_stores_them_and_t
             stored = conn.execute(text("SELECT id, subscriber_id, issued_at, typeof(issued_at), window_start, "
                                        "slot_date, typeof(slot_date), slot_at FROM digests ORDER BY id")).all()
             assert insert_with_ids(conn, digests, []) == []
+            with pytest.raises(ValueError, match="do not all have the same columns"):
+                insert_with_ids(conn, digests, [row("cy"), row("dee") | {"unknown": 1}])
+            # A column left out takes its Python-side default, as SQLAlchemy's insert gives it (attempts, reply).
+            delivery = {"digest_id": 2, "recipient": "ann@example.org", "message_id": "<m@x>", "status": "queued",
+                        "updated_at": to_db(at("2026-11-23"))}
+            conn.execute(insert(deliveries), [delivery])
+            insert_with_ids(conn, deliveries, [delivery | {"digest_id": 3}])
+            kept = conn.execute(text("SELECT digest_id, attempts, reply, updated_at, next_attempt_at FROM deliveries "
+                                     "ORDER BY id")).all()
     assert ids == [2, 3]
+    assert [tuple(r) for r in kept] == [(2, 0, "", "2026-11-23 08:00:00.000000", None),
+                                        (3, 0, "", "2026-11-23 08:00:00.000000", None)]
     assert [tuple(r) for r in stored] == [
         (1, "by-sqlalchemy", "2026-11-23 08:00:00.000000", "text", "2026-11-20 08:00:00.000000", "2026-11-23", "text",
          None),

@@ -478,29 +478,35 @@ def insert_with_ids(conn: Connection, table: Table, rows: list[dict[str, object]
     if conn.dialect.name != "sqlite":
         return [int(row[0]) for row in conn.execute(
             insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)]
+    names = list(rows[0])
+    if any(row.keys() != rows[0].keys() for row in rows):
+        raise ValueError(f"insert_with_ids: the rows for {table.name} do not all have the same columns")
+    # Columns left out take their Python-side default, as SQLAlchemy's insert gives them.
+    defaults = {c.name: c.default.arg for c in table.columns  # type: ignore[attr-defined]
+                if c.name not in rows[0] and c.name != "id" and c.default is not None and c.default.is_scalar}
+    converts = [_sqlite_conversion(table.c[name], conn.dialect) for name in [*names, *defaults]]
+    columns = ", ".join(["id", *names, *defaults])
+    marks = ", ".join("?" * (1 + len(names) + len(defaults)))
     driver = conn.connection.driver_connection
     assert isinstance(driver, sqlite3.Connection)
     first = int(driver.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table.name}").fetchone()[0])
-    names = list(rows[0])
-    converts = [_sqlite_conversion(table.c[name], conn.dialect) for name in names]
-    columns = ", ".join(["id", *names])
-    marks = ", ".join("?" * (len(names) + 1))
     driver.executemany(f"INSERT INTO {table.name} ({columns}) VALUES ({marks})",
-                       [(ident, *(convert(row[name]) if convert and row[name] is not None else row[name]
-                                  for name, convert in zip(names, converts, strict=True)))
+                       [(ident, *(convert(value) if convert and value is not None else value
+                                  for value, convert in zip([*row.values(), *defaults.values()], converts,
+                                                            strict=True)))
                         for ident, row in enumerate(rows, start=first)])
     return list(range(first, first + len(rows)))
 
 
-_CONVERSIONS: dict[tuple[str, str], Callable[[Any], Any] | None] = {}
+_SQLITE_CONVERSIONS: dict[tuple[str, str], Callable[[Any], Any] | None] = {}
 
 
 def _sqlite_conversion(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
-    # The dialect's own type (SQLite's DATETIME and DATE write text), as Prebuilt does; looked up once per column.
+    # SQLite's own type for the column (its DATETIME and DATE write text), as Prebuilt does; looked up once.
     key = (column.table.name, column.name)
-    if key not in _CONVERSIONS:
-        _CONVERSIONS[key] = column.type.dialect_impl(dialect).bind_processor(dialect)
-    return _CONVERSIONS[key]
+    if key not in _SQLITE_CONVERSIONS:
+        _SQLITE_CONVERSIONS[key] = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return _SQLITE_CONVERSIONS[key]
 
 
 @dataclass(frozen=True, slots=True)
