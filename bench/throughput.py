@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from bench_pipeline import title_phrases  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from newsletter import pipeline, render  # noqa: E402
+from newsletter import pipeline  # noqa: E402
 from newsletter.config import config_from_mapping  # noqa: E402
 from newsletter.embedding_jobs import embed_new, embed_profiles  # noqa: E402
 from newsletter.models import Reason, ScoredPaper  # noqa: E402
@@ -161,60 +161,9 @@ def timed(owner: Any, name: str, stage: str, seconds: Seconds) -> None:
     setattr(owner, name, wrapper)
 
 
-class TimedRanker:
-    """A ranker whose every call adds its time to seconds["rank"]."""
-
-    def __init__(self, inner: Any, seconds: Seconds) -> None:
-        self._inner, self._seconds = inner, seconds
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._inner, name)
-        if not callable(attribute):
-            return attribute
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return attribute(*args, **kwargs)
-            finally:
-                self._seconds["rank"] += time.perf_counter() - started
-
-        return call
-
-
-def timed_generator(owner: Any, name: str, stage: str, seconds: Seconds) -> None:
-    """Like timed, for a generator function: the time of making each item counts, not of the call."""
-    original = getattr(owner, name, None)
-    if original is None:
-        return
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        items = original(*args, **kwargs)
-        while True:
-            started = time.perf_counter()
-            try:
-                item = next(items)
-            except StopIteration:
-                return
-            finally:
-                seconds[stage] += time.perf_counter() - started
-            yield item
-
-    setattr(owner, name, wrapper)
-
-
 def instrument(seconds: Seconds) -> None:
-    # Where the pipeline spends its time; a name that a later version drops is simply not timed.
-    timed(pipeline, "plan_digests", "plan (incl. rank)", seconds)
-    timed_generator(pipeline, "iter_digests", "plan (incl. rank)", seconds)
-    timed(pipeline, "compose", "compose (links, render)", seconds)
-    timed(render.Renderer, "render", "render", seconds)
-    timed(render.Renderer, "render_many", "render", seconds)
-    timed(pipeline, "to_message", "build MIME", seconds)
-    timed(pipeline, "serialise", "build MIME", seconds)
-    timed(pipeline, "build_wire", "build MIME", seconds)
-    timed(ledger.Ledger, "enqueue", "store/queue", seconds)
-    timed(ledger.Ledger, "enqueue_many", "store/queue", seconds)
+    # Where the sending spends its time (preparing is timed by the pipeline itself: RunReport.stages, in
+    # whichever process ran it); a name that a later version drops is simply not timed.
     timed(pipeline, "send_queued", "send (incl. settle)", seconds)
     timed(ledger.Ledger, "start_sending", "settle (ledger)", seconds)
     timed(ledger.Ledger, "settle", "settle (ledger)", seconds)
@@ -301,23 +250,15 @@ class ChildPeak:
         self.cpu[int(proc.name)] = sum(int(t) for t in times) / os.sysconf("SC_CLK_TCK")
 
 
-def run_pipeline(config: Any, seconds: Seconds, ranker: str) -> tuple[int, float]:
+def run_pipeline(config: Any, seconds: Seconds, ranker: str) -> tuple[Any, float]:
     instrument(seconds)
     with pipeline.open_context(config) as ctx:
-        factory = ranker_factory(ctx, ranker)
-
-        def make_ranker(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            ranker = factory(*args, **kwargs)
-            seconds["rank"] += time.perf_counter() - started
-            return TimedRanker(ranker, seconds)
-
-        ctx = replace(ctx, make_ranker=make_ranker)
+        ctx = replace(ctx, make_ranker=ranker_factory(ctx, ranker))
         started, cpu = time.perf_counter(), time.process_time()
         report = pipeline.send_digests(ctx, NOW)
         elapsed = time.perf_counter() - started
         seconds["(CPU of this process)"] = time.process_time() - cpu
-    return report.count("sent"), elapsed
+    return report, elapsed
 
 
 def stored_messages(db_path: Path, limit: int) -> list[tuple[str, bytes]]:
@@ -394,13 +335,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--producer", choices=("auto", "thread", "process"), default="auto",
                         help="where ranking and rendering run: as the product decides (a process of their own from "
-                             "500 digests), or always in a thread / a process (a process's stages are not timed)")
+                             "500 digests), or always in a thread / a process")
     parser.add_argument("--connections", type=int, default=1,
                         help="the pipeline's smtp.connections (parallel SMTP sessions; raw smtplib always uses one)")
     parser.add_argument("--ranker", default="default",
                         help="a ranker model id (e.g. tfidf-v1) instead of the default one, or `instant` (no ranking: "
-                             "what every other stage costs)")
+                             "what every other stage costs); the producer then runs in a thread")
     args = parser.parse_args()
+    if args.ranker != "default":
+        # A producer process builds its context from the config, with the default ranker: only a thread of this
+        # process runs the ranker asked for.
+        if args.producer == "process":
+            sys.exit("--ranker needs the producer in this process: use --producer thread (or auto)")
+        args.producer = "thread"
     pages = sorted(args.pages.glob("*.txt"))
     if not pages:
         sys.exit(f"no pages in {args.pages}")
@@ -415,13 +362,14 @@ def main() -> None:
         in_process = args.subscribers >= config.settings.delivery.producer_process_from > 0
         print(f"{args.subscribers} subscribers, {len(config_titles(config))} papers; sink on {HOST}:{port}; "
               f"the pipeline sends over {args.connections} connection(s); ranking and rendering in "
-              f"{'a process of their own (their stages are not timed here)' if in_process else 'a thread'}")
+              f"{'a process of their own' if in_process else 'a thread'}")
 
         seconds: Seconds = defaultdict(float)
         before = resident_mb()  # the setup (embedding papers and topics) already loaded the model here
         sink_before = sink_cpu(count)
         with ChildPeak() as producer:
-            sent, elapsed = run_pipeline(config, seconds, args.ranker)
+            report, elapsed = run_pipeline(config, seconds, args.ranker)
+        sent = report.count("sent")
         pipeline_sink = sink_cpu(count) - sink_before
         pipeline_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         producer_peak = producer.mb
@@ -438,8 +386,11 @@ def main() -> None:
     print(f"raw smtplib: {len(messages)} messages in {raw_elapsed:.2f}s: {raw_rate:,.1f}/s")
     print(f"ratio pipeline/raw: {rate / raw_rate:.2f}")
     print("stages (s; timed where they run, so overlapping stages can add up to more than the wall time):")
+    where = "the producer process" if in_process else "the producer thread"
+    for stage, spent in report.stages:
+        print(f"  {stage:<26}{spent:8.2f}   (in {where})")
     for stage, spent in seconds.items():
-        print(f"  {stage:<22}{spent:8.2f}")
+        print(f"  {stage:<26}{spent:8.2f}")
     per = 1000 / max(sent, 1)
     cpu = {"producer process": sum(producer.cpu.values()), "this process": seconds["(CPU of this process)"],
            "sink": pipeline_sink}

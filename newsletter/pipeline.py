@@ -45,6 +45,7 @@ from .sending import Arrivals, SendPolicy, Sent, release_dead_workers, send_queu
 from .slots import Slot, current_slot
 from .sources import Folders, IngestReport, PageReport, ingest
 from .sources.http import FetchPolicy, new_client
+from .stage_clock import StageClock
 from .store import DeliveryRecord, Enqueue, Store, open_store
 from .subscribers import FileSubscribers, SubscriberRepository
 
@@ -246,6 +247,9 @@ class RunReport:
     results: tuple[SubscriberResult, ...]
     profile_errors: tuple[str, ...] = ()
     interrupted: tuple[DeliveryRecord, ...] = ()  # messages a crashed earlier run left in flight: sent again
+    # Seconds spent preparing the run's digests, by stage (STAGES), where the producer ran: in its own process
+    # for a large run, so they overlap the sending and can add up to more than the run's wall time.
+    stages: tuple[tuple[str, float], ...] = ()
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results if r.outcome == outcome)
@@ -347,7 +351,8 @@ def _run_digests(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: b
         results += planner.results
         results += [SubscriberResult(d.subscriber_id, "queued", d.papers, d.candidates, message_id)
                     for message_id, d in planner.queued.items()]
-        return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)))
+        return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)),
+                         stages=planner.clock.report())
     # Only what a stopped worker left in flight: a live worker's sends are its own.
     release_dead_workers(ctx.store, wall_clock())
     interrupted = tuple(ctx.store.ledger.in_flight(wall_clock(), only))
@@ -377,7 +382,11 @@ def _run_digests(ctx: RunContext, now: datetime, only: Sequence[str], dry_run: b
     results += [SubscriberResult(d.subscriber_id, "not sent", d.papers, d.candidates,
                                  "stopping; still queued") for message_id, d in producer.queued.items()
                 if message_id not in tried and message_id in left]
-    return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)), interrupted)
+    if producer.queued:
+        log.info("prepared %d digests: %s", len(producer.queued),
+                 ", ".join(f"{stage} {spent:.1f} s" for stage, spent in producer.clock.report()))
+    return RunReport(tuple(sorted(results, key=lambda r: r.subscriber_id)), tuple(map(str, errors)), interrupted,
+                     producer.clock.report())
 
 
 def _for_slot(digest: Digest, slot: Slot, now: datetime, late_after: timedelta | None) -> Digest:
@@ -407,6 +416,7 @@ class Producer(Protocol):
     results: list[SubscriberResult]
     queued: dict[str, Produced]
     arrivals: Arrivals
+    clock: StageClock
 
     def start(self) -> None: ...
 
@@ -465,6 +475,7 @@ class DigestProducer:
         self.queued: dict[str, Produced] = {}  # by Message-ID
         self.arrivals = Arrivals(len(due))
         self._signal: BatchSignal = arrivals or self.arrivals
+        self.clock = StageClock()
         self._thread: threading.Thread | None = None
         self._failure: BaseException | None = None
 
@@ -490,11 +501,14 @@ class DigestProducer:
         """Produce every batch in this thread (what `start` runs, and `plan` on its own)."""
         try:
             ctx, now = self._ctx, self._now
-            digests = iter_digests(ctx.store, ctx.make_ranker, ctx.policy, [s for s, _ in self._due], now)
+            digests = iter_digests(ctx.store, ctx.make_ranker, ctx.policy, [s for s, _ in self._due], now,
+                                   self.clock)
             for start in range(0, len(self._due), QUEUE_BATCH):
                 slots = [slot for _, slot in self._due[start:start + QUEUE_BATCH]]
-                batch = [(_for_slot(next(digests), slot, now, self._late_after), slot) for slot in slots]
-                for (digest, _), (result, message_id) in zip(batch, queue_digests(ctx, batch, now), strict=True):
+                with self.clock.timing("plan (incl. rank)"):
+                    batch = [(_for_slot(next(digests), slot, now, self._late_after), slot) for slot in slots]
+                for (digest, _), (result, message_id) in zip(batch, queue_digests(ctx, batch, now, self.clock),
+                                                             strict=True):
                     if message_id is not None:
                         self.queued[message_id] = Produced(digest.subscriber.id, len(digest.papers),
                                                            digest.candidate_count)
@@ -627,9 +641,12 @@ QUEUE_BATCH = 50
 Queued = tuple[SubscriberResult | None, str | None]
 
 
-def queue_digests(ctx: RunContext, batch: Sequence[tuple[Digest, Slot]], now: datetime) -> list[Queued]:
+def queue_digests(ctx: RunContext, batch: Sequence[tuple[Digest, Slot]], now: datetime,
+                  clock: StageClock | None = None) -> list[Queued]:
     """Store each digest for its slot with its finished message; per digest (a result if nothing is to be
-    sent, its Message-ID). Every message is built first, then all are stored in one transaction."""
+    sent, its Message-ID). Every message is built first, then all are stored in one transaction. `clock`
+    adds up the time of each stage."""
+    clock = clock or StageClock()
     outcomes: list[Queued] = []
     entries: list[Enqueue] = []
     for digest, slot in batch:
@@ -639,15 +656,18 @@ def queue_digests(ctx: RunContext, batch: Sequence[tuple[Digest, Slot]], now: da
             outcomes.append((nothing_new(digest), None))
             continue
         try:
-            composed = compose(ctx, digest)
-            raw = wire_bytes(ctx, digest, composed)
+            with clock.timing("compose (links, render)"):
+                composed = compose(ctx, digest)
+            with clock.timing("build MIME"):
+                raw = wire_bytes(ctx, digest, composed)
         except Exception as exc:  # one subscriber's broken digest must not stop the others
             log.exception("could not build the digest for %s", sid)
             outcomes.append((SubscriberResult(sid, "error", count, candidates, f"{type(exc).__name__}: {exc}"), None))
             continue
         entries.append(Enqueue(digest, slot.at, composed.message_id, raw))
         outcomes.append((None, composed.message_id))
-    ids = iter(ctx.store.ledger.enqueue_many(entries, now))
+    with clock.timing("store"):
+        ids = iter(ctx.store.ledger.enqueue_many(entries, now))
     stored: list[Queued] = []
     for (digest, slot), (result, message_id) in zip(batch, outcomes, strict=True):
         if result is not None and result.outcome == "error":

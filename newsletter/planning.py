@@ -17,6 +17,7 @@ from threadpoolctl import threadpool_limits
 from .models import Digest, Paper, Subscriber
 from .rank import Profile, Ranker, build_profile
 from .rank.batch import BLOCK, RankRequest, rank_many
+from .stage_clock import StageClock
 from .store import Store
 
 # The ranker's reference set (the IDF today) is the newest papers, whoever is in the run,
@@ -60,19 +61,20 @@ def plan_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
 
 
 def iter_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
-                 subscribers: Sequence[Subscriber], now: datetime) -> Iterator[Digest]:
-    """`plan_digests` one digest at a time, so a run can store and send the first while it ranks the rest."""
+                 subscribers: Sequence[Subscriber], now: datetime, clock: StageClock | None = None) -> Iterator[Digest]:
+    """`plan_digests` one digest at a time, so a run can store and send the first while it ranks the rest;
+    `clock` adds up the time spent ranking."""
     if not subscribers:
         return
     # One BLAS thread: a run's matrices are small (a block of 512 subscribers x a day's papers), and the
     # producer shares the machine with its own sending threads (and often the mail server): OpenBLAS's
     # second thread then spins waiting for a core, and a 1,000-subscriber run took 4 s more CPU with it.
     with threadpool_limits(limits=1, user_api="blas"):
-        yield from _ranked_digests(store, make_ranker, policy, subscribers, now)
+        yield from _ranked_digests(store, make_ranker, policy, subscribers, now, clock or StageClock())
 
 
 def _ranked_digests(store: Store, make_ranker: RankerFactory, policy: DigestPolicy,
-                    subscribers: Sequence[Subscriber], now: datetime) -> Iterator[Digest]:
+                    subscribers: Sequence[Subscriber], now: datetime, clock: StageClock) -> Iterator[Digest]:
     through = store.papers.newest_batch()  # papers committed after this wait for the next run
     windows = windows_for(store, policy, subscribers, now)
     corpus = papers_in_play(store, list(windows.values()), through)
@@ -85,13 +87,15 @@ def _ranked_digests(store: Store, make_ranker: RankerFactory, policy: DigestPoli
     # block's profiles are read (votes, liked papers) and prepared (vectorised, their phrase vectors read)
     # with it, not all before the first: for 10,000 subscribers that took 1.6 s before anything could be sent.
     in_window = _papers_by_window(corpus)
-    ranker.prepare([], corpus)  # the papers once; each block's profiles below
+    with clock.timing("rank"):
+        ranker.prepare([], corpus)  # the papers once; each block's profiles below
     for block in _blocks(subscribers):
         profiles = profiles_of(store, block)
-        ranker.prepare(list(profiles.values()), [])
         requests = [RankRequest(profiles[s.id], candidates_for(in_window(windows[s.id]), sent.get(s.id)),
                                 s.max_papers or policy.max_papers) for s in block]
-        rankings = rank_many(ranker, corpus, requests, min_score=policy.min_score, diversity=policy.diversity)
+        with clock.timing("rank"):
+            ranker.prepare(list(profiles.values()), [])
+            rankings = rank_many(ranker, corpus, requests, min_score=policy.min_score, diversity=policy.diversity)
         for s, ranking in zip(block, rankings, strict=True):
             yield Digest(subscriber=s, papers=ranking.chosen, issued_at=now, window_start=windows[s.id].since,
                          window_end=now, through_batch=through, candidate_count=ranking.candidate_count)

@@ -40,6 +40,7 @@ from .pipeline import DigestProducer, Produced, RunContext, SubscriberResult, op
 from .planning import reference_papers, reusing
 from .sending import Arrivals
 from .slots import Slot
+from .stage_clock import StageClock
 
 WATCHDOG_SECONDS = 1.0  # how often the child checks that its parent is still there
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -105,6 +106,7 @@ class ProducerProcess:
         """`child`: one started ahead for the same `now` (see ProducerChild); else `start` starts it."""
         self.results: list[SubscriberResult] = []
         self.queued: dict[str, Produced] = {}
+        self.clock = StageClock()  # the child's, once it has finished
         self.arrivals = Arrivals(len(due))
         self._failure: BaseException | None = None
         self._config, self._due, self._now, self._late_after = config, list(due), now, late_after
@@ -142,7 +144,7 @@ class ProducerProcess:
                 if kind == "stored":
                     self.arrivals.stored()
                 elif kind == "finished":
-                    self.results, self.queued = payload
+                    self.results, self.queued, self.clock.seconds = payload
                     return
                 else:  # "failed"
                     self._failure = payload
@@ -200,7 +202,7 @@ def _produce(job: Connection, conn: Connection, config: Config, now: datetime) -
             return  # the run needed no process after all
         producer = DigestProducer(ctx, due, now, late_after, arrivals=_PipeSignal(conn))
         producer.run()
-    conn.send(("finished", (producer.results, producer.queued)))
+    conn.send(("finished", (producer.results, producer.queued, producer.clock.seconds)))
 
 
 def _with_fitted_ranker(ctx: RunContext, now: datetime) -> RunContext:

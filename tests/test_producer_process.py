@@ -99,6 +99,21 @@ def test_a_run_made_in_a_producer_process_sends_exactly_what_a_thread_would(tmp_
     assert children_of(os.getpid()) == []  # and it is gone
 
 
+def test_a_run_reports_and_logs_the_time_of_each_stage_wherever_its_digests_were_made(tmp_path, caplog):
+    from newsletter.stage_clock import STAGES
+
+    caplog.set_level("INFO", logger="newsletter.pipeline")
+    for name, producer_process_from in (("thread", 0), ("process", 10)):
+        caplog.clear()
+        report = pipeline.run_digests(load_config(project(tmp_path / name, 30, producer_process_from)), T_DIGEST)
+        stages = dict(report.stages)
+        assert list(stages) == list(STAGES) and report.count("sent") == 30
+        # Each stage ran (the child's clock came back over the pipe) and ranking is a part of planning.
+        assert all(spent > 0 for spent in stages.values()) and stages["rank"] <= stages["plan (incl. rank)"]
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("prepared ")]
+        assert lines == ["prepared 30 digests: " + ", ".join(f"{s} {stages[s]:.1f} s" for s in STAGES)]
+
+
 def test_a_producer_killed_mid_run_fails_the_run_and_the_next_run_sends_everyone_else_once(tmp_path):
     config = project(tmp_path / "p", 600, producer_process_from=1)
     outbox = tmp_path / "p" / "var" / "outbox"
