@@ -97,23 +97,27 @@ def test_without_a_usable_model_ranking_falls_back_to_tfidf_and_says_so_once(tmp
     assert len(warnings) == 1 and "ranking with TF-IDF" in warnings[0] and "corrupted" in warnings[0]
 
 
-def test_a_model_onnxruntime_cannot_run_is_found_at_the_first_text_and_ranking_falls_back(tmp_path) -> None:
-    # The files pass their sha256 and the session is made only when a text needs embedding (here the reference
-    # paper, held in memory): making it fails (a thread count onnxruntime cannot take), and the ranker is TF-IDF.
-    script = textwrap.dedent("""
-        import logging
-        from datetime import UTC, datetime
-        from newsletter.models import Paper
-        from newsletter.rank import fit_ranker
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-        papers = [Paper(id=1, title="Graph neural networks", abstract="", first_seen=datetime.now(UTC))]
-        print(type(fit_ranker(papers)).__name__)
-    """)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NEWSLETTER_EMBED_THREADS": "lots"}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["TfidfRanker"]
-    warnings = [line for line in done.stderr.splitlines() if line.startswith("WARNING")]
-    assert len(warnings) == 1 and "ranking with TF-IDF" in warnings[0] and "cannot be loaded" in warnings[0]
+def test_a_model_that_cannot_run_is_found_at_the_first_text_and_ranking_falls_back(tmp_path, caplog) -> None:
+    # The files pass their sha256 when the model is loaded; the session is made only when a text needs embedding
+    # (here the reference paper, held in memory). The file is gone by then (replaced under a running daemon, say):
+    # making the session fails, and the ranker is TF-IDF, with a warning that says why.
+    model = tmp_path / "model.onnx"
+    shutil.copy(default_model_path(), model)
+    embedder = Embedder(model_path=model)
+    model.unlink()
+    caplog.set_level("WARNING", logger="newsletter.rank")
+    ranker = fit_ranker([paper(1, "Graph neural networks")], vectors=PaperVectors(embedder, None))
+    assert type(ranker).__name__ == "TfidfRanker"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"ranking with TF-IDF: {model}: the embedding model cannot "
+                                                         "be loaded")
+
+
+def test_a_thread_count_that_is_not_one_is_refused_when_the_model_is_loaded(monkeypatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_EMBED_THREADS", "lots")
+    with pytest.raises(ModelUnavailable, match=r"NEWSLETTER_EMBED_THREADS='lots' is not a number of threads; "
+                                               r"set a whole number such as 2, or unset it"):
+        Embedder()
 
 
 def test_the_model_is_loaded_on_the_first_text_to_embed_not_before(tmp_path) -> None:

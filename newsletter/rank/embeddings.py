@@ -89,6 +89,7 @@ class Embedder:
         verify(self.model_path, MODEL_SHA256, "embedding model")
         verify(self.tokenizer_path, TOKENIZER_SHA256, "embedding tokenizer")
         self._onnxruntime, self._tokenizers = _runtime()
+        self._threads = _embed_threads()
         # The session is made on the first text to embed, not here: a run whose papers and topics were embedded
         # ahead (at ingest, when the daemon found the subscriber files) never needs it, and making it took 0.2 s
         # of every run's start, before its first digest could be sent.
@@ -110,7 +111,8 @@ class Embedder:
         """The session and tokenizer, made once (the daemon's threads may ask at once)."""
         with self._loading:
             if self._loaded is None:
-                self._loaded = _load(self._onnxruntime, self._tokenizers, self.model_path, self.tokenizer_path)
+                self._loaded = _load(self._onnxruntime, self._tokenizers, self.model_path, self.tokenizer_path,
+                                     self._threads)
             return self._loaded
 
     def _encode_one(self, text: str) -> np.ndarray:
@@ -132,6 +134,17 @@ class Embedder:
 _Loaded = tuple[Any, Any, frozenset[str]]  # the inference session, the tokenizer, the model's input names
 
 
+def _embed_threads() -> int:
+    """NEWSLETTER_EMBED_THREADS: onnxruntime's threads per text (0 or unset: its own choice, one per core)."""
+    value = os.environ.get("NEWSLETTER_EMBED_THREADS", "").strip()
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise ModelUnavailable(f"NEWSLETTER_EMBED_THREADS={value!r} is not a number of threads; "
+                               "set a whole number such as 2, or unset it")
+    return int(value)
+
+
 def _runtime() -> tuple[Any, Any]:
     """onnxruntime and tokenizers, imported: a missing or broken install is refused when the model is loaded,
     so ranking falls back to TF-IDF at once rather than failing at the first text to embed."""
@@ -144,16 +157,15 @@ def _runtime() -> tuple[Any, Any]:
     return onnxruntime, tokenizers
 
 
-def _load(onnxruntime: Any, tokenizers: Any, model_path: Path, tokenizer_path: Path) -> _Loaded:
+def _load(onnxruntime: Any, tokenizers: Any, model_path: Path, tokenizer_path: Path, threads: int) -> _Loaded:
     try:
         tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_path))
         tokenizer.enable_truncation(max_length=MAX_TOKENS)
         tokenizer.no_padding()
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # onnxruntime's warnings are about its internals, not ours
-        threads = os.environ.get("NEWSLETTER_EMBED_THREADS")
         if threads:
-            options.intra_op_num_threads = int(threads)
+            options.intra_op_num_threads = threads
         session = onnxruntime.InferenceSession(str(model_path), sess_options=options,
                                                providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own types for a file it cannot run
