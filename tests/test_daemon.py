@@ -20,6 +20,8 @@ import yaml
 from sqlalchemy import text
 
 from helpers import FIXTURE_PAGES, REPO, SAMPLE_PAGES
+from newsletter import pipeline
+from newsletter.config import load_config
 from newsletter.store import open_store
 
 WAIT = 60.0
@@ -51,11 +53,8 @@ class Running:
 
 
 def make_project(tmp_path: Path, slot: datetime, store: str | None = None) -> Path:
-    folder = tmp_path / "subscribers"
-    shutil.copytree(REPO / "subscribers", folder, ignore=shutil.ignore_patterns("*.md"))
-    alice = yaml.safe_load((folder / "alice.yaml").read_text())
-    alice["schedule"] = {"time": slot.strftime("%H:%M:%S"), "timezone": "UTC"}
-    (folder / "alice.yaml").write_text(yaml.safe_dump(alice))
+    shutil.copytree(REPO / "subscribers", tmp_path / "subscribers", ignore=shutil.ignore_patterns("*.md"))
+    schedule_alice(tmp_path, slot)
     (tmp_path / "var" / "inbox").mkdir(parents=True)
     for page in SAMPLE_PAGES.glob("*.txt"):
         shutil.copy(page, tmp_path / "var" / "inbox")
@@ -66,6 +65,13 @@ def make_project(tmp_path: Path, slot: datetime, store: str | None = None) -> Pa
         config["store"] = store
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     return tmp_path
+
+
+def schedule_alice(project: Path, slot: datetime) -> None:
+    path = project / "subscribers" / "alice.yaml"
+    alice = yaml.safe_load(path.read_text())
+    alice["schedule"] = {"time": slot.strftime("%H:%M:%S"), "timezone": "UTC"}
+    path.write_text(yaml.safe_dump(alice))
 
 
 def outbox(project: Path, who: str) -> list[Path]:
@@ -110,12 +116,15 @@ def test_the_daemon_sends_at_the_slot_stops_on_sigterm_refuses_a_twin_and_restar
 
 def test_sigterm_mid_send_exits_0_and_the_next_start_resends_the_same_message(tmp_path, smtp_sink):
     sink = smtp_sink(hold_data=(1,))  # the first message arrives but its 250 never comes
-    slot = (datetime.now(UTC) + timedelta(seconds=4)).replace(microsecond=0)
-    project = make_project(tmp_path, slot)
+    project = make_project(tmp_path, datetime.now(UTC) + timedelta(hours=3))
     config = yaml.safe_load((project / "config.yaml").read_text())
     config |= {"delivery": {"method": "smtp"},
                "smtp": sink.settings(timeout=60.0).model_dump(mode="json", exclude_none=True)}
     (project / "config.yaml").write_text(yaml.safe_dump(config))
+    # The pages are in before the slot is set: a slot that passed while a slow machine was still ingesting
+    # would find nothing new (its window ends at the slot), and nothing would be sent.
+    pipeline.ingest_pages(load_config(project / "config.yaml"), datetime.now(UTC))
+    schedule_alice(project, (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0))
     first = Running(project, "first")
     deadline = time.monotonic() + WAIT
     while not sink.messages:
