@@ -55,6 +55,7 @@ LATE_AFTER = timedelta(minutes=15)
 # How long to wait for the job in flight after a stop signal before abandoning it: its message
 # stays `sending` in the ledger and the next start sends it again, with the same Message-ID.
 STOP_WAIT = 10.0
+SIGNAL_POLL_SECONDS = 0.5  # how soon a SIGINT/SIGTERM that another thread caught stops the daemon
 
 Clock = Callable[[], datetime]
 SourcesHook = Callable[[RunContext, datetime], object]
@@ -345,7 +346,10 @@ def run_daemon(config: Config, *, stop: threading.Event | None = None, clock: Cl
         clean = False
         try:
             daemon.start()
-            stop.wait()
+            # In short waits, not one: a signal the kernel hands to another thread (the scheduler's, onnxruntime's)
+            # is run by Python in the main thread only once that thread wakes, and an untimed wait never does.
+            while not stop.wait(SIGNAL_POLL_SECONDS):
+                pass
             log.info("stopping: finishing the message in flight")
         finally:
             clean = daemon.stop()
