@@ -141,9 +141,9 @@ class Daemon:
 
     def _scheduler(self) -> BackgroundScheduler:
         schedule = self.settings.schedule
+        self._jobs = SQLAlchemyJobStore(engine=self.ctx.store.db.engine, tablename=JOBS_TABLE)
         return BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=self.ctx.store.db.engine, tablename=JOBS_TABLE),
-                       "housekeeping": MemoryJobStore()},
+            jobstores={"default": self._jobs, "housekeeping": MemoryJobStore()},
             # One digest job at a time (each takes the digest lock anyway); housekeeping beside it.
             executors={"default": ThreadPoolExecutor(1), "housekeeping": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1,
@@ -287,6 +287,10 @@ class Daemon:
         global _daemon
         _daemon = self
         logging.getLogger("apscheduler.scheduler").addFilter(_SKIPS)  # the same filter once, however many daemons
+        # APScheduler creates its table in a transaction that reads first and writes after, which SQLite refuses
+        # at once ("database is locked") when another connection wrote in between; under the write lock it can't.
+        with self.ctx.store.db.write() as conn:
+            self._jobs.jobs_t.create(conn, checkfirst=True)
         self.scheduler.start(paused=True)
 
     def start(self) -> None:
